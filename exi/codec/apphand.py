@@ -56,16 +56,15 @@ def _d_AppProtocolType(r):
                 f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_VersionNumberMajor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AppProtocolType', r.end - q)
+        if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         el = 'VersionNumberMinor'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -80,17 +79,16 @@ def _d_AppProtocolType(r):
                 f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_VersionNumberMinor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         q -= 21
         if q < 0: V, q = r.slideq(q, 21)
         x = (V >> q) & 2097151
         if x & 1835907: raise r.deviation('AppProtocolType', r.end - q)
+        if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         el = 'SchemaID'
         f_SchemaID = ((x >> 10) & 255)
         el = 'Priority'
@@ -204,16 +202,15 @@ def _d_supportedAppProtocolReq(r):
                 _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_VersionNumberMajor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
+        if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         el = 'AppProtocol/VersionNumberMinor'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -228,17 +225,16 @@ def _d_supportedAppProtocolReq(r):
                 _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_VersionNumberMinor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         q -= 21
         if q < 0: V, q = r.slideq(q, 21)
         x = (V >> q) & 2097151
         if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
+        if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         el = 'AppProtocol/SchemaID'
         _c1_SchemaID = ((x >> 10) & 255)
         el = 'AppProtocol/Priority'
@@ -295,16 +291,15 @@ def _d_supportedAppProtocolReq(r):
                             _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_VersionNumberMajor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                    if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(r.end - q))
                     el = 'AppProtocol/VersionNumberMinor'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
@@ -319,17 +314,16 @@ def _d_supportedAppProtocolReq(r):
                             _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_VersionNumberMinor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(r.end - q))
                     q -= 21
                     if q < 0: V, q = r.slideq(q, 21)
                     x = (V >> q) & 2097151
                     if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                    if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(r.end - q))
                     el = 'AppProtocol/SchemaID'
                     _c2_SchemaID = ((x >> 10) & 255)
                     el = 'AppProtocol/Priority'
@@ -712,16 +706,15 @@ def _de4(r):  # VersionNumberMajor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMajor', r.end - q)
+    if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -759,16 +752,15 @@ def _de5(r):  # VersionNumberMinor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMinor', r.end - q)
+    if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 

@@ -313,17 +313,16 @@ def _d_CableCheckResType(r):
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
             if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -1309,20 +1308,18 @@ def _d_CertificateUpdateResType(r):
             elif not _y & 128:
                 q -= 24
                 f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_RetryCounter - 1 if _neg else f_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_RetryCounter - 1 if _neg else f_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_RetryCounter = (V >> q) & 127
         else:
             r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_RetryCounter - 1 if _neg else f_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
+        if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1426,17 +1423,14 @@ def _e_CertificateUpdateResType(w, o):
             else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
             if not (v_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
             el = 'RetryCounter'
+            if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
             v = (v << 4) | (v_RetryCounter < 0)
             n += 4
             _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -1487,16 +1481,15 @@ def _d_ChargeParameterDiscoveryReqType(r):
                         _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_DepartureTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                 el = 'AC_EVChargeParameter/EAmount'
                 _c1_c1_Multiplier = None
                 _c1_c1_Unit = None
@@ -1535,20 +1528,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                         _c1_c1_s = 3
                     elif ec == 1:
                         q -= 2
@@ -1568,20 +1559,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                         _c1_c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -1635,20 +1624,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                         _c1_c2_s = 3
                     elif ec == 1:
                         q -= 2
@@ -1668,20 +1655,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                         _c1_c2_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -1735,20 +1720,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
                         _c1_c3_s = 3
                     elif ec == 1:
                         q -= 2
@@ -1768,20 +1751,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
                         _c1_c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -1835,20 +1816,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c4_Value - 1 if _neg else _c1_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c4_Value - 1 if _neg else _c1_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c4_Value - 1 if _neg else _c1_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
                         _c1_c4_s = 3
                     elif ec == 1:
                         q -= 2
@@ -1868,20 +1847,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_c4_Value - 1 if _neg else _c1_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_c4_Value - 1 if _neg else _c1_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_c4_Value - 1 if _neg else _c1_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
                         _c1_c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -1995,33 +1972,27 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                         el = 'AC_EVChargeParameter/EAmount/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
                         n += 11
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c1_s = 3
                     elif _c2_c1_Value is not None:
                         el = 'AC_EVChargeParameter/EAmount/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c2_c1_Value < 0)
                         n += 4
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c1_s = 3
@@ -2056,33 +2027,27 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c2_i1 is None: raise EncodeError(f'{_c2_c2_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
                         el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
                         n += 11
                         _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c2_s = 3
                     elif _c2_c2_Value is not None:
                         el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c2_c2_Value < 0)
                         n += 4
                         _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c2_s = 3
@@ -2117,33 +2082,27 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
                         el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
                         n += 11
                         _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c3_s = 3
                     elif _c2_c3_Value is not None:
                         el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c2_c3_Value < 0)
                         n += 4
                         _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c3_s = 3
@@ -2178,33 +2137,27 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c4_i1 is None: raise EncodeError(f'{_c2_c4_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c2_c4_Value is not None): raise EncodeError('missing content: Value')
                         el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
                         n += 11
                         _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c4_s = 3
                     elif _c2_c4_Value is not None:
                         el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c2_c4_Value < 0)
                         n += 4
                         _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_c4_s = 3
@@ -2330,17 +2283,16 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 q -= 8
                 if q < 0: V, q = r.slideq(q, 8)
                 x = (V >> q) & 255
                 if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c2_c1_EVSENotification = ((x >> 3) & 3)
                 if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
@@ -2388,20 +2340,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                         _c2_c2_s = 3
                     elif ec == 1:
                         q -= 2
@@ -2421,20 +2371,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                         _c2_c2_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -2488,20 +2436,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                         _c2_c3_s = 3
                     elif ec == 1:
                         q -= 2
@@ -2521,20 +2467,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                         _c2_c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -2588,20 +2532,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_c4_Value - 1 if _neg else _c2_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_c4_Value - 1 if _neg else _c2_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c4_Value - 1 if _neg else _c2_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
                         _c2_c4_s = 3
                     elif ec == 1:
                         q -= 2
@@ -2621,20 +2563,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_c4_Value - 1 if _neg else _c2_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_c4_Value - 1 if _neg else _c2_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c4_Value - 1 if _neg else _c2_c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
                         _c2_c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -2793,33 +2733,27 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
                         el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
                         n += 11
                         _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_c2_s = 3
                     elif _c4_c2_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c4_c2_Value < 0)
                         n += 4
                         _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_c2_s = 3
@@ -2854,33 +2788,27 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
                         el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
                         n += 11
                         _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_c3_s = 3
                     elif _c4_c3_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c4_c3_Value < 0)
                         n += 4
                         _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_c3_s = 3
@@ -2915,33 +2843,27 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         if _c4_c4_i1 is None: raise EncodeError(f'{_c4_c4_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c4_c4_Value is not None): raise EncodeError('missing content: Value')
                         el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
                         n += 11
                         _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_c4_s = 3
                     elif _c4_c4_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c4_c4_Value < 0)
                         n += 4
                         _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_c4_s = 3
@@ -3071,20 +2993,18 @@ def _d_ChargingStatusResType(r):
             elif not _y & 128:
                 q -= 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SAScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         s = 3
         if s == 3:
             q -= 2
@@ -3129,20 +3049,18 @@ def _d_ChargingStatusResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     elif ec == 1:
                         q -= 2
@@ -3162,20 +3080,18 @@ def _d_ChargingStatusResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -3262,17 +3178,16 @@ def _d_ChargingStatusResType(r):
                     _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
             _c2_EVSENotification = ((x >> 3) & 3)
             if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
@@ -3323,17 +3238,14 @@ def _e_ChargingStatusResType(w, o):
             else: w.v = v; w.n = n; w.binary(v_EVSEID); v = w.v; n = w.n
             if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
             el = 'SAScheduleTupleID'
+            if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
             v = (v << 4) | (v_SAScheduleTupleID < 0)
             n += 4
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 1
             n += 1
             s = 3
@@ -3363,33 +3275,27 @@ def _e_ChargingStatusResType(w, o):
                         if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaxCurrent/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                         n += 11
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_s = 3
                     elif _c2_Value is not None:
                         el = 'EVSEMaxCurrent/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                         n += 4
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_s = 3
@@ -3830,20 +3736,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -3863,20 +3767,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -3933,20 +3835,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     elif ec == 1:
                         q -= 2
@@ -3966,20 +3866,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4032,20 +3930,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4065,20 +3961,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4131,20 +4025,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4164,20 +4056,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4252,20 +4142,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4285,20 +4173,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4351,20 +4237,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4384,20 +4268,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4472,20 +4354,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4505,20 +4385,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4623,20 +4501,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4656,20 +4532,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4722,20 +4596,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4755,20 +4627,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4821,20 +4691,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4854,20 +4722,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4926,20 +4792,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c12_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c12_Value = -_c12_Value - 1
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                         _c12_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4959,20 +4823,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c12_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c12_Value = -_c12_Value - 1
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                         _c12_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -5025,20 +4887,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c13_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c13_Value = -_c13_Value - 1
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                         _c13_s = 3
                     elif ec == 1:
                         q -= 2
@@ -5058,20 +4918,18 @@ def _d_CurrentDemandReqType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c13_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c13_Value = -_c13_Value - 1
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                         _c13_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -5129,20 +4987,18 @@ def _d_CurrentDemandReqType(r):
                         elif not _y & 128:
                             q -= 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     _c14_s = 3
                 elif ec == 1:
                     q -= 2
@@ -5162,20 +5018,18 @@ def _d_CurrentDemandReqType(r):
                         elif not _y & 128:
                             q -= 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     _c14_s = 3
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
@@ -5325,33 +5179,27 @@ def _e_CurrentDemandReqType(w, o):
                     if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVTargetCurrent/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVTargetCurrent/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
@@ -5390,33 +5238,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumVoltageLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c3_s = 3
@@ -5452,33 +5294,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumCurrentLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVMaximumCurrentLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_s = 3
@@ -5514,33 +5350,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
@@ -5591,33 +5421,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
@@ -5653,33 +5477,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
@@ -5730,33 +5548,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
@@ -5831,33 +5643,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                         el = 'RemainingTimeToFullSoC/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'RemainingTimeToFullSoC/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c9_Value < 0)
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c9_s = 3
@@ -5893,33 +5699,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                         el = 'RemainingTimeToBulkSoC/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'RemainingTimeToBulkSoC/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c10_Value < 0)
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c10_s = 3
@@ -5955,33 +5755,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVTargetVoltage/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
                         n += 11
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c11_s = 3
                     elif _c11_Value is not None:
                         el = 'EVTargetVoltage/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c11_Value < 0)
                         n += 4
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c11_s = 3
@@ -6020,33 +5814,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                         el = 'RemainingTimeToBulkSoC/Value'
+                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
                         n += 11
                         _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c12_s = 3
                     elif _c12_Value is not None:
                         el = 'RemainingTimeToBulkSoC/Value'
+                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c12_Value < 0)
                         n += 4
                         _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c12_s = 3
@@ -6082,33 +5870,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVTargetVoltage/Value'
+                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
                         n += 11
                         _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c13_s = 3
                     elif _c13_Value is not None:
                         el = 'EVTargetVoltage/Value'
+                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c13_Value < 0)
                         n += 4
                         _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c13_s = 3
@@ -6147,33 +5929,27 @@ def _e_CurrentDemandReqType(w, o):
                         if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVTargetVoltage/Value'
+                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c14_i1 << 4) | (_c14_Value < 0)
                         n += 11
                         _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c14_s = 3
                     elif _c14_Value is not None:
                         el = 'EVTargetVoltage/Value'
+                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c14_Value < 0)
                         n += 4
                         _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c14_s = 3
@@ -6277,17 +6053,16 @@ def _d_CurrentDemandResType(r):
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
             if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -6339,20 +6114,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -6372,20 +6145,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -6439,20 +6210,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
                 q -= 2
@@ -6472,20 +6241,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -6557,20 +6324,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
                         q -= 2
@@ -6590,20 +6355,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -6656,20 +6419,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
                         q -= 2
@@ -6689,20 +6450,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -6755,20 +6514,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     elif ec == 1:
                         q -= 2
@@ -6788,20 +6545,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -6863,20 +6618,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     elif ec == 1:
                         q -= 2
@@ -6896,20 +6649,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -6962,20 +6713,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
                         q -= 2
@@ -6995,20 +6744,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -7070,20 +6817,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     elif ec == 1:
                         q -= 2
@@ -7103,20 +6848,18 @@ def _d_CurrentDemandResType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -7248,33 +6991,27 @@ def _e_CurrentDemandResType(w, o):
                     if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
@@ -7309,33 +7046,27 @@ def _e_CurrentDemandResType(w, o):
                     if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEPresentCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVSEPresentCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c4_s = 3
@@ -7385,33 +7116,27 @@ def _e_CurrentDemandResType(w, o):
                         if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
@@ -7447,33 +7172,27 @@ def _e_CurrentDemandResType(w, o):
                         if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
@@ -7509,33 +7228,27 @@ def _e_CurrentDemandResType(w, o):
                         if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
@@ -7576,33 +7289,27 @@ def _e_CurrentDemandResType(w, o):
                         if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
@@ -7638,33 +7345,27 @@ def _e_CurrentDemandResType(w, o):
                         if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c9_Value < 0)
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c9_s = 3
@@ -7705,33 +7406,27 @@ def _e_CurrentDemandResType(w, o):
                         if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c10_Value < 0)
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c10_s = 3
@@ -7842,20 +7537,18 @@ def _d_MeteringReceiptReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_SAScheduleTupleID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
@@ -7930,17 +7623,14 @@ def _e_MeteringReceiptReqType(w, o):
         if s == 2:
             if v_SAScheduleTupleID is not None:
                 el = 'SAScheduleTupleID'
+                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_SAScheduleTupleID < 0)
                 n += 4
                 _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                 el = 'MeterInfo'
                 v <<= 2
@@ -8008,17 +7698,16 @@ def _d_MeteringReceiptResType(r):
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 8
         if q < 0: V, q = r.slideq(q, 8)
         x = (V >> q) & 255
         if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -8284,17 +7973,16 @@ def _d_PaymentDetailsResType(r):
                 f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_DateTimeNow - 1 if _neg else f_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_DateTimeNow = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_DateTimeNow - 1 if _neg else f_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PaymentDetailsResType', r.end - q)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
+        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -8328,15 +8016,14 @@ def _e_PaymentDetailsResType(w, o):
             else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
             if not (v_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
             el = 'DateTimeNow'
+            if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
             v = (v << 4) | (v_DateTimeNow < 0)
             n += 4
             _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -9043,17 +8730,16 @@ def _d_PowerDeliveryResType(r):
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 q -= 7
                 if q < 0: V, q = r.slideq(q, 7)
                 x = (V >> q) & 127
                 if x & 115: raise r.deviation('PowerDeliveryResType', r.end - q)
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c1_EVSENotification = ((x >> 2) & 3)
                 if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -9120,17 +8806,16 @@ def _d_PowerDeliveryResType(r):
                             _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_NotificationMaxDelay = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     q -= 7
                     if q < 0: V, q = r.slideq(q, 7)
                     x = (V >> q) & 127
                     if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                    if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c2_EVSENotification = ((x >> 2) & 3)
                     if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
@@ -9435,20 +9120,18 @@ def _d_PreChargeReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -9468,20 +9151,18 @@ def _d_PreChargeReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -9535,20 +9216,18 @@ def _d_PreChargeReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
                 q -= 2
@@ -9568,20 +9247,18 @@ def _d_PreChargeReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -9714,33 +9391,27 @@ def _e_PreChargeReqType(w, o):
                     if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVTargetVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVTargetVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
@@ -9775,33 +9446,27 @@ def _e_PreChargeReqType(w, o):
                     if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVTargetCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVTargetCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
@@ -9894,17 +9559,16 @@ def _d_PreChargeResType(r):
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
             if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -9956,20 +9620,18 @@ def _d_PreChargeResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -9989,20 +9651,18 @@ def _d_PreChargeResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -10112,33 +9772,27 @@ def _e_PreChargeResType(w, o):
                     if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
@@ -10181,19 +9835,17 @@ def _d_ServiceDetailReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10255,19 +9907,17 @@ def _d_ServiceDetailResType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 2
         if s == 2:
             q -= 2
@@ -10514,19 +10164,17 @@ def _d_ServiceDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         _c1_c1_s = 1
         if _c1_c1_s == 1:
             q -= 2
@@ -10998,17 +10646,16 @@ def _d_SessionSetupResType(r):
                         f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_DateTimeNow - 1 if _neg else f_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DateTimeNow = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_DateTimeNow - 1 if _neg else f_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                 if _neg: f_DateTimeNow = -f_DateTimeNow - 1
+                if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
@@ -11053,15 +10700,14 @@ def _e_SessionSetupResType(w, o):
         if s == 2:
             if v_DateTimeNow is not None:
                 el = 'DateTimeNow'
+                if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 4) | (v_DateTimeNow < 0)
                 n += 4
                 _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = -1
@@ -11423,17 +11069,16 @@ def _d_WeldingDetectionResType(r):
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
             if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -11485,20 +11130,18 @@ def _d_WeldingDetectionResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -11518,20 +11161,18 @@ def _d_WeldingDetectionResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -11641,33 +11282,27 @@ def _e_WeldingDetectionResType(w, o):
                     if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3

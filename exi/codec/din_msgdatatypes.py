@@ -59,16 +59,15 @@ def _d_AC_EVChargeParameterType(r):
                 f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         el = 'EAmount'
         _c1_Multiplier = None
         _c1_Unit = None
@@ -107,20 +106,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 _c1_s = 3
             elif ec == 1:
                 q -= 2
@@ -140,20 +137,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 _c1_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -207,20 +202,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -240,20 +233,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -307,20 +298,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
                 q -= 2
@@ -340,20 +329,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -407,20 +394,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             elif ec == 1:
                 q -= 2
@@ -440,20 +425,18 @@ def _d_AC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -523,33 +506,27 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EAmount/Value'
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
                     n += 11
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c1_s = 3
                 elif _c1_Value is not None:
                     el = 'EAmount/Value'
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c1_Value < 0)
                     n += 4
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c1_s = 3
@@ -584,33 +561,27 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
@@ -645,33 +616,27 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
@@ -706,33 +671,27 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c4_s = 3
@@ -791,17 +750,16 @@ def _d_AC_EVSEChargeParameterType(r):
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 8
         if q < 0: V, q = r.slideq(q, 8)
         x = (V >> q) & 255
         if x & 231: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -849,20 +807,18 @@ def _d_AC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -882,20 +838,18 @@ def _d_AC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -949,20 +903,18 @@ def _d_AC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
                 q -= 2
@@ -982,20 +934,18 @@ def _d_AC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -1049,20 +999,18 @@ def _d_AC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             elif ec == 1:
                 q -= 2
@@ -1082,20 +1030,18 @@ def _d_AC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -1180,33 +1126,27 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVSEMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
@@ -1241,33 +1181,27 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c3_s = 3
@@ -1302,33 +1236,27 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVSEMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c4_s = 3
@@ -1386,17 +1314,16 @@ def _d_AC_EVSEStatusType(r):
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('AC_EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
@@ -1571,20 +1498,18 @@ def _d_ChargingProfileType(r):
             elif not _y & 128:
                 q -= 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SAScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('ChargingProfileType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryStart'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -1599,17 +1524,16 @@ def _d_ChargingProfileType(r):
                 _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
+        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _neg = (x & 1)
         if q >= 24:
@@ -1623,20 +1547,18 @@ def _d_ChargingProfileType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_ChargingProfileEntryMaxPower - 1 if _neg else _c1_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_ChargingProfileEntryMaxPower - 1 if _neg else _c1_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ChargingProfileEntryMaxPower = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_ChargingProfileEntryMaxPower - 1 if _neg else _c1_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
         if _neg: _c1_ChargingProfileEntryMaxPower = -_c1_ChargingProfileEntryMaxPower - 1
+        if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c1_ChargingProfileEntryMaxPower, r.at(r.end - q))
         _v = _new(din_msgdatatypes.ProfileEntryType)
         _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
         _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
@@ -1664,17 +1586,16 @@ def _d_ChargingProfileType(r):
                         _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_ChargingProfileEntryStart = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
+                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1688,20 +1609,18 @@ def _d_ChargingProfileType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_ChargingProfileEntryMaxPower - 1 if _neg else _c2_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_ChargingProfileEntryMaxPower - 1 if _neg else _c2_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_ChargingProfileEntryMaxPower = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_ChargingProfileEntryMaxPower - 1 if _neg else _c2_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
                 if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
+                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(r.end - q))
                 _v = _new(din_msgdatatypes.ProfileEntryType)
                 _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
                 _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
@@ -1735,17 +1654,16 @@ def _d_ChargingProfileType(r):
                             _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_ChargingProfileEntryStart = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
+                    if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = (x & 1)
                     if q >= 24:
@@ -1759,20 +1677,18 @@ def _d_ChargingProfileType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_ChargingProfileEntryMaxPower - 1 if _neg else _c3_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_ChargingProfileEntryMaxPower - 1 if _neg else _c3_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_ChargingProfileEntryMaxPower = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_ChargingProfileEntryMaxPower - 1 if _neg else _c3_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
                     if _neg: _c3_ChargingProfileEntryMaxPower = -_c3_ChargingProfileEntryMaxPower - 1
+                    if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(r.end - q))
                     _v = _new(din_msgdatatypes.ProfileEntryType)
                     _v.ChargingProfileEntryStart = _c3_ChargingProfileEntryStart
                     _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
@@ -1803,17 +1719,14 @@ def _e_ChargingProfileType(w, o):
         i_ProfileEntry = 0
         if v_SAScheduleTupleID is not None:
             el = 'SAScheduleTupleID'
+            if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
             v = (v << 3) | (v_SAScheduleTupleID < 0)
             n += 3
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
             el = 'ProfileEntry'
             _o = v_ProfileEntry[i_ProfileEntry]
@@ -1831,17 +1744,14 @@ def _e_ChargingProfileType(w, o):
             else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+            if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_ChargingProfileEntryMaxPower < 0)
             n += 4
             _m = (-_c1_ChargingProfileEntryMaxPower - 1 if _c1_ChargingProfileEntryMaxPower < 0 else _c1_ChargingProfileEntryMaxPower)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             i_ProfileEntry += 1
@@ -1865,17 +1775,14 @@ def _e_ChargingProfileType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
                 if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
                 v = (v << 4) | (_c2_ChargingProfileEntryMaxPower < 0)
                 n += 4
                 _m = (-_c2_ChargingProfileEntryMaxPower - 1 if _c2_ChargingProfileEntryMaxPower < 0 else _c2_ChargingProfileEntryMaxPower)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 i_ProfileEntry += 1
@@ -1903,17 +1810,14 @@ def _e_ChargingProfileType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c3_ChargingProfileEntryStart); v = w.v; n = w.n
                     if not (_c3_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                    if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c3_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_ChargingProfileEntryMaxPower < 0)
                     n += 4
                     _m = (-_c3_ChargingProfileEntryMaxPower - 1 if _c3_ChargingProfileEntryMaxPower < 0 else _c3_ChargingProfileEntryMaxPower)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c3_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c3_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     i_ProfileEntry += 1
@@ -1953,16 +1857,15 @@ def _d_ConsumptionCostType(r):
                 f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
-                if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_startValue = (V >> q) & 127
         else:
             r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
-            if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ConsumptionCostType', r.end - q)
+        if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -1995,16 +1898,15 @@ def _d_ConsumptionCostType(r):
                         _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_amount = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -2067,16 +1969,15 @@ def _d_ConsumptionCostType(r):
                             _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_amount = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                    if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
                     _c2_s = 2
                     if _c2_s == 2:
                         q -= 2
@@ -2269,16 +2170,15 @@ def _d_CostType(r):
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-            if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         s = 2
         if s == 2:
             q -= 2
@@ -2502,20 +2402,18 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -2535,20 +2433,18 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -2605,20 +2501,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     elif ec == 1:
                         q -= 2
@@ -2638,20 +2532,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -2705,20 +2597,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
                         q -= 2
@@ -2738,20 +2628,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -2804,20 +2692,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
                         q -= 2
@@ -2837,20 +2723,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -2909,20 +2793,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     elif ec == 1:
                         q -= 2
@@ -2942,20 +2824,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -3008,20 +2888,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     elif ec == 1:
                         q -= 2
@@ -3041,20 +2919,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -3134,20 +3010,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
                         q -= 2
@@ -3167,20 +3041,18 @@ def _d_DC_EVChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -3394,33 +3266,27 @@ def _e_DC_EVChargeParameterType(w, o):
                     if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
@@ -3459,33 +3325,27 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c3_s = 3
@@ -3520,33 +3380,27 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_s = 3
@@ -3582,33 +3436,27 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
@@ -3647,33 +3495,27 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVEnergyCapacity/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVEnergyCapacity/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
@@ -3709,33 +3551,27 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVEnergyRequest/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVEnergyRequest/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
@@ -3788,33 +3624,27 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVEnergyRequest/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVEnergyRequest/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
@@ -4220,17 +4050,16 @@ def _d_DC_EVSEChargeParameterType(r):
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
             if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -4282,20 +4111,18 @@ def _d_DC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
                 q -= 2
@@ -4315,20 +4142,18 @@ def _d_DC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -4385,20 +4210,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4418,20 +4241,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4485,20 +4306,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4518,20 +4337,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4584,20 +4401,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4617,20 +4432,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4688,20 +4501,18 @@ def _d_DC_EVSEChargeParameterType(r):
                         elif not _y & 128:
                             q -= 24
                             _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c6_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     _c6_s = 3
                 elif ec == 1:
                     q -= 2
@@ -4721,20 +4532,18 @@ def _d_DC_EVSEChargeParameterType(r):
                         elif not _y & 128:
                             q -= 24
                             _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c6_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     _c6_s = 3
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
@@ -4788,20 +4597,18 @@ def _d_DC_EVSEChargeParameterType(r):
                         elif not _y & 128:
                             q -= 24
                             _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c7_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     _c7_s = 3
                 elif ec == 1:
                     q -= 2
@@ -4821,20 +4628,18 @@ def _d_DC_EVSEChargeParameterType(r):
                         elif not _y & 128:
                             q -= 24
                             _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c7_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     _c7_s = 3
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
@@ -4891,20 +4696,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
                         q -= 2
@@ -4924,20 +4727,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -4991,20 +4792,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     elif ec == 1:
                         q -= 2
@@ -5024,20 +4823,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -5090,20 +4887,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     elif ec == 1:
                         q -= 2
@@ -5123,20 +4918,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -5195,20 +4988,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     elif ec == 1:
                         q -= 2
@@ -5228,20 +5019,18 @@ def _d_DC_EVSEChargeParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -5365,33 +5154,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c2_s = 3
@@ -5430,33 +5213,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c3_s = 3
@@ -5491,33 +5268,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c4_s = 3
@@ -5553,33 +5324,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c5_s = 3
@@ -5618,33 +5383,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMinimumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVSEMinimumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c6_s = 3
@@ -5679,33 +5438,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEMinimumVoltageLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVSEMinimumVoltageLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c7_s = 3
@@ -5744,33 +5497,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSECurrentRegulationTolerance/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVSECurrentRegulationTolerance/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c8_s = 3
@@ -5805,33 +5552,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEPeakCurrentRipple/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'EVSEPeakCurrentRipple/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c9_Value < 0)
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c9_s = 3
@@ -5867,33 +5608,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEPeakCurrentRipple/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'EVSEPeakCurrentRipple/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c10_Value < 0)
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c10_s = 3
@@ -5932,33 +5667,27 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                         el = 'EVSEEnergyToBeDelivered/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
                         n += 11
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c11_s = 3
                     elif _c11_Value is not None:
                         el = 'EVSEEnergyToBeDelivered/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c11_Value < 0)
                         n += 4
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c11_s = 3
@@ -6042,17 +5771,16 @@ def _d_DC_EVSEStatusType(r):
                     f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSENotification'
             f_EVSENotification = ((x >> 2) & 3)
             if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
@@ -6484,16 +6212,15 @@ def _d_EntryType(r):
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
                 q -= 2
@@ -6517,16 +6244,15 @@ def _d_EntryType(r):
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
@@ -6894,20 +6620,18 @@ def _d_MeterInfoType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     elif ec == 1:
                         q -= 2
@@ -6927,20 +6651,18 @@ def _d_MeterInfoType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -6992,20 +6714,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 2
@@ -7027,17 +6747,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 4:
                 pass
@@ -7086,20 +6805,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 2
@@ -7121,17 +6838,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 pass
@@ -7160,20 +6876,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -7195,17 +6909,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 pass
@@ -7236,17 +6949,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 pass
@@ -7319,33 +7031,27 @@ def _e_MeterInfoType(w, o):
                         if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                         el = 'MeterReading/Value'
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
                         n += 11
                         _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c1_s = 3
                     elif _c1_Value is not None:
                         el = 'MeterReading/Value'
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c1_Value < 0)
                         n += 4
                         _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c1_s = 3
@@ -7371,31 +7077,27 @@ def _e_MeterInfoType(w, o):
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 5) | (3 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -7417,31 +7119,27 @@ def _e_MeterInfoType(w, o):
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 5) | (2 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -7452,31 +7150,27 @@ def _e_MeterInfoType(w, o):
         if s == 3:
             if v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_MeterStatus < 0)
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 4) | (1 << 2) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -7487,15 +7181,14 @@ def _e_MeterInfoType(w, o):
         if s == 4:
             if v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 4) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -7641,16 +7334,15 @@ def _d_PMaxScheduleEntryType(r):
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
                 q -= 2
@@ -7674,16 +7366,15 @@ def _d_PMaxScheduleEntryType(r):
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
@@ -7721,20 +7412,18 @@ def _d_PMaxScheduleEntryType(r):
                 elif not _y & 128:
                     q -= 24
                     f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -f_PMax - 1 if _neg else f_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_PMax - 1 if _neg else f_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_PMax = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_PMax - 1 if _neg else f_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             if _neg: f_PMax = -f_PMax - 1
+            if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(r.end - q))
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7807,17 +7496,14 @@ def _e_PMaxScheduleEntryType(w, o):
         if s == 1:
             if v_PMax is not None:
                 el = 'PMax'
+                if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
                 v = (v << 3) | (v_PMax < 0)
                 n += 3
                 _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_PMax = None
@@ -7855,20 +7541,18 @@ def _d_PMaxScheduleType(r):
             elif not _y & 128:
                 q -= 24
                 f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_PMaxScheduleID - 1 if _neg else f_PMaxScheduleID) < -32768 or _sv > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_PMaxScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_PMaxScheduleID - 1 if _neg else f_PMaxScheduleID) < -32768 or _sv > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_PMaxScheduleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_PMaxScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_PMaxScheduleID - 1 if _neg else f_PMaxScheduleID) < -32768 or _sv > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PMaxScheduleType', r.end - q)
         if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
+        if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(r.end - q))
         el = 'PMaxScheduleEntry'
         _c1_RelativeTimeInterval = None
         _c1_TimeInterval = None
@@ -7897,16 +7581,15 @@ def _d_PMaxScheduleType(r):
                     _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(r.end - q))
             _c1_c1_s = 1
             if _c1_c1_s == 1:
                 q -= 2
@@ -7930,16 +7613,15 @@ def _d_PMaxScheduleType(r):
                             _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(r.end - q))
                     _c1_c1_s = -1
                 elif ec == 1:
                     pass
@@ -7977,20 +7659,18 @@ def _d_PMaxScheduleType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_PMax - 1 if _neg else _c1_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_PMax - 1 if _neg else _c1_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_PMax = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_PMax - 1 if _neg else _c1_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             if _neg: _c1_PMax = -_c1_PMax - 1
+            if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(r.end - q))
             _c1_s = -1
         _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
         _v.RelativeTimeInterval = _c1_RelativeTimeInterval
@@ -8031,16 +7711,15 @@ def _d_PMaxScheduleType(r):
                             _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_start = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
                     _c2_c1_s = 1
                     if _c2_c1_s == 1:
                         q -= 2
@@ -8064,16 +7743,15 @@ def _d_PMaxScheduleType(r):
                                     _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                    if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c2_c1_duration = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(r.end - q))
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                            if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(r.end - q))
                             _c2_c1_s = -1
                         elif ec == 1:
                             pass
@@ -8111,20 +7789,18 @@ def _d_PMaxScheduleType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c2_PMax - 1 if _neg else _c2_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_PMax - 1 if _neg else _c2_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_PMax = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_PMax - 1 if _neg else _c2_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     if _neg: _c2_PMax = -_c2_PMax - 1
+                    if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(r.end - q))
                     _c2_s = -1
                 _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
                 _v.RelativeTimeInterval = _c2_RelativeTimeInterval
@@ -8171,16 +7847,15 @@ def _d_PMaxScheduleType(r):
                                 _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_c1_start = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(r.end - q))
                         _c3_c1_s = 1
                         if _c3_c1_s == 1:
                             q -= 2
@@ -8204,16 +7879,15 @@ def _d_PMaxScheduleType(r):
                                         _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                        if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c3_c1_duration = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                    if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(r.end - q))
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                                if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(r.end - q))
                                 _c3_c1_s = -1
                             elif ec == 1:
                                 pass
@@ -8251,20 +7925,18 @@ def _d_PMaxScheduleType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c3_PMax - 1 if _neg else _c3_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_PMax - 1 if _neg else _c3_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_PMax = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_PMax - 1 if _neg else _c3_PMax) < -32768 or _sv > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         if _neg: _c3_PMax = -_c3_PMax - 1
+                        if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(r.end - q))
                         _c3_s = -1
                     _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
                     _v.RelativeTimeInterval = _c3_RelativeTimeInterval
@@ -8297,17 +7969,14 @@ def _e_PMaxScheduleType(w, o):
         i_PMaxScheduleEntry = 0
         if v_PMaxScheduleID is not None:
             el = 'PMaxScheduleID'
+            if v_PMaxScheduleID < -32768 or v_PMaxScheduleID > 32767: raise EncodeError(f'value {v_PMaxScheduleID!r} outside [-32768, 32767]')
             v = (v << 3) | (v_PMaxScheduleID < 0)
             n += 3
             _m = (-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_PMaxScheduleID < -32768 or v_PMaxScheduleID > 32767: raise EncodeError(f'value {v_PMaxScheduleID!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_PMaxScheduleID < -32768 or v_PMaxScheduleID > 32767: raise EncodeError(f'value {v_PMaxScheduleID!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
             el = 'PMaxScheduleEntry'
             v <<= 2
@@ -8370,17 +8039,14 @@ def _e_PMaxScheduleType(w, o):
             if _c1_s == 1:
                 if _c1_PMax is not None:
                     el = 'PMaxScheduleEntry/PMax'
+                    if _c1_PMax < -32768 or _c1_PMax > 32767: raise EncodeError(f'value {_c1_PMax!r} outside [-32768, 32767]')
                     v = (v << 3) | (_c1_PMax < 0)
                     n += 3
                     _m = (-_c1_PMax - 1 if _c1_PMax < 0 else _c1_PMax)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c1_PMax < -32768 or _c1_PMax > 32767: raise EncodeError(f'value {_c1_PMax!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c1_PMax < -32768 or _c1_PMax > 32767: raise EncodeError(f'value {_c1_PMax!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     _c1_PMax = None
@@ -8455,17 +8121,14 @@ def _e_PMaxScheduleType(w, o):
                 if _c2_s == 1:
                     if _c2_PMax is not None:
                         el = 'PMaxScheduleEntry/PMax'
+                        if _c2_PMax < -32768 or _c2_PMax > 32767: raise EncodeError(f'value {_c2_PMax!r} outside [-32768, 32767]')
                         v = (v << 3) | (_c2_PMax < 0)
                         n += 3
                         _m = (-_c2_PMax - 1 if _c2_PMax < 0 else _c2_PMax)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_PMax < -32768 or _c2_PMax > 32767: raise EncodeError(f'value {_c2_PMax!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_PMax < -32768 or _c2_PMax > 32767: raise EncodeError(f'value {_c2_PMax!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
                         _c2_PMax = None
@@ -8544,17 +8207,14 @@ def _e_PMaxScheduleType(w, o):
                     if _c3_s == 1:
                         if _c3_PMax is not None:
                             el = 'PMaxScheduleEntry/PMax'
+                            if _c3_PMax < -32768 or _c3_PMax > 32767: raise EncodeError(f'value {_c3_PMax!r} outside [-32768, 32767]')
                             v = (v << 3) | (_c3_PMax < 0)
                             n += 3
                             _m = (-_c3_PMax - 1 if _c3_PMax < 0 else _c3_PMax)
                             if _m < 128: v = (v << 8) | _m; n += 8
                             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152:
-                                if _c3_PMax < -32768 or _c3_PMax > 32767: raise EncodeError(f'value {_c3_PMax!r} outside [-32768, 32767]')
-                                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                            else:
-                                if _c3_PMax < -32768 or _c3_PMax > 32767: raise EncodeError(f'value {_c3_PMax!r} outside [-32768, 32767]')
-                                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
                             _c3_PMax = None
@@ -8600,20 +8260,18 @@ def _d_ParameterSetType(r):
             elif not _y & 128:
                 q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
         if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
         r.pos = r.end - q
         _v = _d_ParameterType(r)
@@ -8679,17 +8337,14 @@ def _e_ParameterSetType(w, o):
         i_Parameter = 0
         if v_ParameterSetID is not None:
             el = 'ParameterSetID'
+            if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
             v = (v << 3) | (v_ParameterSetID < 0)
             n += 3
             _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
             v <<= 2
@@ -8806,20 +8461,18 @@ def _d_ParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_shortValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_shortValue = -f_shortValue - 1
+                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
                 s = -1
             elif ec == 3:
                 q -= 2
@@ -8841,17 +8494,16 @@ def _d_ParameterType(r):
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_intValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_intValue = -f_intValue - 1
+                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
                 s = -1
             elif ec == 4:
                 el = 'physicalValue'
@@ -8892,20 +8544,18 @@ def _d_ParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     elif ec == 1:
                         q -= 2
@@ -8925,20 +8575,18 @@ def _d_ParameterType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
@@ -9044,17 +8692,14 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_shortValue is not None:
                 el = 'shortValue'
+                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_shortValue < 0)
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_shortValue = None
@@ -9062,15 +8707,14 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_intValue is not None:
                 el = 'intValue'
+                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
                 v = (v << 5) | (3 << 2) | (v_intValue < 0)
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_intValue = None
@@ -9099,33 +8743,27 @@ def _e_ParameterType(w, o):
                         if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                         el = 'physicalValue/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                         n += 11
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_s = 3
                     elif _c2_Value is not None:
                         el = 'physicalValue/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                         n += 4
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         _c2_s = 3
@@ -9318,20 +8956,18 @@ def _d_PhysicalValueType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: f_Value = -f_Value - 1
+                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -9351,20 +8987,18 @@ def _d_PhysicalValueType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: f_Value = -f_Value - 1
+                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
                 s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -9406,33 +9040,27 @@ def _e_PhysicalValueType(w, o):
                 if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (v_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Value'
+                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
                 v = (v << 11) | (_i1 << 4) | (v_Value < 0)
                 n += 11
                 _m = (-v_Value - 1 if v_Value < 0 else v_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 3
             elif v_Value is not None:
                 el = 'Value'
+                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
                 v = (v << 4) | (1 << 2) | (v_Value < 0)
                 n += 4
                 _m = (-v_Value - 1 if v_Value < 0 else v_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 3
@@ -9473,17 +9101,16 @@ def _d_ProfileEntryType(r):
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ProfileEntryType', r.end - q)
+        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower'
         _neg = (x & 1)
         if q >= 24:
@@ -9497,20 +9124,18 @@ def _d_ProfileEntryType(r):
             elif not _y & 128:
                 q -= 24
                 f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_ChargingProfileEntryMaxPower - 1 if _neg else f_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_ChargingProfileEntryMaxPower - 1 if _neg else f_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ChargingProfileEntryMaxPower = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_ChargingProfileEntryMaxPower - 1 if _neg else f_ChargingProfileEntryMaxPower) < -32768 or _sv > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
+        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', f_ChargingProfileEntryMaxPower, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -9538,17 +9163,14 @@ def _e_ProfileEntryType(w, o):
             else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
+            if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
             v = (v << 4) | (v_ChargingProfileEntryMaxPower < 0)
             n += 4
             _m = (-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -9583,16 +9205,15 @@ def _d_RelativeTimeIntervalType(r):
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-                if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-            if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -9616,16 +9237,15 @@ def _d_RelativeTimeIntervalType(r):
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
@@ -9715,20 +9335,18 @@ def _d_SAScheduleListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_SAScheduleTupleID - 1 if _neg else _c1_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_SAScheduleTupleID - 1 if _neg else _c1_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_SAScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_SAScheduleTupleID - 1 if _neg else _c1_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
         if _neg: _c1_SAScheduleTupleID = -_c1_SAScheduleTupleID - 1
+        if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c1_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
         r.pos = r.end - q
         _c1_PMaxSchedule = _d_PMaxScheduleType(r)
@@ -9784,20 +9402,18 @@ def _d_SAScheduleListType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_SAScheduleTupleID - 1 if _neg else _c2_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_SAScheduleTupleID - 1 if _neg else _c2_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_SAScheduleTupleID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_SAScheduleTupleID - 1 if _neg else _c2_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
                 if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
+                if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(r.end - q))
                 el = 'SAScheduleTuple/PMaxSchedule'
                 r.pos = r.end - q
                 _c2_PMaxSchedule = _d_PMaxScheduleType(r)
@@ -9859,20 +9475,18 @@ def _d_SAScheduleListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_SAScheduleTupleID - 1 if _neg else _c3_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_SAScheduleTupleID - 1 if _neg else _c3_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_SAScheduleTupleID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_SAScheduleTupleID - 1 if _neg else _c3_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
                     if _neg: _c3_SAScheduleTupleID = -_c3_SAScheduleTupleID - 1
+                    if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c3_SAScheduleTupleID, r.at(r.end - q))
                     el = 'SAScheduleTuple/PMaxSchedule'
                     r.pos = r.end - q
                     _c3_PMaxSchedule = _d_PMaxScheduleType(r)
@@ -9933,17 +9547,14 @@ def _e_SAScheduleListType(w, o):
             _c1_SalesTariff = _c1_o.SalesTariff
             if _c1_SAScheduleTupleID is not None:
                 el = 'SAScheduleTuple/SAScheduleTupleID'
+                if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c1_SAScheduleTupleID!r} outside [-32768, 32767]')
                 v = (v << 3) | (_c1_SAScheduleTupleID < 0)
                 n += 3
                 _m = (-_c1_SAScheduleTupleID - 1 if _c1_SAScheduleTupleID < 0 else _c1_SAScheduleTupleID)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c1_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c1_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c1_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                 el = 'SAScheduleTuple/PMaxSchedule'
                 v <<= 2
@@ -9985,17 +9596,14 @@ def _e_SAScheduleListType(w, o):
                 _c2_SalesTariff = _c2_o.SalesTariff
                 if _c2_SAScheduleTupleID is not None:
                     el = 'SAScheduleTuple/SAScheduleTupleID'
+                    if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [-32768, 32767]')
                     v = (v << 3) | (_c2_SAScheduleTupleID < 0)
                     n += 3
                     _m = (-_c2_SAScheduleTupleID - 1 if _c2_SAScheduleTupleID < 0 else _c2_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                     el = 'SAScheduleTuple/PMaxSchedule'
                     v <<= 2
@@ -10041,17 +9649,14 @@ def _e_SAScheduleListType(w, o):
                     _c3_SalesTariff = _c3_o.SalesTariff
                     if _c3_SAScheduleTupleID is not None:
                         el = 'SAScheduleTuple/SAScheduleTupleID'
+                        if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c3_SAScheduleTupleID!r} outside [-32768, 32767]')
                         v = (v << 3) | (_c3_SAScheduleTupleID < 0)
                         n += 3
                         _m = (-_c3_SAScheduleTupleID - 1 if _c3_SAScheduleTupleID < 0 else _c3_SAScheduleTupleID)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c3_SAScheduleTupleID!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c3_SAScheduleTupleID!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c3_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                         el = 'SAScheduleTuple/PMaxSchedule'
                         v <<= 2
@@ -10116,20 +9721,18 @@ def _d_SAScheduleTupleType(r):
             elif not _y & 128:
                 q -= 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SAScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_SAScheduleTupleID - 1 if _neg else f_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'PMaxSchedule'
         r.pos = r.end - q
         f_PMaxSchedule = _d_PMaxScheduleType(r)
@@ -10173,17 +9776,14 @@ def _e_SAScheduleTupleType(w, o):
         v_SalesTariff = o.SalesTariff
         if v_SAScheduleTupleID is not None:
             el = 'SAScheduleTupleID'
+            if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
             v = (v << 3) | (v_SAScheduleTupleID < 0)
             n += 3
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
             el = 'PMaxSchedule'
             v <<= 2
@@ -10277,16 +9877,15 @@ def _d_SalesTariffEntryType(r):
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
                 q -= 2
@@ -10310,16 +9909,15 @@ def _d_SalesTariffEntryType(r):
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
@@ -10533,20 +10131,18 @@ def _d_SalesTariffType(r):
             elif not _y & 128:
                 q -= 24
                 f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_SalesTariffID - 1 if _neg else f_SalesTariffID) < -32768 or _sv > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_SalesTariffID - 1 if _neg else f_SalesTariffID) < -32768 or _sv > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SalesTariffID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_SalesTariffID - 1 if _neg else f_SalesTariffID) < -32768 or _sv > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
         if _neg: f_SalesTariffID = -f_SalesTariffID - 1
+        if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(r.end - q))
         s = 2
         if s == 2:
             q -= 2
@@ -10664,18 +10260,15 @@ def _e_SalesTariffType(w, o):
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
             el = 'SalesTariffID'
+            if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
             v = (v << 3) | (v_SalesTariffID < 0)
             n += 3
             v_Id = None
             _m = (-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_SalesTariffID = None
@@ -10786,19 +10379,17 @@ def _d_SelectedServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
             q -= 2
@@ -10822,20 +10413,18 @@ def _d_SelectedServiceListType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_ParameterSetID - 1 if _neg else _c1_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_ParameterSetID - 1 if _neg else _c1_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_ParameterSetID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_ParameterSetID - 1 if _neg else _c1_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
                 _c1_s = -1
             elif ec == 1:
                 pass
@@ -10870,19 +10459,17 @@ def _d_SelectedServiceListType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_ServiceID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                 _c2_s = 1
                 if _c2_s == 1:
                     q -= 2
@@ -10906,20 +10493,18 @@ def _d_SelectedServiceListType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_ParameterSetID - 1 if _neg else _c2_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_ParameterSetID - 1 if _neg else _c2_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_ParameterSetID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_ParameterSetID - 1 if _neg else _c2_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                         if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
+                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
                         _c2_s = -1
                     elif ec == 1:
                         pass
@@ -10960,19 +10545,17 @@ def _d_SelectedServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                    if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                     _c3_s = 1
                     if _c3_s == 1:
                         q -= 2
@@ -10996,20 +10579,18 @@ def _d_SelectedServiceListType(r):
                                 elif not _y & 128:
                                     q -= 24
                                     _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                    if (_sv := -_c3_ParameterSetID - 1 if _neg else _c3_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 else:
                                     r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c3_ParameterSetID - 1 if _neg else _c3_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c3_ParameterSetID = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c3_ParameterSetID - 1 if _neg else _c3_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                             if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
+                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
                             _c3_s = -1
                         elif ec == 1:
                             pass
@@ -11066,17 +10647,14 @@ def _e_SelectedServiceListType(w, o):
             if _c1_s == 1:
                 if _c1_ParameterSetID is not None:
                     el = 'SelectedService/ParameterSetID'
+                    if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c1_ParameterSetID < 0)
                     n += 4
                     _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     _c1_s = -1
@@ -11114,17 +10692,14 @@ def _e_SelectedServiceListType(w, o):
                 if _c2_s == 1:
                     if _c2_ParameterSetID is not None:
                         el = 'SelectedService/ParameterSetID'
+                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c2_ParameterSetID < 0)
                         n += 4
                         _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
                         _c2_s = -1
@@ -11166,17 +10741,14 @@ def _e_SelectedServiceListType(w, o):
                     if _c3_s == 1:
                         if _c3_ParameterSetID is not None:
                             el = 'SelectedService/ParameterSetID'
+                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: raise EncodeError(f'value {_c3_ParameterSetID!r} outside [-32768, 32767]')
                             v = (v << 4) | (_c3_ParameterSetID < 0)
                             n += 4
                             _m = (-_c3_ParameterSetID - 1 if _c3_ParameterSetID < 0 else _c3_ParameterSetID)
                             if _m < 128: v = (v << 8) | _m; n += 8
                             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152:
-                                if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: raise EncodeError(f'value {_c3_ParameterSetID!r} outside [-32768, 32767]')
-                                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                            else:
-                                if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: raise EncodeError(f'value {_c3_ParameterSetID!r} outside [-32768, 32767]')
-                                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
                             _c3_s = -1
@@ -11220,19 +10792,17 @@ def _d_SelectedServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -11256,20 +10826,18 @@ def _d_SelectedServiceType(r):
                     elif not _y & 128:
                         q -= 24
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParameterSetID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
@@ -11309,17 +10877,14 @@ def _e_SelectedServiceType(w, o):
         if s == 1:
             if v_ParameterSetID is not None:
                 el = 'ParameterSetID'
+                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_ParameterSetID < 0)
                 n += 4
                 _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = -1
@@ -11364,19 +10929,17 @@ def _d_ServiceChargeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
             q -= 2
@@ -11715,19 +11278,17 @@ def _d_ServiceTagListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         _c1_c1_s = 1
         if _c1_c1_s == 1:
             q -= 2
@@ -11841,19 +11402,17 @@ def _d_ServiceTagListType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_ServiceID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
                 _c2_c1_s = 1
                 if _c2_c1_s == 1:
                     q -= 2
@@ -11973,19 +11532,17 @@ def _d_ServiceTagListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c1_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                    if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
                     _c3_c1_s = 1
                     if _c3_c1_s == 1:
                         q -= 2
@@ -12380,19 +11937,17 @@ def _d_ServiceTagType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -12577,19 +12132,17 @@ def _d_ServiceType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
             q -= 2

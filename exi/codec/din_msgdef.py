@@ -263,17 +263,16 @@ def _d_BodyType(r):
                                     _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                    if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c3_c1_NotificationMaxDelay = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
                             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                             el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
                             _c3_c1_EVSENotification = ((x >> 2) & 3)
                             if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(r.end - q))
@@ -681,20 +680,18 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c6_RetryCounter - 1 if _neg else _c6_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c6_RetryCounter - 1 if _neg else _c6_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c6_RetryCounter = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c6_RetryCounter - 1 if _neg else _c6_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c6_RetryCounter = -_c6_RetryCounter - 1
+                        if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c6_RetryCounter, r.at(r.end - q))
                         _cv = _new(din_msgbody.CertificateUpdateResType)
                         _cv.Id = _c6_Id
                         _cv.ResponseCode = _c6_ResponseCode
@@ -928,20 +925,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c10_SAScheduleTupleID - 1 if _neg else _c10_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c10_SAScheduleTupleID - 1 if _neg else _c10_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c10_SAScheduleTupleID = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c10_SAScheduleTupleID - 1 if _neg else _c10_SAScheduleTupleID) < -32768 or _sv > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 if _neg: _c10_SAScheduleTupleID = -_c10_SAScheduleTupleID - 1
+                                if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(r.end - q))
                                 el = 'MeteringReceiptReq/MeterInfo'
                                 r.pos = r.end - q
                                 _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
@@ -1000,17 +995,16 @@ def _d_BodyType(r):
                                 _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c11_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 8
                         if q < 0: V, q = r.slideq(q, 8)
                         x = (V >> q) & 255
                         if x & 231: raise r.deviation('BodyType', r.end - q)
+                        if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                         _c11_c1_EVSENotification = ((x >> 3) & 3)
                         if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(r.end - q))
@@ -1152,17 +1146,16 @@ def _d_BodyType(r):
                                 _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c13_DateTimeNow - 1 if _neg else _c13_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c13_DateTimeNow = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c13_DateTimeNow - 1 if _neg else _c13_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_DateTimeNow = -_c13_DateTimeNow - 1
+                        if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c13_DateTimeNow, r.at(r.end - q))
                         _cv = _new(din_msgbody.PaymentDetailsResType)
                         _cv.ResponseCode = _c13_ResponseCode
                         _cv.GenChallenge = _c13_GenChallenge
@@ -1323,20 +1316,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c14_c2_Value - 1 if _neg else _c14_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c14_c2_Value - 1 if _neg else _c14_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c14_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c14_c2_Value - 1 if _neg else _c14_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c2_Value = -_c14_c2_Value - 1
+                                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
                                 _c14_c2_s = 3
                             elif ec == 1:
                                 q -= 2
@@ -1356,20 +1347,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c14_c2_Value - 1 if _neg else _c14_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c14_c2_Value - 1 if _neg else _c14_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c14_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c14_c2_Value - 1 if _neg else _c14_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c2_Value = -_c14_c2_Value - 1
+                                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
                                 _c14_c2_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -1423,20 +1412,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c14_c3_Value - 1 if _neg else _c14_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c14_c3_Value - 1 if _neg else _c14_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c14_c3_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c14_c3_Value - 1 if _neg else _c14_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c3_Value = -_c14_c3_Value - 1
+                                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
                                 _c14_c3_s = 3
                             elif ec == 1:
                                 q -= 2
@@ -1456,20 +1443,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c14_c3_Value - 1 if _neg else _c14_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c14_c3_Value - 1 if _neg else _c14_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c14_c3_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c14_c3_Value - 1 if _neg else _c14_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c3_Value = -_c14_c3_Value - 1
+                                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
                                 _c14_c3_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -1559,17 +1544,16 @@ def _d_BodyType(r):
                                     _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                    if _c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c15_c1_NotificationMaxDelay, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c15_c1_NotificationMaxDelay = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c15_c1_NotificationMaxDelay, r.at(r.end - q))
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
                             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c15_c1_NotificationMaxDelay, r.at(r.end - q))
                             el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
                             _c15_c1_EVSENotification = ((x >> 2) & 3)
                             if _c15_c1_EVSENotification >= 3: _c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c15_c1_EVSENotification, 3, r.at(r.end - q))
@@ -1621,20 +1605,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c15_c2_Value - 1 if _neg else _c15_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c15_c2_Value - 1 if _neg else _c15_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c15_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c15_c2_Value - 1 if _neg else _c15_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                                 _c15_c2_s = 3
                             elif ec == 1:
                                 q -= 2
@@ -1654,20 +1636,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c15_c2_Value - 1 if _neg else _c15_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c15_c2_Value - 1 if _neg else _c15_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c15_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c15_c2_Value - 1 if _neg else _c15_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                                 _c15_c2_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -1706,19 +1686,17 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c16_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
                         _cv = _new(din_msgbody.ServiceDetailReqType)
                         _cv.ServiceID = _c16_ServiceID
                         s = 1
@@ -1748,19 +1726,17 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c17_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
                         _c17_s = 2
                         if _c17_s == 2:
                             q -= 2
@@ -1982,17 +1958,16 @@ def _d_BodyType(r):
                                         _c22_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c22_DateTimeNow - 1 if _neg else _c22_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c22_DateTimeNow = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c22_DateTimeNow - 1 if _neg else _c22_DateTimeNow) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                                 if _neg: _c22_DateTimeNow = -_c22_DateTimeNow - 1
+                                if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c22_DateTimeNow, r.at(r.end - q))
                                 _c22_s = -1
                             elif ec == 1:
                                 pass
@@ -2201,17 +2176,16 @@ def _d_BodyType(r):
                                     _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                    if _c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c26_c1_NotificationMaxDelay = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
                             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                             _c26_c1_EVSENotification = ((x >> 2) & 3)
                             if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
@@ -2263,20 +2237,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c26_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                                if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
                                 _c26_c2_s = 3
                             elif ec == 1:
                                 q -= 2
@@ -2296,20 +2268,18 @@ def _d_BodyType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c26_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                                if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
                                 _c26_c2_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
@@ -2760,17 +2730,14 @@ def _e_BodyType(w, o):
             else: w.v = v; w.n = n; w.string(_c6_ContractID); v = w.v; n = w.n
             if not (_c6_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
             el = 'CertificateUpdateRes/RetryCounter'
+            if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: raise EncodeError(f'value {_c6_RetryCounter!r} outside [-32768, 32767]')
             v = (v << 4) | (_c6_RetryCounter < 0)
             n += 4
             _m = (-_c6_RetryCounter - 1 if _c6_RetryCounter < 0 else _c6_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: raise EncodeError(f'value {_c6_RetryCounter!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: raise EncodeError(f'value {_c6_RetryCounter!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -2950,17 +2917,14 @@ def _e_BodyType(w, o):
             if _c10_s == 2:
                 if _c10_SAScheduleTupleID is not None:
                     el = 'MeteringReceiptReq/SAScheduleTupleID'
+                    if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c10_SAScheduleTupleID < 0)
                     n += 4
                     _m = (-_c10_SAScheduleTupleID - 1 if _c10_SAScheduleTupleID < 0 else _c10_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeteringReceiptReq/MeterInfo'
                     v <<= 2
@@ -3101,15 +3065,14 @@ def _e_BodyType(w, o):
             else: w.v = v; w.n = n; w.string(_c13_GenChallenge); v = w.v; n = w.n
             if not (_c13_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
             el = 'PaymentDetailsRes/DateTimeNow'
+            if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c13_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
             v = (v << 4) | (_c13_DateTimeNow < 0)
             n += 4
             _m = (-_c13_DateTimeNow - 1 if _c13_DateTimeNow < 0 else _c13_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c13_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3238,33 +3201,27 @@ def _e_BodyType(w, o):
                     if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c14_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'PreChargeReq/EVTargetVoltage/Value'
+                    if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
                     n += 11
                     _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c14_c2_s = 3
                 elif _c14_c2_Value is not None:
                     el = 'PreChargeReq/EVTargetVoltage/Value'
+                    if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c14_c2_Value < 0)
                     n += 4
                     _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c14_c2_s = 3
@@ -3299,33 +3256,27 @@ def _e_BodyType(w, o):
                     if _c14_c3_i1 is None: raise EncodeError(f'{_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c14_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c14_c3_i1 << 4) | (_c14_c3_Value < 0)
                     n += 11
                     _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c14_c3_s = 3
                 elif _c14_c3_Value is not None:
                     el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c14_c3_Value < 0)
                     n += 4
                     _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c14_c3_s = 3
@@ -3422,33 +3373,27 @@ def _e_BodyType(w, o):
                     if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
                     n += 11
                     _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c15_c3_s = 3
                 elif _c15_c3_Value is not None:
                     el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
                     n += 4
                     _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c15_c3_s = 3
@@ -3659,15 +3604,14 @@ def _e_BodyType(w, o):
             if _c22_s == 2:
                 if _c22_DateTimeNow is not None:
                     el = 'SessionSetupRes/DateTimeNow'
+                    if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
                     v = (v << 4) | (_c22_DateTimeNow < 0)
                     n += 4
                     _m = (-_c22_DateTimeNow - 1 if _c22_DateTimeNow < 0 else _c22_DateTimeNow)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     _c22_s = -1
@@ -3861,33 +3805,27 @@ def _e_BodyType(w, o):
                     if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
                     n += 11
                     _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c26_c3_s = 3
                 elif _c26_c3_Value is not None:
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c26_c3_Value < 0)
                     n += 4
                     _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     _c26_c3_s = 3
@@ -4579,37 +4517,32 @@ def _de17(r):  # ChargingProfileEntryMaxPower
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryMaxPower', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # ChargingProfileEntryMaxPower
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -4634,16 +4567,15 @@ def _de18(r):  # ChargingProfileEntryStart
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
+    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -4794,32 +4726,30 @@ def _de22(r):  # DateTimeNow
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DateTimeNow', r.end - q)
     if _neg: val = -val - 1
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee22(w, o):  # DateTimeNow
     v = w.v
     n = w.n
+    if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -4844,16 +4774,15 @@ def _de23(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -5610,37 +5539,32 @@ def _de51(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee51(w, o):  # MeterStatus
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -5721,16 +5645,15 @@ def _de54(r):  # NotificationMaxDelay
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -5930,37 +5853,32 @@ def _de60(r):  # PMax
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('PMax', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PMax', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('PMax', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee60(w, o):  # PMax
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -5985,37 +5903,32 @@ def _de61(r):  # PMaxScheduleID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PMaxScheduleID', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee61(w, o):  # PMaxScheduleID
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -6040,37 +5953,32 @@ def _de62(r):  # ParameterSetID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee62(w, o):  # ParameterSetID
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -6289,37 +6197,32 @@ def _de71(r):  # RetryCounter
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RetryCounter', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee71(w, o):  # RetryCounter
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -6381,37 +6284,32 @@ def _de73(r):  # SAScheduleTupleID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SAScheduleTupleID', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee73(w, o):  # SAScheduleTupleID
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -6436,37 +6334,32 @@ def _de74(r):  # SAScheduleTupleID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SAScheduleTupleID', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee74(w, o):  # SAScheduleTupleID
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -6563,37 +6456,32 @@ def _de77(r):  # SalesTariffID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SalesTariffID', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee77(w, o):  # SalesTariffID
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -6714,19 +6602,17 @@ def _de82(r):  # ServiceID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -6762,19 +6648,17 @@ def _de83(r):  # ServiceID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -7036,32 +6920,30 @@ def _de90(r):  # TMeter
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TMeter', r.end - q)
     if _neg: val = -val - 1
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee90(w, o):  # TMeter
     v = w.v
     n = w.n
+    if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -7109,37 +6991,32 @@ def _de92(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee92(w, o):  # Value
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -7458,16 +7335,15 @@ def _de101(r):  # amount
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
+    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -7589,16 +7465,15 @@ def _de106(r):  # duration
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
+    if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -7638,32 +7513,30 @@ def _de107(r):  # intValue
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -2147483648 or _sv > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -2147483648 or _sv > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
+    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee107(w, o):  # intValue
     v = w.v
     n = w.n
+    if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -7688,37 +7561,32 @@ def _de108(r):  # shortValue
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee108(w, o):  # shortValue
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -7743,16 +7611,15 @@ def _de109(r):  # start
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
+    if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -7790,16 +7657,15 @@ def _de110(r):  # startValue
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('startValue', r.end - q)
+    if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 

@@ -73,16 +73,15 @@ def _d_ACDP_ConnectReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -235,16 +234,15 @@ def _d_ACDP_ConnectResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -432,16 +430,15 @@ def _d_ACDP_SystemStatusReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -607,16 +604,15 @@ def _d_ACDP_SystemStatusResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -860,16 +856,15 @@ def _d_ACDP_VehiclePositioningReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1038,16 +1033,15 @@ def _d_ACDP_VehiclePositioningResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1103,21 +1097,19 @@ def _d_ACDP_VehiclePositioningResType(r):
             elif not _y & 128:
                 q -= 24
                 f_EVRelativeXDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_EVRelativeXDeviation - 1 if _neg else f_EVRelativeXDeviation) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_EVRelativeXDeviation = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_EVRelativeXDeviation - 1 if _neg else f_EVRelativeXDeviation) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_EVRelativeXDeviation = (V >> q) & 127
         else:
             r.pos = r.end - q; f_EVRelativeXDeviation = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_EVRelativeXDeviation - 1 if _neg else f_EVRelativeXDeviation) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_EVRelativeXDeviation = -f_EVRelativeXDeviation - 1
+        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', f_EVRelativeXDeviation, r.at(r.end - q))
         el = 'EVRelativeYDeviation'
         _neg = (x & 1)
         if q >= 24:
@@ -1131,21 +1123,19 @@ def _d_ACDP_VehiclePositioningResType(r):
             elif not _y & 128:
                 q -= 24
                 f_EVRelativeYDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_EVRelativeYDeviation - 1 if _neg else f_EVRelativeYDeviation) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_EVRelativeYDeviation = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_EVRelativeYDeviation - 1 if _neg else f_EVRelativeYDeviation) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_EVRelativeYDeviation = (V >> q) & 127
         else:
             r.pos = r.end - q; f_EVRelativeYDeviation = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_EVRelativeYDeviation - 1 if _neg else f_EVRelativeYDeviation) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_EVRelativeYDeviation = -f_EVRelativeYDeviation - 1
+        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', f_EVRelativeYDeviation, r.at(r.end - q))
         el = 'ContactWindowXc'
         _neg = (x & 1)
         if q >= 24:
@@ -1159,21 +1149,19 @@ def _d_ACDP_VehiclePositioningResType(r):
             elif not _y & 128:
                 q -= 24
                 f_ContactWindowXc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_ContactWindowXc - 1 if _neg else f_ContactWindowXc) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ContactWindowXc = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_ContactWindowXc - 1 if _neg else f_ContactWindowXc) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ContactWindowXc = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ContactWindowXc = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_ContactWindowXc - 1 if _neg else f_ContactWindowXc) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_ContactWindowXc = -f_ContactWindowXc - 1
+        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', f_ContactWindowXc, r.at(r.end - q))
         el = 'ContactWindowYc'
         _neg = (x & 1)
         if q >= 24:
@@ -1187,21 +1175,19 @@ def _d_ACDP_VehiclePositioningResType(r):
             elif not _y & 128:
                 q -= 24
                 f_ContactWindowYc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_ContactWindowYc - 1 if _neg else f_ContactWindowYc) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ContactWindowYc = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_ContactWindowYc - 1 if _neg else f_ContactWindowYc) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ContactWindowYc = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ContactWindowYc = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_ContactWindowYc - 1 if _neg else f_ContactWindowYc) < -32768 or _sv > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 59: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_ContactWindowYc = -f_ContactWindowYc - 1
+        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', f_ContactWindowYc, r.at(r.end - q))
         el = 'EVInChargePosition'
         f_EVInChargePosition = ((x >> 2) & 1) == 1
         r.pos = r.end - q
@@ -1293,6 +1279,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             if v_EVSEPositioningSupport is not True and v_EVSEPositioningSupport is not False: raise EncodeError(f'expected a bool, got {v_EVSEPositioningSupport!r}')
             if not (v_EVRelativeXDeviation is not None): raise EncodeError('missing content: EVRelativeXDeviation')
             el = 'EVRelativeXDeviation'
+            if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
             v = (v << 21) | (_i2 << 13) | (_i3 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0)
             n += 21
             v_Header = None
@@ -1302,54 +1289,41 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             _m = (-v_EVRelativeXDeviation - 1 if v_EVRelativeXDeviation < 0 else v_EVRelativeXDeviation)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVRelativeYDeviation is not None): raise EncodeError('missing content: EVRelativeYDeviation')
             el = 'EVRelativeYDeviation'
+            if v_EVRelativeYDeviation < -32768 or v_EVRelativeYDeviation > 32767: raise EncodeError(f'value {v_EVRelativeYDeviation!r} outside [-32768, 32767]')
             v = (v << 4) | (v_EVRelativeYDeviation < 0)
             n += 4
             v_EVRelativeXDeviation = None
             _m = (-v_EVRelativeYDeviation - 1 if v_EVRelativeYDeviation < 0 else v_EVRelativeYDeviation)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_EVRelativeYDeviation < -32768 or v_EVRelativeYDeviation > 32767: raise EncodeError(f'value {v_EVRelativeYDeviation!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_EVRelativeYDeviation < -32768 or v_EVRelativeYDeviation > 32767: raise EncodeError(f'value {v_EVRelativeYDeviation!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowXc is not None): raise EncodeError('missing content: ContactWindowXc')
             el = 'ContactWindowXc'
+            if v_ContactWindowXc < -32768 or v_ContactWindowXc > 32767: raise EncodeError(f'value {v_ContactWindowXc!r} outside [-32768, 32767]')
             v = (v << 4) | (v_ContactWindowXc < 0)
             n += 4
             v_EVRelativeYDeviation = None
             _m = (-v_ContactWindowXc - 1 if v_ContactWindowXc < 0 else v_ContactWindowXc)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_ContactWindowXc < -32768 or v_ContactWindowXc > 32767: raise EncodeError(f'value {v_ContactWindowXc!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_ContactWindowXc < -32768 or v_ContactWindowXc > 32767: raise EncodeError(f'value {v_ContactWindowXc!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowYc is not None): raise EncodeError('missing content: ContactWindowYc')
             el = 'ContactWindowYc'
+            if v_ContactWindowYc < -32768 or v_ContactWindowYc > 32767: raise EncodeError(f'value {v_ContactWindowYc!r} outside [-32768, 32767]')
             v = (v << 4) | (v_ContactWindowYc < 0)
             n += 4
             v_ContactWindowXc = None
             _m = (-v_ContactWindowYc - 1 if v_ContactWindowYc < 0 else v_ContactWindowYc)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_ContactWindowYc < -32768 or v_ContactWindowYc > 32767: raise EncodeError(f'value {v_ContactWindowYc!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_ContactWindowYc < -32768 or v_ContactWindowYc > 32767: raise EncodeError(f'value {v_ContactWindowYc!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVInChargePosition is not None): raise EncodeError('missing content: EVInChargePosition')
             el = 'EVInChargePosition'
             if v_EVInChargePosition is not True and v_EVInChargePosition is not False: raise EncodeError(f'expected a bool, got {v_EVInChargePosition!r}')
@@ -1425,20 +1399,18 @@ def _d_EVTechnicalStatusType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
                 f_EVWLANStrength.Exponent = _c1_Exponent
                 f_EVWLANStrength.Value = _c1_Value
@@ -1509,20 +1481,18 @@ def _d_EVTechnicalStatusType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
                 f_EVWLANStrength.Exponent = _c2_Exponent
                 f_EVWLANStrength.Value = _c2_Value
@@ -1756,17 +1726,14 @@ def _e_EVTechnicalStatusType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVWLANStrength/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -1811,17 +1778,14 @@ def _e_EVTechnicalStatusType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVWLANStrength/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -2186,19 +2150,17 @@ def _de11(r):  # AckMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -2236,16 +2198,15 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -2283,16 +2244,15 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -2330,16 +2290,15 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -2377,16 +2336,15 @@ def _de15(r):  # ChargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -2444,37 +2402,32 @@ def _de17(r):  # ContactWindowXc
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ContactWindowXc', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # ContactWindowXc
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -2499,37 +2452,32 @@ def _de18(r):  # ContactWindowYc
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ContactWindowYc', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # ContactWindowYc
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -2554,16 +2502,15 @@ def _de19(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -2808,37 +2755,32 @@ def _de30(r):  # EVRelativeXDeviation
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVRelativeXDeviation', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee30(w, o):  # EVRelativeXDeviation
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -2863,37 +2805,32 @@ def _de31(r):  # EVRelativeYDeviation
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVRelativeYDeviation', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee31(w, o):  # EVRelativeYDeviation
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -3499,37 +3436,32 @@ def _de55(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee55(w, o):  # MeterStatus
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -3554,16 +3486,15 @@ def _de56(r):  # MeterTimestamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -3655,19 +3586,17 @@ def _de59(r):  # NotificationMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -3901,16 +3830,15 @@ def _de66(r):  # RemainingTimeToMaximumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -3948,16 +3876,15 @@ def _de67(r):  # RemainingTimeToMinimumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -3995,16 +3922,15 @@ def _de68(r):  # RemainingTimeToTargetSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -4234,16 +4160,15 @@ def _de75(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -4281,16 +4206,15 @@ def _de76(r):  # TimeStamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -4328,37 +4252,32 @@ def _de77(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee77(w, o):  # Value
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

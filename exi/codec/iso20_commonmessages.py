@@ -86,16 +86,15 @@ def _d_AbsolutePriceScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         elif ec == 1:
             q -= 1
@@ -115,16 +114,15 @@ def _d_AbsolutePriceScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -281,20 +279,18 @@ def _d_AbsolutePriceScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_MinimumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MinimumCost.Exponent = _c1_Exponent
                 f_MinimumCost.Value = _c1_Value
@@ -319,20 +315,18 @@ def _d_AbsolutePriceScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumCost.Exponent = _c2_Exponent
                 f_MaximumCost.Value = _c2_Value
@@ -375,20 +369,18 @@ def _d_AbsolutePriceScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumCost.Exponent = _c3_Exponent
                 f_MaximumCost.Value = _c3_Value
@@ -648,17 +640,14 @@ def _e_AbsolutePriceScheduleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'MinimumCost/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_MinimumCost = None
@@ -673,17 +662,14 @@ def _e_AbsolutePriceScheduleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'MaximumCost/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_MaximumCost = None
@@ -719,17 +705,14 @@ def _e_AbsolutePriceScheduleType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'MaximumCost/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_MaximumCost = None
@@ -882,20 +865,18 @@ def _d_AdditionalServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_ServiceFee = _new(iso20_commontypes.RationalNumberType)
         _c1_ServiceFee.Exponent = _c1_c1_Exponent
         _c1_ServiceFee.Value = _c1_c1_Value
@@ -949,20 +930,18 @@ def _d_AdditionalServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_ServiceFee = _new(iso20_commontypes.RationalNumberType)
                     _c2_ServiceFee.Exponent = _c2_c1_Exponent
                     _c2_ServiceFee.Value = _c2_c1_Value
@@ -1026,17 +1005,14 @@ def _e_AdditionalServiceListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'AdditionalService/ServiceFee/Value'
+            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_AdditionalService += 1
@@ -1071,17 +1047,14 @@ def _e_AdditionalServiceListType(w, o):
                     if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
                     if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'AdditionalService/ServiceFee/Value'
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 16
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_AdditionalService += 1
@@ -1152,20 +1125,18 @@ def _d_AdditionalServiceType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AdditionalServiceType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_ServiceFee = _new(iso20_commontypes.RationalNumberType)
         f_ServiceFee.Exponent = _c1_Exponent
         f_ServiceFee.Value = _c1_Value
@@ -1205,17 +1176,14 @@ def _e_AdditionalServiceType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'ServiceFee/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -1269,16 +1237,15 @@ def _d_AuthorizationReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1563,16 +1530,15 @@ def _d_AuthorizationResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1734,16 +1700,15 @@ def _d_AuthorizationSetupReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1885,16 +1850,15 @@ def _d_AuthorizationSetupResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -2331,16 +2295,15 @@ def _d_CertificateInstallationReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -2656,16 +2619,15 @@ def _d_CertificateInstallationResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -3147,16 +3109,15 @@ def _d_Dynamic_SEReqControlModeType(r):
                 f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+        if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -3200,20 +3161,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
@@ -3253,20 +3212,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c2_Exponent
                 f_EVTargetEnergyRequest.Value = _c2_Value
@@ -3293,20 +3250,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c3_Exponent
             f_EVTargetEnergyRequest.Value = _c3_Value
@@ -3331,21 +3286,19 @@ def _d_Dynamic_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
             f_EVMaximumEnergyRequest.Value = _c4_Value
@@ -3364,20 +3317,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
             f_EVMinimumEnergyRequest.Value = _c5_Value
@@ -3406,20 +3357,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c6_Value
@@ -3444,20 +3393,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c7_Value
@@ -3491,20 +3438,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c8_Value
@@ -3584,17 +3529,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -3617,17 +3559,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -3644,17 +3583,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -3671,17 +3607,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -3692,17 +3625,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -3719,17 +3649,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumV2XEnergyRequest/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 7
@@ -3743,17 +3670,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -3772,17 +3696,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -3832,16 +3753,15 @@ def _d_Dynamic_SEResControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 9
@@ -4410,16 +4330,15 @@ def _d_EVAbsolutePriceScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
+        if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'Currency'
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -4555,16 +4474,15 @@ def _d_EVEnergyOfferType(r):
                 _c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
+        if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerSchedule/EVPowerScheduleEntries'
         r.pos = r.end - q
         _c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -4589,16 +4507,15 @@ def _d_EVEnergyOfferType(r):
                 _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
+        if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         el = 'EVAbsolutePriceSchedule/Currency'
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -4867,16 +4784,15 @@ def _d_EVPowerProfileType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+        if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -5089,17 +5005,16 @@ def _d_EVPowerScheduleEntryListType(r):
                 _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+        if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'EVPowerScheduleEntry/Power/Exponent'
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPowerScheduleEntry/Power/Value'
@@ -5115,20 +5030,18 @@ def _d_EVPowerScheduleEntryListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_Power = _new(iso20_commontypes.RationalNumberType)
         _c1_Power.Exponent = _c1_c1_Exponent
         _c1_Power.Value = _c1_c1_Value
@@ -5161,17 +5074,16 @@ def _d_EVPowerScheduleEntryListType(r):
                             _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_Duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     q -= 16
                     if q < 0: V, q = r.slideq(q, 16)
                     x = (V >> q) & 65535
                     if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+                    if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     el = 'EVPowerScheduleEntry/Power/Exponent'
                     _c2_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVPowerScheduleEntry/Power/Value'
@@ -5187,20 +5099,18 @@ def _d_EVPowerScheduleEntryListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_Power = _new(iso20_commontypes.RationalNumberType)
                     _c2_Power.Exponent = _c2_c1_Exponent
                     _c2_Power.Value = _c2_c1_Value
@@ -5263,17 +5173,14 @@ def _e_EVPowerScheduleEntryListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPowerScheduleEntry/Power/Value'
+            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_EVPowerScheduleEntry += 1
@@ -5307,17 +5214,14 @@ def _e_EVPowerScheduleEntryListType(w, o):
                     if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
                     if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPowerScheduleEntry/Power/Value'
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 16
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_EVPowerScheduleEntry += 1
@@ -5367,17 +5271,16 @@ def _d_EVPowerScheduleEntryType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-            if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
+        if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Power/Value'
@@ -5393,20 +5296,18 @@ def _d_EVPowerScheduleEntryType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Power = _new(iso20_commontypes.RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
@@ -5445,17 +5346,14 @@ def _e_EVPowerScheduleEntryType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Power/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -5490,16 +5388,15 @@ def _d_EVPowerScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVPowerScheduleType', r.end - q)
+        if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerScheduleEntries'
         r.pos = r.end - q
         f_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -5675,17 +5572,16 @@ def _d_EVPriceRuleStackType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-            if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
+        if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'EVPriceRule/EnergyFee/Exponent'
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPriceRule/EnergyFee/Value'
@@ -5701,21 +5597,19 @@ def _d_EVPriceRuleStackType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_EnergyFee = _new(iso20_commontypes.RationalNumberType)
         _c1_EnergyFee.Exponent = _c1_c1_Exponent
         _c1_EnergyFee.Value = _c1_c1_Value
@@ -5734,20 +5628,18 @@ def _d_EVPriceRuleStackType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
         _c1_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
         _c1_PowerRangeStart.Exponent = _c1_c2_Exponent
         _c1_PowerRangeStart.Value = _c1_c2_Value
@@ -5782,21 +5674,19 @@ def _d_EVPriceRuleStackType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 17
                     if q < 0: V, q = r.slideq(q, 17)
                     x = (V >> q) & 131071
                     if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_EnergyFee = _new(iso20_commontypes.RationalNumberType)
                     _c2_EnergyFee.Exponent = _c2_c1_Exponent
                     _c2_EnergyFee.Value = _c2_c1_Value
@@ -5815,20 +5705,18 @@ def _d_EVPriceRuleStackType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c2_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
                     if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                     _c2_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                     _c2_PowerRangeStart.Exponent = _c2_c2_Exponent
                     _c2_PowerRangeStart.Value = _c2_c2_Value
@@ -5893,18 +5781,15 @@ def _e_EVPriceRuleStackType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPriceRule/EnergyFee/Value'
+            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 17
             v_Duration = None
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'EVPriceRule/PowerRangeStart'
             _o = _c1_PowerRangeStart
@@ -5915,17 +5800,14 @@ def _e_EVPriceRuleStackType(w, o):
             if not -128 <= _c1_c2_Exponent <= 127: raise EncodeError(f'value {_c1_c2_Exponent!r} outside [-128, 127]')
             if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPriceRule/PowerRangeStart/Value'
+            if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
             n += 17
             _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_EVPriceRule += 1
@@ -5950,17 +5832,14 @@ def _e_EVPriceRuleStackType(w, o):
                     if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
                     if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPriceRule/EnergyFee/Value'
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 17
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
                     el = 'EVPriceRule/PowerRangeStart'
                     _o = _c2_PowerRangeStart
@@ -5971,17 +5850,14 @@ def _e_EVPriceRuleStackType(w, o):
                     if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
                     if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPriceRule/PowerRangeStart/Value'
+                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
                     n += 17
                     _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_EVPriceRule += 1
@@ -6033,21 +5909,19 @@ def _d_EVPriceRuleType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
@@ -6066,20 +5940,18 @@ def _d_EVPriceRuleType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPriceRuleType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
         f_PowerRangeStart.Exponent = _c2_Exponent
         f_PowerRangeStart.Value = _c2_Value
@@ -6109,17 +5981,14 @@ def _e_EVPriceRuleType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EnergyFee/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'PowerRangeStart'
             _o = v_PowerRangeStart
@@ -6130,17 +5999,14 @@ def _e_EVPriceRuleType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'PowerRangeStart/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -6192,16 +6058,15 @@ def _d_MeteringConfirmationReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -6605,16 +6470,15 @@ def _d_MeteringConfirmationResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -6754,16 +6618,15 @@ def _d_OverstayRuleListType(r):
                     f_OverstayTimeThreshold = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_OverstayTimeThreshold = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
-                if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
+            if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 14
@@ -6785,29 +6648,169 @@ def _d_OverstayRuleListType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleListType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
             f_OverstayPowerThreshold.Exponent = _c1_Exponent
             f_OverstayPowerThreshold.Value = _c1_Value
             s = 2
         elif ec == 2:
             el = 'OverstayRule'
-            r.pos = r.end - q
-            _v = _d_OverstayRuleType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_OverstayRuleDescription = None
+            _c2_StartTime = None
+            _c2_OverstayFee = None
+            _c2_OverstayFeePeriod = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'OverstayRule/OverstayRuleDescription'
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    _c2_OverstayRuleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c2_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c2_OverstayRuleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
+                _c2_s = 2
+            elif ec == 1:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
+                _c2_s = 2
+            else:
+                raise r.deviation('OverstayRuleType', r.end - q)
+            if _c2_s == 2:
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/OverstayFee/Exponent'
+                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayRule/OverstayFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+                _c2_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                _c2_OverstayFee.Exponent = _c2_c1_Exponent
+                _c2_OverstayFee.Value = _c2_c1_Value
+                el = 'OverstayRule/OverstayFeePeriod'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_OverstayFeePeriod = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_OverstayFeePeriod = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
+                _c2_s = -1
+            _v = _new(iso20_commonmessages.OverstayRuleType)
+            _v.OverstayRuleDescription = _c2_OverstayRuleDescription
+            _v.StartTime = _c2_StartTime
+            _v.OverstayFee = _c2_OverstayFee
+            _v.OverstayFeePeriod = _c2_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         else:
@@ -6822,43 +6825,183 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
                 el = 'OverstayPowerThreshold/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
+                _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Value = _y >> 16
+                        _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('OverstayRuleListType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
-                f_OverstayPowerThreshold.Exponent = _c2_Exponent
-                f_OverstayPowerThreshold.Value = _c2_Value
+                f_OverstayPowerThreshold.Exponent = _c3_Exponent
+                f_OverstayPowerThreshold.Value = _c3_Value
                 s = 2
             elif ec == 1:
                 el = 'OverstayRule'
-                r.pos = r.end - q
-                _v = _d_OverstayRuleType(r)
-                V = r.v; q = r.end - r.pos
+                _c4_OverstayRuleDescription = None
+                _c4_StartTime = None
+                _c4_OverstayFee = None
+                _c4_OverstayFeePeriod = None
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
+                if ec == 0:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                        _c4_OverstayRuleDescription = ''
+                    else:
+                        r.pos = r.end - q
+                        _c4_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                        if len(_c4_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c4_OverstayRuleDescription, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/StartTime'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_StartTime = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_StartTime = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
+                    _c4_s = 2
+                elif ec == 1:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/StartTime'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_StartTime = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_StartTime = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
+                    _c4_s = 2
+                else:
+                    raise r.deviation('OverstayRuleType', r.end - q)
+                if _c4_s == 2:
+                    q -= 15
+                    if q < 0: V, q = r.slideq(q, 15)
+                    x = (V >> q) & 32767
+                    if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    _c4_c1_Exponent = ((x >> 4) & 255) + -128
+                    el = 'OverstayRule/OverstayFee/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_c1_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_c1_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _neg: _c4_c1_Value = -_c4_c1_Value - 1
+                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
+                    _c4_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                    _c4_OverstayFee.Exponent = _c4_c1_Exponent
+                    _c4_OverstayFee.Value = _c4_c1_Value
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_OverstayFeePeriod = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_OverstayFeePeriod = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
+                    _c4_s = -1
+                _v = _new(iso20_commonmessages.OverstayRuleType)
+                _v.OverstayRuleDescription = _c4_OverstayRuleDescription
+                _v.StartTime = _c4_StartTime
+                _v.OverstayFee = _c4_OverstayFee
+                _v.OverstayFeePeriod = _c4_OverstayFeePeriod
                 f_OverstayRule.append(_v)
                 s = 3
             else:
@@ -6868,9 +7011,151 @@ def _d_OverstayRuleListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayRule'
-            r.pos = r.end - q
-            _v = _d_OverstayRuleType(r)
-            V = r.v; q = r.end - r.pos
+            _c5_OverstayRuleDescription = None
+            _c5_StartTime = None
+            _c5_OverstayFee = None
+            _c5_OverstayFeePeriod = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'OverstayRule/OverstayRuleDescription'
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    _c5_OverstayRuleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c5_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c5_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c5_OverstayRuleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
+                _c5_s = 2
+            elif ec == 1:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
+                _c5_s = 2
+            else:
+                raise r.deviation('OverstayRuleType', r.end - q)
+            if _c5_s == 2:
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/OverstayFee/Exponent'
+                _c5_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayRule/OverstayFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
+                _c5_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                _c5_OverstayFee.Exponent = _c5_c1_Exponent
+                _c5_OverstayFee.Value = _c5_c1_Value
+                el = 'OverstayRule/OverstayFeePeriod'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_OverstayFeePeriod = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_OverstayFeePeriod = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
+                _c5_s = -1
+            _v = _new(iso20_commonmessages.OverstayRuleType)
+            _v.OverstayRuleDescription = _c5_OverstayRuleDescription
+            _v.StartTime = _c5_StartTime
+            _v.OverstayFee = _c5_OverstayFee
+            _v.OverstayFeePeriod = _c5_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         if s == 3:
@@ -6881,9 +7166,151 @@ def _d_OverstayRuleListType(r):
                 ec = (V >> q) & 3
                 if ec == 0:
                     el = 'OverstayRule'
-                    r.pos = r.end - q
-                    _v = _d_OverstayRuleType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c6_OverstayRuleDescription = None
+                    _c6_StartTime = None
+                    _c6_OverstayFee = None
+                    _c6_OverstayFeePeriod = None
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'OverstayRule/OverstayRuleDescription'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                            _c6_OverstayRuleDescription = ''
+                        else:
+                            r.pos = r.end - q
+                            _c6_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                            if len(_c6_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c6_OverstayRuleDescription, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/StartTime'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_StartTime = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_StartTime = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
+                        _c6_s = 2
+                    elif ec == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/StartTime'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_StartTime = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_StartTime = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
+                        _c6_s = 2
+                    else:
+                        raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c6_s == 2:
+                        q -= 15
+                        if q < 0: V, q = r.slideq(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                        el = 'OverstayRule/OverstayFee/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_c1_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _neg: _c6_c1_Value = -_c6_c1_Value - 1
+                        if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
+                        _c6_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                        _c6_OverstayFee.Exponent = _c6_c1_Exponent
+                        _c6_OverstayFee.Value = _c6_c1_Value
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_OverstayFeePeriod = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_OverstayFeePeriod = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
+                        _c6_s = -1
+                    _v = _new(iso20_commonmessages.OverstayRuleType)
+                    _v.OverstayRuleDescription = _c6_OverstayRuleDescription
+                    _v.StartTime = _c6_StartTime
+                    _v.OverstayFee = _c6_OverstayFee
+                    _v.OverstayFeePeriod = _c6_OverstayFeePeriod
                     f_OverstayRule.append(_v)
                     _k += 1
                     if _k == 4:
@@ -6943,17 +7370,14 @@ def _e_OverstayRuleListType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'OverstayPowerThreshold/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_OverstayPowerThreshold = None
@@ -6962,9 +7386,81 @@ def _e_OverstayRuleListType(w, o):
             el = 'OverstayRule'
             v = (v << 2) | 2
             n += 2
-            w.v = v; w.n = n
-            _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-            v = w.v; n = w.n
+            _c2_o = v_OverstayRule[i_OverstayRule]
+            _c2_OverstayRuleDescription = _c2_o.OverstayRuleDescription
+            _c2_StartTime = _c2_o.StartTime
+            _c2_OverstayFee = _c2_o.OverstayFee
+            _c2_OverstayFeePeriod = _c2_o.OverstayFeePeriod
+            if _c2_OverstayRuleDescription is not None:
+                el = 'OverstayRule/OverstayRuleDescription'
+                v <<= 3
+                n += 3
+                if len(_c2_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c2_OverstayRuleDescription)} outside [0, 160]')
+                _l = len(_c2_OverstayRuleDescription)
+                if _l < 126 and _c2_OverstayRuleDescription.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_OverstayRuleDescription.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_OverstayRuleDescription); v = w.v; n = w.n
+                if not (_c2_StartTime is not None): raise EncodeError('missing content: StartTime')
+                el = 'OverstayRule/StartTime'
+                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
+                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
+                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = 2
+            elif _c2_StartTime is not None:
+                el = 'OverstayRule/StartTime'
+                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
+                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
+                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+            if _c2_s == 2:
+                if _c2_OverstayFee is not None:
+                    el = 'OverstayRule/OverstayFee'
+                    _o = _c2_OverstayFee
+                    _c2_c1_Exponent = _o.Exponent
+                    _c2_c1_Value = _o.Value
+                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'OverstayRule/OverstayFee/Value'
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                    n += 15
+                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if _c2_OverstayFeePeriod < 0 or _c2_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c2_OverstayFeePeriod!r} outside [0, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    if _c2_OverstayFeePeriod < 128: v = (v << 8) | _c2_OverstayFeePeriod; n += 8
+                    elif _c2_OverstayFeePeriod < 16384: v = (v << 16) | ((_c2_OverstayFeePeriod & 127) << 8) | 32768 | (_c2_OverstayFeePeriod >> 7); n += 16
+                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c2_OverstayFeePeriod & 127) << 16) | (((_c2_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c2_OverstayFeePeriod >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of OverstayFee')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_OverstayRule += 1
             s = 3
         else:
@@ -6973,24 +7469,21 @@ def _e_OverstayRuleListType(w, o):
             if v_OverstayPowerThreshold is not None:
                 el = 'OverstayPowerThreshold'
                 _o = v_OverstayPowerThreshold
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                _c3_Exponent = _o.Exponent
+                _c3_Value = _o.Value
+                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
                 el = 'OverstayPowerThreshold/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayPowerThreshold/Value'
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_OverstayPowerThreshold = None
@@ -6999,9 +7492,81 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                v = w.v; n = w.n
+                _c4_o = v_OverstayRule[i_OverstayRule]
+                _c4_OverstayRuleDescription = _c4_o.OverstayRuleDescription
+                _c4_StartTime = _c4_o.StartTime
+                _c4_OverstayFee = _c4_o.OverstayFee
+                _c4_OverstayFeePeriod = _c4_o.OverstayFeePeriod
+                if _c4_OverstayRuleDescription is not None:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    v <<= 3
+                    n += 3
+                    if len(_c4_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c4_OverstayRuleDescription)} outside [0, 160]')
+                    _l = len(_c4_OverstayRuleDescription)
+                    if _l < 126 and _c4_OverstayRuleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_OverstayRuleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c4_OverstayRuleDescription); v = w.v; n = w.n
+                    if not (_c4_StartTime is not None): raise EncodeError('missing content: StartTime')
+                    el = 'OverstayRule/StartTime'
+                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
+                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
+                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_s = 2
+                elif _c4_StartTime is not None:
+                    el = 'OverstayRule/StartTime'
+                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
+                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
+                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                if _c4_s == 2:
+                    if _c4_OverstayFee is not None:
+                        el = 'OverstayRule/OverstayFee'
+                        _o = _c4_OverstayFee
+                        _c4_c1_Exponent = _o.Exponent
+                        _c4_c1_Value = _o.Value
+                        if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
+                        if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'OverstayRule/OverstayFee/Value'
+                        if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
+                        n += 15
+                        _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if _c4_OverstayFeePeriod < 0 or _c4_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c4_OverstayFeePeriod!r} outside [0, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c4_OverstayFeePeriod < 128: v = (v << 8) | _c4_OverstayFeePeriod; n += 8
+                        elif _c4_OverstayFeePeriod < 16384: v = (v << 16) | ((_c4_OverstayFeePeriod & 127) << 8) | 32768 | (_c4_OverstayFeePeriod >> 7); n += 16
+                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c4_OverstayFeePeriod & 127) << 16) | (((_c4_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c4_OverstayFeePeriod >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c4_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayFee')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -7011,9 +7576,81 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                v = w.v; n = w.n
+                _c5_o = v_OverstayRule[i_OverstayRule]
+                _c5_OverstayRuleDescription = _c5_o.OverstayRuleDescription
+                _c5_StartTime = _c5_o.StartTime
+                _c5_OverstayFee = _c5_o.OverstayFee
+                _c5_OverstayFeePeriod = _c5_o.OverstayFeePeriod
+                if _c5_OverstayRuleDescription is not None:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    v <<= 3
+                    n += 3
+                    if len(_c5_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c5_OverstayRuleDescription)} outside [0, 160]')
+                    _l = len(_c5_OverstayRuleDescription)
+                    if _l < 126 and _c5_OverstayRuleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_OverstayRuleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c5_OverstayRuleDescription); v = w.v; n = w.n
+                    if not (_c5_StartTime is not None): raise EncodeError('missing content: StartTime')
+                    el = 'OverstayRule/StartTime'
+                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
+                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
+                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c5_s = 2
+                elif _c5_StartTime is not None:
+                    el = 'OverstayRule/StartTime'
+                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
+                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
+                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c5_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                if _c5_s == 2:
+                    if _c5_OverstayFee is not None:
+                        el = 'OverstayRule/OverstayFee'
+                        _o = _c5_OverstayFee
+                        _c5_c1_Exponent = _o.Exponent
+                        _c5_c1_Value = _o.Value
+                        if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
+                        if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'OverstayRule/OverstayFee/Value'
+                        if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
+                        n += 15
+                        _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if _c5_OverstayFeePeriod < 0 or _c5_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c5_OverstayFeePeriod!r} outside [0, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c5_OverstayFeePeriod < 128: v = (v << 8) | _c5_OverstayFeePeriod; n += 8
+                        elif _c5_OverstayFeePeriod < 16384: v = (v << 16) | ((_c5_OverstayFeePeriod & 127) << 8) | 32768 | (_c5_OverstayFeePeriod >> 7); n += 16
+                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c5_OverstayFeePeriod & 127) << 16) | (((_c5_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c5_OverstayFeePeriod >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c5_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayFee')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -7025,9 +7662,81 @@ def _e_OverstayRuleListType(w, o):
                     el = 'OverstayRule'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                    v = w.v; n = w.n
+                    _c6_o = v_OverstayRule[i_OverstayRule]
+                    _c6_OverstayRuleDescription = _c6_o.OverstayRuleDescription
+                    _c6_StartTime = _c6_o.StartTime
+                    _c6_OverstayFee = _c6_o.OverstayFee
+                    _c6_OverstayFeePeriod = _c6_o.OverstayFeePeriod
+                    if _c6_OverstayRuleDescription is not None:
+                        el = 'OverstayRule/OverstayRuleDescription'
+                        v <<= 3
+                        n += 3
+                        if len(_c6_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c6_OverstayRuleDescription)} outside [0, 160]')
+                        _l = len(_c6_OverstayRuleDescription)
+                        if _l < 126 and _c6_OverstayRuleDescription.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_OverstayRuleDescription.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c6_OverstayRuleDescription); v = w.v; n = w.n
+                        if not (_c6_StartTime is not None): raise EncodeError('missing content: StartTime')
+                        el = 'OverstayRule/StartTime'
+                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
+                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
+                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_s = 2
+                    elif _c6_StartTime is not None:
+                        el = 'OverstayRule/StartTime'
+                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
+                        v = (v << 3) | (1 << 1)
+                        n += 3
+                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
+                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
+                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                    if _c6_s == 2:
+                        if _c6_OverstayFee is not None:
+                            el = 'OverstayRule/OverstayFee'
+                            _o = _c6_OverstayFee
+                            _c6_c1_Exponent = _o.Exponent
+                            _c6_c1_Value = _o.Value
+                            if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                            el = 'OverstayRule/OverstayFee/Exponent'
+                            if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
+                            if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
+                            el = 'OverstayRule/OverstayFee/Value'
+                            if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+                            v = (v << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
+                            n += 15
+                            _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
+                            if _m < 128: v = (v << 8) | _m; n += 8
+                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                            el = 'OverstayRule/OverstayFeePeriod'
+                            if _c6_OverstayFeePeriod < 0 or _c6_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c6_OverstayFeePeriod!r} outside [0, 4294967295]')
+                            v <<= 4
+                            n += 4
+                            if _c6_OverstayFeePeriod < 128: v = (v << 8) | _c6_OverstayFeePeriod; n += 8
+                            elif _c6_OverstayFeePeriod < 16384: v = (v << 16) | ((_c6_OverstayFeePeriod & 127) << 8) | 32768 | (_c6_OverstayFeePeriod >> 7); n += 16
+                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c6_OverstayFeePeriod & 127) << 16) | (((_c6_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c6_OverstayFeePeriod >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c6_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of OverstayFee')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_OverstayRule += 1
                     _k += 1
                     if _k == 4:
@@ -7097,16 +7806,15 @@ def _d_OverstayRuleType(r):
                     f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+            if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             s = 2
         elif ec == 1:
             q -= 1
@@ -7126,16 +7834,15 @@ def _d_OverstayRuleType(r):
                     f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+            if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('OverstayRuleType', r.end - q)
@@ -7159,20 +7866,18 @@ def _d_OverstayRuleType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_OverstayFee = _new(iso20_commontypes.RationalNumberType)
             f_OverstayFee.Exponent = _c1_Exponent
             f_OverstayFee.Value = _c1_Value
@@ -7190,16 +7895,15 @@ def _d_OverstayRuleType(r):
                     f_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_OverstayFeePeriod = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+            if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7268,17 +7972,14 @@ def _e_OverstayRuleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayFee/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 15
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                 el = 'OverstayFeePeriod'
                 if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
@@ -7321,19 +8022,17 @@ def _d_ParameterSetType(r):
             elif not _y & 128:
                 q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
+        if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
         r.pos = r.end - q
         _v = _d_ParameterType(r)
@@ -7502,20 +8201,18 @@ def _d_ParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_shortValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_shortValue = -f_shortValue - 1
+                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
                 s = -1
             elif ec == 3:
                 q -= 2
@@ -7537,17 +8234,16 @@ def _d_ParameterType(r):
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_intValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_intValue = -f_intValue - 1
+                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
                 s = -1
             elif ec == 4:
                 q -= 14
@@ -7569,20 +8265,18 @@ def _d_ParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_rationalNumber = _new(iso20_commontypes.RationalNumberType)
                 f_rationalNumber.Exponent = _c1_Exponent
                 f_rationalNumber.Value = _c1_Value
@@ -7669,17 +8363,14 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_shortValue is not None:
                 el = 'shortValue'
+                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_shortValue < 0)
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_shortValue = None
@@ -7687,15 +8378,14 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_intValue is not None:
                 el = 'intValue'
+                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
                 v = (v << 5) | (3 << 2) | (v_intValue < 0)
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_intValue = None
@@ -7711,17 +8401,14 @@ def _e_ParameterType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'rationalNumber/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_rationalNumber = None
@@ -8007,16 +8694,15 @@ def _d_PowerDeliveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -8083,16 +8769,15 @@ def _d_PowerDeliveryReqType(r):
                         _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+                if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                 _c2_s = 1
                 if _c2_s == 1:
                     q -= 2
@@ -8475,16 +9160,15 @@ def _d_PowerDeliveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -8537,20 +9221,18 @@ def _d_PowerDeliveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
                 x = (V >> q) & 511
                 if x & 455: raise r.deviation('PowerDeliveryResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 3) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
@@ -8802,17 +9484,16 @@ def _d_PowerScheduleEntryType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-            if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('PowerScheduleEntryType', r.end - q)
+        if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Power/Value'
@@ -8828,20 +9509,18 @@ def _d_PowerScheduleEntryType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Power = _new(iso20_commontypes.RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
@@ -8870,20 +9549,18 @@ def _d_PowerScheduleEntryType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_Power_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_Power_L2.Exponent = _c2_Exponent
                 f_Power_L2.Value = _c2_Value
@@ -8908,20 +9585,18 @@ def _d_PowerScheduleEntryType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_Power_L3.Exponent = _c3_Exponent
                 f_Power_L3.Value = _c3_Value
@@ -8955,20 +9630,18 @@ def _d_PowerScheduleEntryType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_Power_L3.Exponent = _c4_Exponent
                 f_Power_L3.Value = _c4_Value
@@ -9022,17 +9695,14 @@ def _e_PowerScheduleEntryType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Power/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -9049,17 +9719,14 @@ def _e_PowerScheduleEntryType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Power_L2/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -9073,17 +9740,14 @@ def _e_PowerScheduleEntryType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Power_L3/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -9102,17 +9766,14 @@ def _e_PowerScheduleEntryType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Power_L3/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -9157,16 +9818,15 @@ def _d_PowerScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
+        if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -9192,20 +9852,18 @@ def _d_PowerScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_AvailableEnergy = _new(iso20_commontypes.RationalNumberType)
                 f_AvailableEnergy.Exponent = _c1_Exponent
                 f_AvailableEnergy.Value = _c1_Value
@@ -9230,20 +9888,18 @@ def _d_PowerScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTolerance.Exponent = _c2_Exponent
                 f_PowerTolerance.Value = _c2_Value
@@ -9280,20 +9936,18 @@ def _d_PowerScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTolerance.Exponent = _c3_Exponent
                 f_PowerTolerance.Value = _c3_Value
@@ -9365,17 +10019,14 @@ def _e_PowerScheduleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AvailableEnergy/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -9389,17 +10040,14 @@ def _e_PowerScheduleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerTolerance/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -9424,17 +10072,14 @@ def _e_PowerScheduleType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerTolerance/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -9493,17 +10138,16 @@ def _d_PriceLevelScheduleEntryListType(r):
                 _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+        if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'PriceLevelScheduleEntry/PriceLevel'
         _c1_PriceLevel = ((x >> 2) & 255)
         _v = _new(iso20_commonmessages.PriceLevelScheduleEntryType)
@@ -9535,17 +10179,16 @@ def _d_PriceLevelScheduleEntryListType(r):
                             _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_Duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     q -= 13
                     if q < 0: V, q = r.slideq(q, 13)
                     x = (V >> q) & 8191
                     if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+                    if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     el = 'PriceLevelScheduleEntry/PriceLevel'
                     _c2_PriceLevel = ((x >> 2) & 255)
                     _v = _new(iso20_commonmessages.PriceLevelScheduleEntryType)
@@ -9675,17 +10318,16 @@ def _d_PriceLevelScheduleEntryType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-            if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryType', r.end - q)
+        if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceLevel'
         f_PriceLevel = ((x >> 2) & 255)
         r.pos = r.end - q
@@ -9762,16 +10404,15 @@ def _d_PriceLevelScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         elif ec == 1:
             q -= 1
@@ -9791,16 +10432,15 @@ def _d_PriceLevelScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -10135,16 +10775,15 @@ def _d_PriceRuleStackType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
-            if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PriceRuleStackType', r.end - q)
+        if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceRule'
         r.pos = r.end - q
         _v = _d_PriceRuleType(r)
@@ -10280,20 +10919,18 @@ def _d_PriceRuleType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
@@ -10322,20 +10959,18 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_ParkingFee = _new(iso20_commontypes.RationalNumberType)
                 f_ParkingFee.Exponent = _c2_Exponent
                 f_ParkingFee.Value = _c2_Value
@@ -10358,16 +10993,15 @@ def _d_PriceRuleType(r):
                         f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -10385,19 +11019,17 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 10
@@ -10427,20 +11059,18 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c3_Exponent
                 f_PowerRangeStart.Value = _c3_Value
@@ -10469,16 +11099,15 @@ def _d_PriceRuleType(r):
                         f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -10496,19 +11125,17 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 10
@@ -10538,20 +11165,18 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c4_Exponent
                 f_PowerRangeStart.Value = _c4_Value
@@ -10578,19 +11203,17 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 10
@@ -10620,20 +11243,18 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c5_Exponent
                 f_PowerRangeStart.Value = _c5_Value
@@ -10672,20 +11293,18 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c6_Exponent
                 f_PowerRangeStart.Value = _c6_Value
@@ -10712,20 +11331,18 @@ def _d_PriceRuleType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
             f_PowerRangeStart.Exponent = _c7_Exponent
             f_PowerRangeStart.Value = _c7_Value
@@ -10769,17 +11386,14 @@ def _e_PriceRuleType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EnergyFee/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 1
@@ -10796,17 +11410,14 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'ParkingFee/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -10850,17 +11461,14 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 17
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -10907,17 +11515,14 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -10952,17 +11557,14 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -10985,17 +11587,14 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -11012,17 +11611,14 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -11064,16 +11660,15 @@ def _d_PriceScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PriceScheduleType', r.end - q)
+        if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'PriceScheduleID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -11236,16 +11831,15 @@ def _d_ScheduleExchangeReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11455,16 +12049,15 @@ def _d_ScheduleExchangeResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12117,16 +12710,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 14
@@ -12148,20 +12740,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -12186,20 +12776,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
@@ -12224,20 +12812,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -12260,16 +12846,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c4_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_c1_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
             r.pos = r.end - q
             _c4_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -12294,16 +12879,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c4_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_c2_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -12387,20 +12971,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c5_Exponent
                 f_EVTargetEnergyRequest.Value = _c5_Value
@@ -12425,20 +13007,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumEnergyRequest.Value = _c6_Value
@@ -12463,20 +13043,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumEnergyRequest.Value = _c7_Value
@@ -12499,16 +13077,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c8_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c8_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -12533,16 +13110,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c8_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -12626,20 +13202,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c9_Exponent
                 f_EVMaximumEnergyRequest.Value = _c9_Value
@@ -12664,20 +13238,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c10_Exponent
                 f_EVMinimumEnergyRequest.Value = _c10_Value
@@ -12700,16 +13272,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c11_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c11_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -12734,16 +13305,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c11_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -12827,20 +13397,18 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                 f_EVMinimumEnergyRequest.Value = _c12_Value
@@ -12863,16 +13431,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c13_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c13_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -12897,16 +13464,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c13_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -12988,16 +13554,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c14_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c14_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -13022,16 +13587,15 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c14_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -13140,17 +13704,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -13164,17 +13725,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 3
@@ -13188,17 +13746,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 4
@@ -13289,17 +13844,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -13313,17 +13865,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -13337,17 +13886,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -13438,17 +13984,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -13462,17 +14005,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -13563,17 +14103,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -14702,19 +15239,17 @@ def _d_SelectedServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         el = 'SelectedService/ParameterSetID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -14727,19 +15262,17 @@ def _d_SelectedServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
+        if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
         _v = _new(iso20_commonmessages.SelectedServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ParameterSetID = _c1_ParameterSetID
@@ -14767,19 +15300,17 @@ def _d_SelectedServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
+                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     el = 'SelectedService/ParameterSetID'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
@@ -14792,19 +15323,17 @@ def _d_SelectedServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ParameterSetID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
+                    if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                     _v = _new(iso20_commonmessages.SelectedServiceType)
                     _v.ServiceID = _c2_ServiceID
                     _v.ParameterSetID = _c2_ParameterSetID
@@ -14942,19 +15471,17 @@ def _d_SelectedServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SelectedServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'ParameterSetID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -14967,19 +15494,17 @@ def _d_SelectedServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+        if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15065,16 +15590,15 @@ def _d_ServiceDetailReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -15113,19 +15637,17 @@ def _d_ServiceDetailReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15253,16 +15775,15 @@ def _d_ServiceDetailResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -15306,19 +15827,17 @@ def _d_ServiceDetailResType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'ServiceParameterList'
         r.pos = r.end - q
         f_ServiceParameterList = _d_ServiceParameterListType(r)
@@ -15468,16 +15987,15 @@ def _d_ServiceDiscoveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -15654,16 +16172,15 @@ def _d_ServiceDiscoveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -15859,19 +16376,17 @@ def _d_ServiceIDListType(r):
             elif not _y & 128:
                 q -= 24
                 _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
-                if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _v = (V >> q) & 127
         else:
             r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
-            if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
+        if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         f_ServiceID.append(_v)
         s = 1
         if s == 1:
@@ -15896,19 +16411,17 @@ def _d_ServiceIDListType(r):
                         elif not _y & 128:
                             q -= 24
                             _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
-                            if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _v = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
-                        if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
+                    if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                     f_ServiceID.append(_v)
                     _k += 1
                     if _k == 15:
@@ -16014,20 +16527,18 @@ def _d_ServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 59: raise r.deviation('ServiceListType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         el = 'Service/FreeService'
         _c1_FreeService = ((x >> 2) & 1) == 1
         _v = _new(iso20_commonmessages.ServiceType)
@@ -16057,20 +16568,18 @@ def _d_ServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     q -= 6
                     if q < 0: V, q = r.slideq(q, 6)
                     x = (V >> q) & 63
                     if x & 59: raise r.deviation('ServiceListType', r.end - q)
+                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     el = 'Service/FreeService'
                     _c2_FreeService = ((x >> 2) & 1) == 1
                     _v = _new(iso20_commonmessages.ServiceType)
@@ -16320,16 +16829,15 @@ def _d_ServiceSelectionReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -16368,19 +16876,17 @@ def _d_ServiceSelectionReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceSelectionReqType', r.end - q)
+        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
         el = 'SelectedEnergyTransferService/ParameterSetID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -16393,19 +16899,17 @@ def _d_ServiceSelectionReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceSelectionReqType', r.end - q)
+        if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
         f_SelectedEnergyTransferService = _new(iso20_commonmessages.SelectedServiceType)
         f_SelectedEnergyTransferService.ServiceID = _c2_ServiceID
         f_SelectedEnergyTransferService.ParameterSetID = _c2_ParameterSetID
@@ -16587,16 +17091,15 @@ def _d_ServiceSelectionResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -16729,20 +17232,18 @@ def _d_ServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 59: raise r.deviation('ServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'FreeService'
         f_FreeService = ((x >> 2) & 1) == 1
         r.pos = r.end - q
@@ -16824,16 +17325,15 @@ def _d_SessionSetupReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -17006,16 +17506,15 @@ def _d_SessionSetupResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -17201,16 +17700,15 @@ def _d_SessionStopReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -17504,16 +18002,15 @@ def _d_SessionStopResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -18580,19 +19077,17 @@ def _d_TargetPositionType(r):
             elif not _y & 128:
                 q -= 24
                 f_TargetOffsetX = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_TargetOffsetX = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TargetOffsetX = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TargetOffsetX = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('TargetPositionType', r.end - q)
+        if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
         el = 'TargetOffsetY'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -18605,19 +19100,17 @@ def _d_TargetPositionType(r):
             elif not _y & 128:
                 q -= 24
                 f_TargetOffsetY = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_TargetOffsetY = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TargetOffsetY = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TargetOffsetY = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('TargetPositionType', r.end - q)
+        if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -18844,20 +19337,18 @@ def _d_TaxRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('TaxRuleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
                 f_TaxRate.Exponent = _c1_Exponent
                 f_TaxRate.Value = _c1_Value
@@ -18882,20 +19373,18 @@ def _d_TaxRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('TaxRuleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
                 f_TaxRate.Exponent = _c2_Exponent
                 f_TaxRate.Value = _c2_Value
@@ -19011,17 +19500,14 @@ def _e_TaxRuleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxRate/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -19035,17 +19521,14 @@ def _e_TaxRuleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxRate/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -19135,16 +19618,15 @@ def _d_VehicleCheckInReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -19208,20 +19690,18 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleFrame = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_VehicleFrame - 1 if _neg else f_VehicleFrame) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_VehicleFrame - 1 if _neg else f_VehicleFrame) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleFrame = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_VehicleFrame - 1 if _neg else f_VehicleFrame) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleFrame = -f_VehicleFrame - 1
+                if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -19241,20 +19721,18 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
+                if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 q -= 2
@@ -19274,20 +19752,18 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
+                if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 3:
                 pass
@@ -19316,20 +19792,18 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
+                if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 q -= 2
@@ -19349,20 +19823,18 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
+                if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 2:
                 pass
@@ -19391,20 +19863,18 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
+                if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 1:
                 pass
@@ -19505,51 +19975,42 @@ def _e_VehicleCheckInReqType(w, o):
         if s == 3:
             if v_VehicleFrame is not None:
                 el = 'VehicleFrame'
+                if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
                 v = (v << 5) | (v_VehicleFrame < 0)
                 n += 5
                 _m = (-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleFrame = None
                 s = 4
             elif v_DeviceOffset is not None:
                 el = 'DeviceOffset'
+                if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
                 v = (v << 5) | (1 << 2) | (v_DeviceOffset < 0)
                 n += 5
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceOffset = None
                 s = 5
             elif v_VehicleTravel is not None:
                 el = 'VehicleTravel'
+                if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_VehicleTravel < 0)
                 n += 5
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleTravel = None
@@ -19562,34 +20023,28 @@ def _e_VehicleCheckInReqType(w, o):
         if s == 4:
             if v_DeviceOffset is not None:
                 el = 'DeviceOffset'
+                if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_DeviceOffset < 0)
                 n += 4
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceOffset = None
                 s = 5
             elif v_VehicleTravel is not None:
                 el = 'VehicleTravel'
+                if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
                 v = (v << 4) | (1 << 2) | (v_VehicleTravel < 0)
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleTravel = None
@@ -19602,17 +20057,14 @@ def _e_VehicleCheckInReqType(w, o):
         if s == 5:
             if v_VehicleTravel is not None:
                 el = 'VehicleTravel'
+                if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_VehicleTravel < 0)
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleTravel = None
@@ -19678,16 +20130,15 @@ def _d_VehicleCheckInResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -19742,20 +20193,18 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_ParkingSpace = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_ParkingSpace - 1 if _neg else f_ParkingSpace) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_ParkingSpace - 1 if _neg else f_ParkingSpace) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParkingSpace = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_ParkingSpace - 1 if _neg else f_ParkingSpace) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_ParkingSpace = -f_ParkingSpace - 1
+                if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(r.end - q))
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -19775,20 +20224,18 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceLocation = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
+                if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 2
@@ -19808,20 +20255,18 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
+                if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 pass
@@ -19850,20 +20295,18 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceLocation = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
+                if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -19883,20 +20326,18 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
+                if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 pass
@@ -19925,20 +20366,18 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
+                if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 pass
@@ -20032,51 +20471,42 @@ def _e_VehicleCheckInResType(w, o):
         if s == 2:
             if v_ParkingSpace is not None:
                 el = 'ParkingSpace'
+                if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
                 v = (v << 5) | (v_ParkingSpace < 0)
                 n += 5
                 _m = (-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_ParkingSpace = None
                 s = 3
             elif v_DeviceLocation is not None:
                 el = 'DeviceLocation'
+                if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
                 v = (v << 5) | (1 << 2) | (v_DeviceLocation < 0)
                 n += 5
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceLocation = None
                 s = 4
             elif v_TargetDistance is not None:
                 el = 'TargetDistance'
+                if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_TargetDistance < 0)
                 n += 5
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_TargetDistance = None
@@ -20089,34 +20519,28 @@ def _e_VehicleCheckInResType(w, o):
         if s == 3:
             if v_DeviceLocation is not None:
                 el = 'DeviceLocation'
+                if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_DeviceLocation < 0)
                 n += 4
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceLocation = None
                 s = 4
             elif v_TargetDistance is not None:
                 el = 'TargetDistance'
+                if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
                 v = (v << 4) | (1 << 2) | (v_TargetDistance < 0)
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_TargetDistance = None
@@ -20129,17 +20553,14 @@ def _e_VehicleCheckInResType(w, o):
         if s == 4:
             if v_TargetDistance is not None:
                 el = 'TargetDistance'
+                if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_TargetDistance < 0)
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_TargetDistance = None
@@ -20203,16 +20624,15 @@ def _d_VehicleCheckOutReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -20258,16 +20678,15 @@ def _d_VehicleCheckOutReqType(r):
                 f_CheckOutTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_CheckOutTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
-            if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('VehicleCheckOutReqType', r.end - q)
+        if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -20401,16 +20820,15 @@ def _d_VehicleCheckOutResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -20945,19 +21363,17 @@ def _de11(r):  # AckMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21117,16 +21533,15 @@ def _de18(r):  # BPT_DischargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21164,16 +21579,15 @@ def _de19(r):  # BPT_InductiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21211,16 +21625,15 @@ def _de20(r):  # CapacitiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21256,19 +21669,17 @@ def _de21(r):  # CarbonDioxideEmission
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CarbonDioxideEmission', r.end - q)
+    if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21384,16 +21795,15 @@ def _de25(r):  # ChargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21474,16 +21884,15 @@ def _de28(r):  # CheckOutTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CheckOutTime', r.end - q)
+    if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21590,16 +21999,15 @@ def _de31(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21637,16 +22045,15 @@ def _de32(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21684,37 +22091,32 @@ def _de33(r):  # DeviceLocation
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DeviceLocation', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee33(w, o):  # DeviceLocation
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21739,37 +22141,32 @@ def _de34(r):  # DeviceOffset
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DeviceOffset', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # DeviceOffset
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21794,16 +22191,15 @@ def _de35(r):  # Duration
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Duration', r.end - q)
+    if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -22642,37 +23038,32 @@ def _de64(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee64(w, o):  # MeterStatus
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22697,16 +23088,15 @@ def _de65(r):  # MeterTimestamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -22819,19 +23209,17 @@ def _de69(r):  # NotificationMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -22889,16 +23277,15 @@ def _de71(r):  # OverstayFeePeriod
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayFeePeriod', r.end - q)
+    if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -22973,16 +23360,15 @@ def _de73(r):  # OverstayTimeThreshold
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayTimeThreshold', r.end - q)
+    if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23123,19 +23509,17 @@ def _de77(r):  # ParameterSetID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
+    if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23173,16 +23557,15 @@ def _de78(r):  # ParkingFeePeriod
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingFeePeriod', r.end - q)
+    if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23243,37 +23626,32 @@ def _de80(r):  # ParkingSpace
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingSpace', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee80(w, o):  # ParkingSpace
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -23607,16 +23985,15 @@ def _de91(r):  # RemainingTimeToMaximumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23654,16 +24031,15 @@ def _de92(r):  # RemainingTimeToMinimumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23701,16 +24077,15 @@ def _de93(r):  # RemainingTimeToTargetSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24004,19 +24379,17 @@ def _de102(r):  # ServiceID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24175,16 +24548,15 @@ def _de107(r):  # StartTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('StartTime', r.end - q)
+    if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24254,37 +24626,32 @@ def _de109(r):  # TargetDistance
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetDistance', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee109(w, o):  # TargetDistance
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -24307,19 +24674,17 @@ def _de110(r):  # TargetOffsetX
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetX', r.end - q)
+    if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24355,19 +24720,17 @@ def _de111(r):  # TargetOffsetY
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetY', r.end - q)
+    if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24596,16 +24959,15 @@ def _de118(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24643,16 +25005,15 @@ def _de119(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24690,16 +25051,15 @@ def _de120(r):  # TimeStamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24737,37 +25097,32 @@ def _de121(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee121(w, o):  # Value
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -24792,37 +25147,32 @@ def _de122(r):  # VehicleFrame
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VehicleFrame', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee122(w, o):  # VehicleFrame
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -24847,37 +25197,32 @@ def _de123(r):  # VehicleTravel
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VehicleTravel', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee123(w, o):  # VehicleTravel
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25307,32 +25652,30 @@ def _de136(r):  # intValue
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -2147483648 or _sv > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -2147483648 or _sv > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
+    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee136(w, o):  # intValue
     v = w.v
     n = w.n
+    if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25357,37 +25700,32 @@ def _de137(r):  # shortValue
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee137(w, o):  # shortValue
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

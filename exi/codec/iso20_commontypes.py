@@ -112,16 +112,15 @@ def _d_ChargeLoopReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -326,16 +325,15 @@ def _d_ChargeLoopResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -388,20 +386,18 @@ def _d_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 8
                 if q < 0: V, q = r.slideq(q, 8)
                 x = (V >> q) & 255
                 if x & 227: raise r.deviation('ChargeLoopResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
@@ -684,16 +680,15 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -831,16 +826,15 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -977,21 +971,19 @@ def _d_DetailedCostType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DetailedCostType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Amount = _new(iso20_commontypes.RationalNumberType)
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
@@ -1010,20 +1002,18 @@ def _d_DetailedCostType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DetailedCostType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
         f_CostPerUnit.Exponent = _c2_Exponent
         f_CostPerUnit.Value = _c2_Value
@@ -1053,17 +1043,14 @@ def _e_DetailedCostType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Amount/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
             _o = v_CostPerUnit
@@ -1074,17 +1061,14 @@ def _e_DetailedCostType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'CostPerUnit/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -1144,20 +1128,18 @@ def _d_DetailedTaxType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DetailedTaxType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Amount = _new(iso20_commontypes.RationalNumberType)
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
@@ -1196,17 +1178,14 @@ def _e_DetailedTaxType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Amount/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -1290,16 +1269,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 s = 5
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
@@ -1322,16 +1300,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 6:
                 q -= 1
@@ -1351,16 +1328,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 7:
                 q -= 3
@@ -1390,20 +1366,18 @@ def _d_DisplayParametersType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c1_Exponent
                 f_BatteryEnergyCapacity.Value = _c1_Value
@@ -1471,16 +1445,15 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                            if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     s = 5
                 elif ec == 4:
                     q -= 1
@@ -1500,16 +1473,15 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                            if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     s = 6
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
@@ -1532,16 +1504,15 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                            if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     s = 7
                 elif ec == 6:
                     q -= 3
@@ -1571,20 +1542,18 @@ def _d_DisplayParametersType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c2_Value = -_c2_Value - 1
+                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c2_Exponent
                     f_BatteryEnergyCapacity.Value = _c2_Value
@@ -1643,16 +1612,15 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                            if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     s = 5
                 elif ec == 3:
                     q -= 1
@@ -1672,16 +1640,15 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                            if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     s = 6
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
@@ -1704,16 +1671,15 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                            if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     s = 7
                 elif ec == 5:
                     q -= 3
@@ -1743,20 +1709,18 @@ def _d_DisplayParametersType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c3_Value = -_c3_Value - 1
+                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c3_Exponent
                     f_BatteryEnergyCapacity.Value = _c3_Value
@@ -1805,16 +1769,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 q -= 1
@@ -1834,16 +1797,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 3:
                 q -= 1
@@ -1863,16 +1825,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 4:
                 q -= 3
@@ -1902,20 +1863,18 @@ def _d_DisplayParametersType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c4_Exponent
                 f_BatteryEnergyCapacity.Value = _c4_Value
@@ -1955,16 +1914,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 q -= 1
@@ -1984,16 +1942,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 2:
                 q -= 1
@@ -2013,16 +1970,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 3:
                 q -= 3
@@ -2052,20 +2008,18 @@ def _d_DisplayParametersType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c5_Exponent
                 f_BatteryEnergyCapacity.Value = _c5_Value
@@ -2105,16 +2059,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 1:
                 q -= 1
@@ -2134,16 +2087,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 2:
                 q -= 3
@@ -2173,20 +2125,18 @@ def _d_DisplayParametersType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c6_Exponent
                 f_BatteryEnergyCapacity.Value = _c6_Value
@@ -2226,16 +2176,15 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 1:
                 q -= 3
@@ -2265,20 +2214,18 @@ def _d_DisplayParametersType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c7_Exponent
                 f_BatteryEnergyCapacity.Value = _c7_Value
@@ -2328,20 +2275,18 @@ def _d_DisplayParametersType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c8_Exponent
                 f_BatteryEnergyCapacity.Value = _c8_Value
@@ -2383,20 +2328,18 @@ def _d_DisplayParametersType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c9_Exponent
                 f_BatteryEnergyCapacity.Value = _c9_Value
@@ -2544,17 +2487,14 @@ def _e_DisplayParametersType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'BatteryEnergyCapacity/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (8 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 9
@@ -2639,17 +2579,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (7 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 18
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -2728,17 +2665,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (6 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 18
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -2811,17 +2745,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (5 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -2888,17 +2819,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -2953,17 +2881,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -3006,17 +2931,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -3047,17 +2969,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -3082,17 +3001,14 @@ def _e_DisplayParametersType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'BatteryEnergyCapacity/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -3158,17 +3074,16 @@ def _d_Dynamic_CLReqControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -3184,20 +3099,18 @@ def _d_Dynamic_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -3222,20 +3135,18 @@ def _d_Dynamic_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
@@ -3262,21 +3173,19 @@ def _d_Dynamic_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -3295,20 +3204,18 @@ def _d_Dynamic_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
@@ -3352,17 +3259,14 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -3376,17 +3280,14 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -3403,17 +3304,14 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -3424,17 +3322,14 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 s = -1
@@ -3476,16 +3371,15 @@ def _d_Dynamic_CLResControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 9
@@ -3521,19 +3415,17 @@ def _d_Dynamic_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
             pass
@@ -3578,19 +3470,17 @@ def _d_Dynamic_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 pass
@@ -3626,19 +3516,17 @@ def _d_Dynamic_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 pass
@@ -3665,19 +3553,17 @@ def _d_Dynamic_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 pass
@@ -3851,20 +3737,18 @@ def _d_EVSEStatusType(r):
             elif not _y & 128:
                 q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         q -= 8
         if q < 0: V, q = r.slideq(q, 8)
         x = (V >> q) & 255
         if x & 227: raise r.deviation('EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
         if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(r.end - q))
@@ -4170,16 +4054,15 @@ def _d_MessageHeaderType(r):
                 f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         s = 2
         if s == 2:
             q -= 2
@@ -4309,16 +4192,15 @@ def _d_MeterInfoType(r):
                 f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ChargedEnergyReadingWh = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+        if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         s = 2
         if s == 2:
             q -= 3
@@ -4342,16 +4224,15 @@ def _d_MeterInfoType(r):
                         f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_BPT_DischargedEnergyReadingWh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -4371,16 +4252,15 @@ def _d_MeterInfoType(r):
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 1
@@ -4400,16 +4280,15 @@ def _d_MeterInfoType(r):
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 el = 'MeterSignature'
@@ -4449,20 +4328,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 5:
                 q -= 1
@@ -4482,16 +4359,15 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 6:
                 pass
@@ -4520,16 +4396,15 @@ def _d_MeterInfoType(r):
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 1
@@ -4549,16 +4424,15 @@ def _d_MeterInfoType(r):
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 el = 'MeterSignature'
@@ -4598,20 +4472,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 4:
                 q -= 1
@@ -4631,16 +4503,15 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 5:
                 pass
@@ -4669,16 +4540,15 @@ def _d_MeterInfoType(r):
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 el = 'MeterSignature'
@@ -4718,20 +4588,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 3:
                 q -= 1
@@ -4751,16 +4619,15 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 4:
                 pass
@@ -4809,20 +4676,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 2:
                 q -= 1
@@ -4842,16 +4707,15 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 3:
                 pass
@@ -4880,20 +4744,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 1:
                 q -= 1
@@ -4913,16 +4775,15 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 2:
                 pass
@@ -4951,16 +4812,15 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 1:
                 pass
@@ -5074,17 +4934,14 @@ def _e_MeterInfoType(w, o):
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (4 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 7
@@ -5142,17 +4999,14 @@ def _e_MeterInfoType(w, o):
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (3 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 7
@@ -5198,17 +5052,14 @@ def _e_MeterInfoType(w, o):
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 7
@@ -5242,17 +5093,14 @@ def _e_MeterInfoType(w, o):
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 7
@@ -5275,17 +5123,14 @@ def _e_MeterInfoType(w, o):
         if s == 6:
             if v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_MeterStatus < 0)
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 7
@@ -5359,20 +5204,18 @@ def _d_RationalNumberType(r):
             elif not _y & 128:
                 q -= 24
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('RationalNumberType', r.end - q)
         if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -5394,17 +5237,14 @@ def _e_RationalNumberType(w, o):
             if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
             if not (v_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
             v = (v << 14) | ((v_Exponent - -128) << 4) | (v_Value < 0)
             n += 14
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -5443,16 +5283,15 @@ def _d_ReceiptType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ReceiptType', r.end - q)
+        if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 3
@@ -5478,21 +5317,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                 _c1_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c1_Amount.Exponent = _c1_c1_Exponent
                 _c1_Amount.Value = _c1_c1_Value
@@ -5511,20 +5348,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                 _c1_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c1_CostPerUnit.Exponent = _c1_c2_Exponent
                 _c1_CostPerUnit.Value = _c1_c2_Value
@@ -5552,21 +5387,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                 _c2_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c2_Amount.Exponent = _c2_c1_Exponent
                 _c2_Amount.Value = _c2_c1_Value
@@ -5585,20 +5418,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                 _c2_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c2_CostPerUnit.Exponent = _c2_c2_Exponent
                 _c2_CostPerUnit.Value = _c2_c2_Value
@@ -5626,21 +5457,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c1_Value - 1 if _neg else _c3_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c1_Value - 1 if _neg else _c3_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c1_Value - 1 if _neg else _c3_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
                 _c3_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c3_Amount.Exponent = _c3_c1_Exponent
                 _c3_Amount.Value = _c3_c1_Value
@@ -5659,20 +5488,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c2_Value - 1 if _neg else _c3_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c2_Value - 1 if _neg else _c3_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c2_Value - 1 if _neg else _c3_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c3_c2_Value = -_c3_c2_Value - 1
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
                 _c3_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c3_CostPerUnit.Exponent = _c3_c2_Exponent
                 _c3_CostPerUnit.Value = _c3_c2_Value
@@ -5700,21 +5527,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_c1_Value - 1 if _neg else _c4_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_c1_Value - 1 if _neg else _c4_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_c1_Value - 1 if _neg else _c4_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c4_c1_Value = -_c4_c1_Value - 1
+                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
                 _c4_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c4_Amount.Exponent = _c4_c1_Exponent
                 _c4_Amount.Value = _c4_c1_Value
@@ -5733,20 +5558,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_c2_Value - 1 if _neg else _c4_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_c2_Value - 1 if _neg else _c4_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_c2_Value - 1 if _neg else _c4_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c4_c2_Value = -_c4_c2_Value - 1
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
                 _c4_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c4_CostPerUnit.Exponent = _c4_c2_Exponent
                 _c4_CostPerUnit.Value = _c4_c2_Value
@@ -5797,20 +5620,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
                 _c5_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c5_Amount.Exponent = _c5_c1_Exponent
                 _c5_Amount.Value = _c5_c1_Value
@@ -5848,21 +5669,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c6_c1_Value = -_c6_c1_Value - 1
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
                 _c6_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c6_Amount.Exponent = _c6_c1_Exponent
                 _c6_Amount.Value = _c6_c1_Value
@@ -5881,20 +5700,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
                 _c6_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c6_CostPerUnit.Exponent = _c6_c2_Exponent
                 _c6_CostPerUnit.Value = _c6_c2_Value
@@ -5922,21 +5739,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_c1_Value - 1 if _neg else _c7_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_c1_Value - 1 if _neg else _c7_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_c1_Value - 1 if _neg else _c7_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c7_c1_Value = -_c7_c1_Value - 1
+                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c1_Value, r.at(r.end - q))
                 _c7_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c7_Amount.Exponent = _c7_c1_Exponent
                 _c7_Amount.Value = _c7_c1_Value
@@ -5955,20 +5770,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_c2_Value - 1 if _neg else _c7_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_c2_Value - 1 if _neg else _c7_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_c2_Value - 1 if _neg else _c7_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c7_c2_Value = -_c7_c2_Value - 1
+                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(r.end - q))
                 _c7_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c7_CostPerUnit.Exponent = _c7_c2_Exponent
                 _c7_CostPerUnit.Value = _c7_c2_Value
@@ -5996,21 +5809,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_c1_Value - 1 if _neg else _c8_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_c1_Value - 1 if _neg else _c8_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_c1_Value - 1 if _neg else _c8_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c8_c1_Value = -_c8_c1_Value - 1
+                if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c1_Value, r.at(r.end - q))
                 _c8_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c8_Amount.Exponent = _c8_c1_Exponent
                 _c8_Amount.Value = _c8_c1_Value
@@ -6029,20 +5840,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_c2_Value - 1 if _neg else _c8_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_c2_Value - 1 if _neg else _c8_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_c2_Value - 1 if _neg else _c8_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c8_c2_Value = -_c8_c2_Value - 1
+                if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(r.end - q))
                 _c8_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c8_CostPerUnit.Exponent = _c8_c2_Exponent
                 _c8_CostPerUnit.Value = _c8_c2_Value
@@ -6093,20 +5902,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_c1_Value - 1 if _neg else _c9_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_c1_Value - 1 if _neg else _c9_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_c1_Value - 1 if _neg else _c9_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c9_c1_Value = -_c9_c1_Value - 1
+                if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c1_Value, r.at(r.end - q))
                 _c9_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c9_Amount.Exponent = _c9_c1_Exponent
                 _c9_Amount.Value = _c9_c1_Value
@@ -6144,21 +5951,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c10_c1_Value - 1 if _neg else _c10_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c10_c1_Value - 1 if _neg else _c10_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_c1_Value - 1 if _neg else _c10_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c10_c1_Value = -_c10_c1_Value - 1
+                if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(r.end - q))
                 _c10_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c10_Amount.Exponent = _c10_c1_Exponent
                 _c10_Amount.Value = _c10_c1_Value
@@ -6177,20 +5982,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c10_c2_Value - 1 if _neg else _c10_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c10_c2_Value - 1 if _neg else _c10_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_c2_Value - 1 if _neg else _c10_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c10_c2_Value = -_c10_c2_Value - 1
+                if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(r.end - q))
                 _c10_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c10_CostPerUnit.Exponent = _c10_c2_Exponent
                 _c10_CostPerUnit.Value = _c10_c2_Value
@@ -6218,21 +6021,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c11_c1_Value - 1 if _neg else _c11_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c11_c1_Value - 1 if _neg else _c11_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_c1_Value - 1 if _neg else _c11_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c11_c1_Value = -_c11_c1_Value - 1
+                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(r.end - q))
                 _c11_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c11_Amount.Exponent = _c11_c1_Exponent
                 _c11_Amount.Value = _c11_c1_Value
@@ -6251,20 +6052,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c11_c2_Value - 1 if _neg else _c11_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c11_c2_Value - 1 if _neg else _c11_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_c2_Value - 1 if _neg else _c11_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c11_c2_Value = -_c11_c2_Value - 1
+                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(r.end - q))
                 _c11_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c11_CostPerUnit.Exponent = _c11_c2_Exponent
                 _c11_CostPerUnit.Value = _c11_c2_Value
@@ -6315,20 +6114,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
+                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
                 _c12_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c12_Amount.Exponent = _c12_c1_Exponent
                 _c12_Amount.Value = _c12_c1_Value
@@ -6366,21 +6163,19 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
+                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
                 _c13_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c13_Amount.Exponent = _c13_c1_Exponent
                 _c13_Amount.Value = _c13_c1_Value
@@ -6399,20 +6194,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c13_c2_Value - 1 if _neg else _c13_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_c2_Value - 1 if _neg else _c13_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c13_c2_Value - 1 if _neg else _c13_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c13_c2_Value = -_c13_c2_Value - 1
+                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(r.end - q))
                 _c13_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c13_CostPerUnit.Exponent = _c13_c2_Exponent
                 _c13_CostPerUnit.Value = _c13_c2_Value
@@ -6463,20 +6256,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c14_c1_Value - 1 if _neg else _c14_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c14_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c14_c1_Value - 1 if _neg else _c14_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c14_c1_Value - 1 if _neg else _c14_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c14_c1_Value = -_c14_c1_Value - 1
+                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(r.end - q))
                 _c14_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c14_Amount.Exponent = _c14_c1_Exponent
                 _c14_Amount.Value = _c14_c1_Value
@@ -6537,20 +6328,18 @@ def _d_ReceiptType(r):
                     elif not _y & 128:
                         q -= 24
                         _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c15_c1_Value - 1 if _neg else _c15_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c15_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c15_c1_Value - 1 if _neg else _c15_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c15_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c15_c1_Value - 1 if _neg else _c15_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c15_c1_Value = -_c15_c1_Value - 1
+                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_c1_Value, r.at(r.end - q))
                 _c15_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c15_Amount.Exponent = _c15_c1_Exponent
                 _c15_Amount.Value = _c15_c1_Value
@@ -6613,20 +6402,18 @@ def _d_ReceiptType(r):
                         elif not _y & 128:
                             q -= 24
                             _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c16_c1_Value - 1 if _neg else _c16_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c16_c1_Value - 1 if _neg else _c16_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c16_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c16_c1_Value - 1 if _neg else _c16_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                     if _neg: _c16_c1_Value = -_c16_c1_Value - 1
+                    if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(r.end - q))
                     _c16_Amount = _new(iso20_commontypes.RationalNumberType)
                     _c16_Amount.Exponent = _c16_c1_Exponent
                     _c16_Amount.Value = _c16_c1_Value
@@ -6706,17 +6493,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EnergyCosts/Amount/Value'
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
                 n += 18
                 _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c1_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'EnergyCosts/CostPerUnit'
                 _o = _c1_CostPerUnit
@@ -6727,17 +6511,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c1_c2_Exponent <= 127: raise EncodeError(f'value {_c1_c2_Exponent!r} outside [-128, 127]')
                 if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EnergyCosts/CostPerUnit/Value'
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
                 n += 17
                 _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EnergyCosts = None
@@ -6757,17 +6538,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
                 if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OccupancyCosts/Amount/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                 n += 18
                 _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c2_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OccupancyCosts/CostPerUnit'
                 _o = _c2_CostPerUnit
@@ -6778,17 +6556,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OccupancyCosts/CostPerUnit/Value'
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
                 n += 17
                 _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_OccupancyCosts = None
@@ -6808,17 +6583,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c3_c1_Exponent <= 127: raise EncodeError(f'value {_c3_c1_Exponent!r} outside [-128, 127]')
                 if not (_c3_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/Amount/Value'
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: raise EncodeError(f'value {_c3_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 15) | ((_c3_c1_Exponent - -128) << 4) | (_c3_c1_Value < 0)
                 n += 18
                 _m = (-_c3_c1_Value - 1 if _c3_c1_Value < 0 else _c3_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: raise EncodeError(f'value {_c3_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: raise EncodeError(f'value {_c3_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c3_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
                 _o = _c3_CostPerUnit
@@ -6829,17 +6601,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c3_c2_Exponent <= 127: raise EncodeError(f'value {_c3_c2_Exponent!r} outside [-128, 127]')
                 if not (_c3_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c3_c2_Exponent - -128) << 4) | (_c3_c2_Value < 0)
                 n += 17
                 _m = (-_c3_c2_Value - 1 if _c3_c2_Value < 0 else _c3_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_AdditionalServicesCosts = None
@@ -6859,17 +6628,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
                 if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/Amount/Value'
+                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (3 << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
                 n += 18
                 _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c4_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c4_CostPerUnit
@@ -6880,17 +6646,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c4_c2_Exponent <= 127: raise EncodeError(f'value {_c4_c2_Exponent!r} outside [-128, 127]')
                 if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_c2_Exponent - -128) << 4) | (_c4_c2_Value < 0)
                 n += 17
                 _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_OverstayCosts = None
@@ -6919,17 +6682,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
                 if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
                 n += 16
                 _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 i_TaxCosts += 1
@@ -6955,17 +6715,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
                 if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OccupancyCosts/Amount/Value'
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
                 n += 18
                 _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OccupancyCosts/CostPerUnit'
                 _o = _c6_CostPerUnit
@@ -6976,17 +6733,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c6_c2_Exponent <= 127: raise EncodeError(f'value {_c6_c2_Exponent!r} outside [-128, 127]')
                 if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OccupancyCosts/CostPerUnit/Value'
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
                 n += 17
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_OccupancyCosts = None
@@ -7006,17 +6760,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c7_c1_Exponent <= 127: raise EncodeError(f'value {_c7_c1_Exponent!r} outside [-128, 127]')
                 if not (_c7_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/Amount/Value'
+                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c7_c1_Exponent - -128) << 4) | (_c7_c1_Value < 0)
                 n += 18
                 _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
                 _o = _c7_CostPerUnit
@@ -7027,17 +6778,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c7_c2_Exponent <= 127: raise EncodeError(f'value {_c7_c2_Exponent!r} outside [-128, 127]')
                 if not (_c7_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
                 n += 17
                 _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_AdditionalServicesCosts = None
@@ -7057,17 +6805,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c8_c1_Exponent <= 127: raise EncodeError(f'value {_c8_c1_Exponent!r} outside [-128, 127]')
                 if not (_c8_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/Amount/Value'
+                if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: raise EncodeError(f'value {_c8_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 15) | ((_c8_c1_Exponent - -128) << 4) | (_c8_c1_Value < 0)
                 n += 18
                 _m = (-_c8_c1_Value - 1 if _c8_c1_Value < 0 else _c8_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: raise EncodeError(f'value {_c8_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: raise EncodeError(f'value {_c8_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c8_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c8_CostPerUnit
@@ -7078,17 +6823,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c8_c2_Exponent <= 127: raise EncodeError(f'value {_c8_c2_Exponent!r} outside [-128, 127]')
                 if not (_c8_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
+                if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: raise EncodeError(f'value {_c8_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_c2_Exponent - -128) << 4) | (_c8_c2_Value < 0)
                 n += 17
                 _m = (-_c8_c2_Value - 1 if _c8_c2_Value < 0 else _c8_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: raise EncodeError(f'value {_c8_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: raise EncodeError(f'value {_c8_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_OverstayCosts = None
@@ -7117,17 +6859,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c9_c1_Exponent <= 127: raise EncodeError(f'value {_c9_c1_Exponent!r} outside [-128, 127]')
                 if not (_c9_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
+                if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: raise EncodeError(f'value {_c9_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c9_c1_Exponent - -128) << 4) | (_c9_c1_Value < 0)
                 n += 16
                 _m = (-_c9_c1_Value - 1 if _c9_c1_Value < 0 else _c9_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: raise EncodeError(f'value {_c9_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: raise EncodeError(f'value {_c9_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 i_TaxCosts += 1
@@ -7153,17 +6892,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c10_c1_Exponent <= 127: raise EncodeError(f'value {_c10_c1_Exponent!r} outside [-128, 127]')
                 if not (_c10_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/Amount/Value'
+                if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: raise EncodeError(f'value {_c10_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c10_c1_Exponent - -128) << 4) | (_c10_c1_Value < 0)
                 n += 18
                 _m = (-_c10_c1_Value - 1 if _c10_c1_Value < 0 else _c10_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: raise EncodeError(f'value {_c10_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: raise EncodeError(f'value {_c10_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c10_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
                 _o = _c10_CostPerUnit
@@ -7174,17 +6910,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c10_c2_Exponent <= 127: raise EncodeError(f'value {_c10_c2_Exponent!r} outside [-128, 127]')
                 if not (_c10_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: raise EncodeError(f'value {_c10_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_c2_Exponent - -128) << 4) | (_c10_c2_Value < 0)
                 n += 17
                 _m = (-_c10_c2_Value - 1 if _c10_c2_Value < 0 else _c10_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: raise EncodeError(f'value {_c10_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: raise EncodeError(f'value {_c10_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_AdditionalServicesCosts = None
@@ -7204,17 +6937,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c11_c1_Exponent <= 127: raise EncodeError(f'value {_c11_c1_Exponent!r} outside [-128, 127]')
                 if not (_c11_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/Amount/Value'
+                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: raise EncodeError(f'value {_c11_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c11_c1_Exponent - -128) << 4) | (_c11_c1_Value < 0)
                 n += 18
                 _m = (-_c11_c1_Value - 1 if _c11_c1_Value < 0 else _c11_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: raise EncodeError(f'value {_c11_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: raise EncodeError(f'value {_c11_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c11_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c11_CostPerUnit
@@ -7225,17 +6955,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c11_c2_Exponent <= 127: raise EncodeError(f'value {_c11_c2_Exponent!r} outside [-128, 127]')
                 if not (_c11_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
+                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: raise EncodeError(f'value {_c11_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_c2_Exponent - -128) << 4) | (_c11_c2_Value < 0)
                 n += 17
                 _m = (-_c11_c2_Value - 1 if _c11_c2_Value < 0 else _c11_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: raise EncodeError(f'value {_c11_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: raise EncodeError(f'value {_c11_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_OverstayCosts = None
@@ -7264,17 +6991,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c12_c1_Exponent <= 127: raise EncodeError(f'value {_c12_c1_Exponent!r} outside [-128, 127]')
                 if not (_c12_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
+                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c12_c1_Exponent - -128) << 4) | (_c12_c1_Value < 0)
                 n += 16
                 _m = (-_c12_c1_Value - 1 if _c12_c1_Value < 0 else _c12_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 i_TaxCosts += 1
@@ -7300,17 +7024,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c13_c1_Exponent <= 127: raise EncodeError(f'value {_c13_c1_Exponent!r} outside [-128, 127]')
                 if not (_c13_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/Amount/Value'
+                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: raise EncodeError(f'value {_c13_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c13_c1_Exponent - -128) << 4) | (_c13_c1_Value < 0)
                 n += 17
                 _m = (-_c13_c1_Value - 1 if _c13_c1_Value < 0 else _c13_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: raise EncodeError(f'value {_c13_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: raise EncodeError(f'value {_c13_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c13_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c13_CostPerUnit
@@ -7321,17 +7042,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c13_c2_Exponent <= 127: raise EncodeError(f'value {_c13_c2_Exponent!r} outside [-128, 127]')
                 if not (_c13_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
+                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: raise EncodeError(f'value {_c13_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c13_c2_Exponent - -128) << 4) | (_c13_c2_Value < 0)
                 n += 17
                 _m = (-_c13_c2_Value - 1 if _c13_c2_Value < 0 else _c13_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: raise EncodeError(f'value {_c13_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: raise EncodeError(f'value {_c13_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_OverstayCosts = None
@@ -7360,17 +7078,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c14_c1_Exponent <= 127: raise EncodeError(f'value {_c14_c1_Exponent!r} outside [-128, 127]')
                 if not (_c14_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
+                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
                 n += 16
                 _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 i_TaxCosts += 1
@@ -7405,17 +7120,14 @@ def _e_ReceiptType(w, o):
                 if not -128 <= _c15_c1_Exponent <= 127: raise EncodeError(f'value {_c15_c1_Exponent!r} outside [-128, 127]')
                 if not (_c15_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
+                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
                 n += 16
                 _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 i_TaxCosts += 1
@@ -7452,17 +7164,14 @@ def _e_ReceiptType(w, o):
                     if not -128 <= _c16_c1_Exponent <= 127: raise EncodeError(f'value {_c16_c1_Exponent!r} outside [-128, 127]')
                     if not (_c16_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'TaxCosts/Amount/Value'
+                    if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: raise EncodeError(f'value {_c16_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c16_c1_Exponent - -128) << 4) | (_c16_c1_Value < 0)
                     n += 16
                     _m = (-_c16_c1_Value - 1 if _c16_c1_Value < 0 else _c16_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: raise EncodeError(f'value {_c16_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: raise EncodeError(f'value {_c16_c1_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_TaxCosts += 1
@@ -7519,20 +7228,18 @@ def _d_Scheduled_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -7557,20 +7264,18 @@ def _d_Scheduled_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
@@ -7595,20 +7300,18 @@ def _d_Scheduled_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -7642,20 +7345,18 @@ def _d_Scheduled_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
                 f_EVMaximumEnergyRequest.Value = _c4_Value
@@ -7680,20 +7381,18 @@ def _d_Scheduled_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMinimumEnergyRequest.Value = _c5_Value
@@ -7727,20 +7426,18 @@ def _d_Scheduled_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
@@ -7783,17 +7480,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 1
@@ -7807,17 +7501,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -7831,17 +7522,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 3
@@ -7860,17 +7548,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -7884,17 +7569,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -7913,17 +7595,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -8011,16 +7690,15 @@ def _d_V2GMessageType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -8157,16 +7835,15 @@ def _d_V2GRequestType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -8304,16 +7981,15 @@ def _d_V2GResponseType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2

@@ -52,21 +52,19 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
@@ -85,21 +83,19 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
@@ -118,21 +114,19 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
@@ -151,21 +145,19 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
@@ -184,21 +176,19 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
@@ -217,20 +207,18 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
@@ -262,20 +250,18 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c7_Exponent
                 f_EVMaximumDischargePower.Value = _c7_Value
@@ -300,20 +286,18 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c8_Exponent
                 f_EVMaximumDischargePower.Value = _c8_Value
@@ -340,21 +324,19 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c9_Exponent
             f_EVMinimumDischargePower.Value = _c9_Value
@@ -373,21 +355,19 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargeCurrent.Exponent = _c10_Exponent
             f_EVMaximumDischargeCurrent.Value = _c10_Value
@@ -406,20 +386,18 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargeCurrent.Exponent = _c11_Exponent
             f_EVMinimumDischargeCurrent.Value = _c11_Value
@@ -468,17 +446,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
             _o = v_EVMinimumChargePower
@@ -489,18 +464,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargePower/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             v_EVMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
             _o = v_EVMaximumChargeCurrent
@@ -511,18 +483,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargeCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             v_EVMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
             _o = v_EVMinimumChargeCurrent
@@ -533,18 +502,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargeCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             v_EVMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
             _o = v_EVMaximumVoltage
@@ -555,18 +521,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumVoltage/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             v_EVMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
             _o = v_EVMinimumVoltage
@@ -577,18 +540,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumVoltage/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             v_EVMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMinimumVoltage = None
@@ -609,18 +569,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 26) | (v_TargetSOC << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 26
                 v_TargetSOC = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -635,17 +592,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -663,17 +617,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
                 _o = v_EVMaximumDischargeCurrent
@@ -684,18 +635,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 v_EVMinimumDischargePower = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVMinimumDischargeCurrent')
                 el = 'EVMinimumDischargeCurrent'
                 _o = v_EVMinimumDischargeCurrent
@@ -706,18 +654,15 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargeCurrent/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVMaximumDischargeCurrent = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVMinimumDischargeCurrent = None
@@ -766,21 +711,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
@@ -799,21 +742,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
@@ -832,21 +773,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -865,21 +804,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
@@ -898,21 +835,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
@@ -931,20 +866,18 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
@@ -973,21 +906,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
                 f_EVSEPowerRampLimitation.Value = _c7_Value
@@ -1006,20 +937,18 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c8_Exponent
                 f_EVSEMaximumDischargePower.Value = _c8_Value
@@ -1044,20 +973,18 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
                 f_EVSEMaximumDischargePower.Value = _c9_Value
@@ -1084,21 +1011,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
             f_EVSEMinimumDischargePower.Value = _c10_Value
@@ -1117,21 +1042,19 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c11_Value
@@ -1150,20 +1073,18 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c12_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargeCurrent.Exponent = _c12_Exponent
             f_EVSEMinimumDischargeCurrent.Value = _c12_Value
@@ -1212,17 +1133,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
             _o = v_EVSEMinimumChargePower
@@ -1233,18 +1151,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             v_EVSEMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
             _o = v_EVSEMaximumChargeCurrent
@@ -1255,18 +1170,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             v_EVSEMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
             _o = v_EVSEMinimumChargeCurrent
@@ -1277,18 +1189,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargeCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             v_EVSEMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
             _o = v_EVSEMaximumVoltage
@@ -1299,18 +1208,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             v_EVSEMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
             _o = v_EVSEMinimumVoltage
@@ -1321,18 +1227,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             v_EVSEMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumVoltage = None
@@ -1350,17 +1253,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPowerRampLimitation/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
                 _o = v_EVSEMaximumDischargePower
@@ -1371,18 +1271,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVSEPowerRampLimitation = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -1397,17 +1294,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -1425,17 +1319,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
                 _o = v_EVSEMaximumDischargeCurrent
@@ -1446,18 +1337,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVSEMinimumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumDischargeCurrent')
                 el = 'EVSEMinimumDischargeCurrent'
                 _o = v_EVSEMinimumDischargeCurrent
@@ -1468,18 +1356,15 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargeCurrent/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 v_EVSEMaximumDischargeCurrent = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVSEMinimumDischargeCurrent = None
@@ -1533,17 +1418,16 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -1559,20 +1443,18 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -1597,20 +1479,18 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
@@ -1637,21 +1517,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -1670,21 +1548,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
@@ -1703,21 +1579,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
@@ -1736,21 +1610,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c6_Exponent
             f_EVMinimumChargePower.Value = _c6_Value
@@ -1769,21 +1641,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVMaximumChargeCurrent.Value = _c7_Value
@@ -1802,21 +1672,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumVoltage.Exponent = _c8_Exponent
             f_EVMaximumVoltage.Value = _c8_Value
@@ -1835,21 +1703,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumVoltage.Exponent = _c9_Exponent
             f_EVMinimumVoltage.Value = _c9_Value
@@ -1868,21 +1734,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c10_Exponent
             f_EVMaximumDischargePower.Value = _c10_Value
@@ -1901,21 +1765,19 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c11_Exponent
             f_EVMinimumDischargePower.Value = _c11_Value
@@ -1934,20 +1796,18 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c12_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargeCurrent.Exponent = _c12_Exponent
             f_EVMaximumDischargeCurrent.Value = _c12_Value
@@ -1976,20 +1836,18 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c13_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c13_Value
@@ -2014,20 +1872,18 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c14_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c14_Value
@@ -2061,20 +1917,18 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c15_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c15_Value
@@ -2148,18 +2002,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -2174,17 +2025,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -2202,17 +2050,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -2223,18 +2068,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -2245,18 +2087,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
                 _o = v_EVMinimumChargePower
@@ -2267,18 +2106,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 v_EVMaximumChargePower = None
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
                 _o = v_EVMaximumChargeCurrent
@@ -2289,18 +2125,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
                 _o = v_EVMaximumVoltage
@@ -2311,18 +2144,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
                 _o = v_EVMinimumVoltage
@@ -2333,18 +2163,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_EVMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
                 el = 'EVMaximumDischargePower'
                 _o = v_EVMaximumDischargePower
@@ -2355,18 +2182,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 v_EVMinimumVoltage = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumDischargePower is not None): raise EncodeError('missing content: EVMinimumDischargePower')
                 el = 'EVMinimumDischargePower'
                 _o = v_EVMinimumDischargePower
@@ -2377,18 +2201,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVMaximumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
                 _o = v_EVMaximumDischargeCurrent
@@ -2399,18 +2220,15 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 v_EVMinimumDischargePower = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -2428,17 +2246,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumV2XEnergyRequest/Value'
+                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumV2XEnergyRequest = None
@@ -2453,17 +2268,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
+                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumV2XEnergyRequest = None
@@ -2484,17 +2296,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
+                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumV2XEnergyRequest = None
@@ -2554,16 +2363,15 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 9
@@ -2599,19 +2407,17 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
             q -= 14
@@ -2633,20 +2439,18 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
@@ -2691,19 +2495,17 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 14
@@ -2725,20 +2527,18 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
@@ -2774,19 +2574,17 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -2808,20 +2606,18 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
@@ -2848,19 +2644,17 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -2882,20 +2676,18 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
@@ -2922,20 +2714,18 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
@@ -2960,21 +2750,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
@@ -2993,21 +2781,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
@@ -3026,21 +2812,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
@@ -3059,21 +2843,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
             f_EVSEMaximumDischargePower.Value = _c9_Value
@@ -3092,21 +2874,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
             f_EVSEMinimumDischargePower.Value = _c10_Value
@@ -3125,21 +2905,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c11_Value
@@ -3158,20 +2936,18 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c12_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumVoltage.Exponent = _c12_Exponent
             f_EVSEMinimumVoltage.Value = _c12_Value
@@ -3262,17 +3038,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargePower = None
@@ -3317,17 +3090,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3365,17 +3135,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3406,17 +3173,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3434,17 +3198,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3462,17 +3223,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
                 _o = v_EVSEMaximumChargeCurrent
@@ -3483,18 +3241,15 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVSEMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
                 _o = v_EVSEMaximumVoltage
@@ -3505,18 +3260,15 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVSEMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
                 _o = v_EVSEMaximumDischargePower
@@ -3527,18 +3279,15 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_EVSEMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumDischargePower is not None): raise EncodeError('missing content: EVSEMinimumDischargePower')
                 el = 'EVSEMinimumDischargePower'
                 _o = v_EVSEMinimumDischargePower
@@ -3549,18 +3298,15 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 v_EVSEMaximumDischargePower = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
                 _o = v_EVSEMaximumDischargeCurrent
@@ -3571,18 +3317,15 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVSEMinimumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
                 el = 'EVSEMinimumVoltage'
                 _o = v_EVSEMinimumVoltage
@@ -3593,18 +3336,15 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 v_EVSEMaximumDischargeCurrent = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVSEMinimumVoltage = None
@@ -3659,20 +3399,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -3697,20 +3435,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
@@ -3735,20 +3471,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -3773,20 +3507,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
@@ -3817,20 +3549,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
@@ -3855,20 +3585,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
@@ -3893,20 +3621,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
@@ -3937,20 +3663,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
@@ -3975,20 +3699,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
@@ -4015,20 +3737,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
@@ -4053,20 +3773,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
@@ -4096,20 +3814,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
+                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c12_Exponent
                     f_EVMaximumChargePower.Value = _c12_Value
@@ -4134,20 +3850,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
+                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c13_Exponent
                     f_EVMinimumChargePower.Value = _c13_Value
@@ -4172,20 +3886,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                     f_EVMaximumChargeCurrent.Value = _c14_Value
@@ -4210,20 +3922,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c15_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
+                    if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumVoltage.Exponent = _c15_Exponent
                     f_EVMaximumVoltage.Value = _c15_Value
@@ -4251,20 +3961,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c16_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
+                    if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumVoltage.Exponent = _c16_Exponent
                     f_EVMinimumVoltage.Value = _c16_Value
@@ -4289,20 +3997,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c17_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
+                    if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c17_Exponent
                     f_EVMaximumDischargePower.Value = _c17_Value
@@ -4327,20 +4033,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c18_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
+                    if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c18_Exponent
                     f_EVMinimumDischargePower.Value = _c18_Value
@@ -4365,20 +4069,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c19_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
+                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                     f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargeCurrent.Exponent = _c19_Exponent
                     f_EVMaximumDischargeCurrent.Value = _c19_Value
@@ -4412,20 +4114,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c20_Exponent
                 f_EVMinimumChargePower.Value = _c20_Value
@@ -4450,20 +4150,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
@@ -4488,20 +4186,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
@@ -4526,20 +4222,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
@@ -4564,20 +4258,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
+                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c24_Exponent
                 f_EVMaximumDischargePower.Value = _c24_Value
@@ -4602,20 +4294,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
+                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c25_Exponent
                 f_EVMinimumDischargePower.Value = _c25_Value
@@ -4640,20 +4330,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c26_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c26_Value
@@ -4687,20 +4375,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
+                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c27_Exponent
                 f_EVMaximumChargeCurrent.Value = _c27_Value
@@ -4725,20 +4411,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
+                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c28_Exponent
                 f_EVMaximumVoltage.Value = _c28_Value
@@ -4763,20 +4447,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
+                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c29_Exponent
                 f_EVMinimumVoltage.Value = _c29_Value
@@ -4801,20 +4483,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
+                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c30_Exponent
                 f_EVMaximumDischargePower.Value = _c30_Value
@@ -4839,20 +4519,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
+                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVMinimumDischargePower.Value = _c31_Value
@@ -4877,20 +4555,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
+                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c32_Value
@@ -4924,20 +4600,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
+                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c33_Exponent
                 f_EVMaximumVoltage.Value = _c33_Value
@@ -4962,20 +4636,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
+                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c34_Exponent
                 f_EVMinimumVoltage.Value = _c34_Value
@@ -5000,20 +4672,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
+                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c35_Exponent
                 f_EVMaximumDischargePower.Value = _c35_Value
@@ -5038,20 +4708,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
+                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c36_Exponent
                 f_EVMinimumDischargePower.Value = _c36_Value
@@ -5076,20 +4744,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c37_Value - 1 if _neg else _c37_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c37_Value - 1 if _neg else _c37_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c37_Value - 1 if _neg else _c37_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
+                if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c37_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c37_Value
@@ -5123,20 +4789,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c38_Value - 1 if _neg else _c38_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c38_Value - 1 if _neg else _c38_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c38_Value - 1 if _neg else _c38_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
+                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c38_Exponent
                 f_EVMinimumVoltage.Value = _c38_Value
@@ -5161,20 +4825,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c39_Value - 1 if _neg else _c39_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c39_Value - 1 if _neg else _c39_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c39_Value - 1 if _neg else _c39_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
+                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c39_Exponent
                 f_EVMaximumDischargePower.Value = _c39_Value
@@ -5199,20 +4861,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c40_Value - 1 if _neg else _c40_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c40_Value - 1 if _neg else _c40_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c40_Value - 1 if _neg else _c40_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
+                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c40_Exponent
                 f_EVMinimumDischargePower.Value = _c40_Value
@@ -5237,20 +4897,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c41_Value - 1 if _neg else _c41_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c41_Value - 1 if _neg else _c41_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c41_Value - 1 if _neg else _c41_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
+                if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c41_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c41_Value
@@ -5284,20 +4942,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c42_Value - 1 if _neg else _c42_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c42_Value - 1 if _neg else _c42_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c42_Value - 1 if _neg else _c42_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
+                if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c42_Exponent
                 f_EVMaximumDischargePower.Value = _c42_Value
@@ -5322,20 +4978,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c43_Value - 1 if _neg else _c43_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c43_Value - 1 if _neg else _c43_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c43_Value - 1 if _neg else _c43_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
+                if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c43_Exponent
                 f_EVMinimumDischargePower.Value = _c43_Value
@@ -5360,20 +5014,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c44_Value - 1 if _neg else _c44_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c44_Value - 1 if _neg else _c44_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c44_Value - 1 if _neg else _c44_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
+                if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c44_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c44_Value
@@ -5407,20 +5059,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c45_Value - 1 if _neg else _c45_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c45_Value - 1 if _neg else _c45_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c45_Value - 1 if _neg else _c45_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
+                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c45_Exponent
                 f_EVMinimumDischargePower.Value = _c45_Value
@@ -5445,20 +5095,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c46_Value - 1 if _neg else _c46_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c46_Value - 1 if _neg else _c46_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c46_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c46_Value - 1 if _neg else _c46_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
+                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c46_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c46_Value
@@ -5492,20 +5140,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c47_Value - 1 if _neg else _c47_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c47_Value - 1 if _neg else _c47_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c47_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c47_Value - 1 if _neg else _c47_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
+                if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c47_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c47_Value
@@ -5568,17 +5214,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -5593,17 +5236,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMaximumEnergyRequest = None
@@ -5618,17 +5258,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMinimumEnergyRequest = None
@@ -5643,17 +5280,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetCurrent = None
@@ -5671,17 +5305,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumEnergyRequest = None
@@ -5696,17 +5327,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -5721,17 +5349,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -5749,17 +5374,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -5774,17 +5396,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -5802,17 +5421,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -5830,17 +5446,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetVoltage/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetVoltage = None
@@ -5858,17 +5471,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargePower = None
@@ -5883,17 +5493,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
+                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -5908,17 +5515,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -5933,17 +5537,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (3 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -5958,17 +5559,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c16_Exponent <= 127: raise EncodeError(f'value {_c16_Exponent!r} outside [-128, 127]')
                 if not (_c16_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (4 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -5983,17 +5581,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c17_Exponent <= 127: raise EncodeError(f'value {_c17_Exponent!r} outside [-128, 127]')
                 if not (_c17_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (5 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6008,17 +5603,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c18_Exponent <= 127: raise EncodeError(f'value {_c18_Exponent!r} outside [-128, 127]')
                 if not (_c18_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (6 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6033,17 +5625,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c19_Exponent <= 127: raise EncodeError(f'value {_c19_Exponent!r} outside [-128, 127]')
                 if not (_c19_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (7 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6064,17 +5653,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c20_Exponent <= 127: raise EncodeError(f'value {_c20_Exponent!r} outside [-128, 127]')
                 if not (_c20_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
+                if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -6089,17 +5675,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c21_Exponent <= 127: raise EncodeError(f'value {_c21_Exponent!r} outside [-128, 127]')
                 if not (_c21_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -6114,17 +5697,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c22_Exponent <= 127: raise EncodeError(f'value {_c22_Exponent!r} outside [-128, 127]')
                 if not (_c22_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -6139,17 +5719,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c23_Exponent <= 127: raise EncodeError(f'value {_c23_Exponent!r} outside [-128, 127]')
                 if not (_c23_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (3 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -6164,17 +5741,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c24_Exponent <= 127: raise EncodeError(f'value {_c24_Exponent!r} outside [-128, 127]')
                 if not (_c24_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (4 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6189,17 +5763,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c25_Exponent <= 127: raise EncodeError(f'value {_c25_Exponent!r} outside [-128, 127]')
                 if not (_c25_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (5 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6214,17 +5785,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c26_Exponent <= 127: raise EncodeError(f'value {_c26_Exponent!r} outside [-128, 127]')
                 if not (_c26_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (6 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6245,17 +5813,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c27_Exponent <= 127: raise EncodeError(f'value {_c27_Exponent!r} outside [-128, 127]')
                 if not (_c27_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -6270,17 +5835,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c28_Exponent <= 127: raise EncodeError(f'value {_c28_Exponent!r} outside [-128, 127]')
                 if not (_c28_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -6295,17 +5857,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c29_Exponent <= 127: raise EncodeError(f'value {_c29_Exponent!r} outside [-128, 127]')
                 if not (_c29_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -6320,17 +5879,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c30_Exponent <= 127: raise EncodeError(f'value {_c30_Exponent!r} outside [-128, 127]')
                 if not (_c30_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6345,17 +5901,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c31_Exponent <= 127: raise EncodeError(f'value {_c31_Exponent!r} outside [-128, 127]')
                 if not (_c31_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6370,17 +5923,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c32_Exponent <= 127: raise EncodeError(f'value {_c32_Exponent!r} outside [-128, 127]')
                 if not (_c32_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (5 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6401,17 +5951,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c33_Exponent <= 127: raise EncodeError(f'value {_c33_Exponent!r} outside [-128, 127]')
                 if not (_c33_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -6426,17 +5973,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c34_Exponent <= 127: raise EncodeError(f'value {_c34_Exponent!r} outside [-128, 127]')
                 if not (_c34_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -6451,17 +5995,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c35_Exponent <= 127: raise EncodeError(f'value {_c35_Exponent!r} outside [-128, 127]')
                 if not (_c35_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6476,17 +6017,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c36_Exponent <= 127: raise EncodeError(f'value {_c36_Exponent!r} outside [-128, 127]')
                 if not (_c36_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6501,17 +6039,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c37_Exponent <= 127: raise EncodeError(f'value {_c37_Exponent!r} outside [-128, 127]')
                 if not (_c37_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c37_Value < -32768 or _c37_Value > 32767: raise EncodeError(f'value {_c37_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c37_Value < -32768 or _c37_Value > 32767: raise EncodeError(f'value {_c37_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c37_Value < -32768 or _c37_Value > 32767: raise EncodeError(f'value {_c37_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6532,17 +6067,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c38_Exponent <= 127: raise EncodeError(f'value {_c38_Exponent!r} outside [-128, 127]')
                 if not (_c38_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c38_Value < -32768 or _c38_Value > 32767: raise EncodeError(f'value {_c38_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c38_Value < -32768 or _c38_Value > 32767: raise EncodeError(f'value {_c38_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c38_Value < -32768 or _c38_Value > 32767: raise EncodeError(f'value {_c38_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -6557,17 +6089,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c39_Exponent <= 127: raise EncodeError(f'value {_c39_Exponent!r} outside [-128, 127]')
                 if not (_c39_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6582,17 +6111,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c40_Exponent <= 127: raise EncodeError(f'value {_c40_Exponent!r} outside [-128, 127]')
                 if not (_c40_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c40_Value < -32768 or _c40_Value > 32767: raise EncodeError(f'value {_c40_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c40_Value < -32768 or _c40_Value > 32767: raise EncodeError(f'value {_c40_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c40_Value < -32768 or _c40_Value > 32767: raise EncodeError(f'value {_c40_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6607,17 +6133,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c41_Exponent <= 127: raise EncodeError(f'value {_c41_Exponent!r} outside [-128, 127]')
                 if not (_c41_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c41_Value < -32768 or _c41_Value > 32767: raise EncodeError(f'value {_c41_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c41_Value < -32768 or _c41_Value > 32767: raise EncodeError(f'value {_c41_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c41_Value < -32768 or _c41_Value > 32767: raise EncodeError(f'value {_c41_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6638,17 +6161,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c42_Exponent <= 127: raise EncodeError(f'value {_c42_Exponent!r} outside [-128, 127]')
                 if not (_c42_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
+                if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6663,17 +6183,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c43_Exponent <= 127: raise EncodeError(f'value {_c43_Exponent!r} outside [-128, 127]')
                 if not (_c43_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c43_Value < -32768 or _c43_Value > 32767: raise EncodeError(f'value {_c43_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c43_Value < -32768 or _c43_Value > 32767: raise EncodeError(f'value {_c43_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c43_Value < -32768 or _c43_Value > 32767: raise EncodeError(f'value {_c43_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6688,17 +6205,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c44_Exponent <= 127: raise EncodeError(f'value {_c44_Exponent!r} outside [-128, 127]')
                 if not (_c44_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c44_Value < -32768 or _c44_Value > 32767: raise EncodeError(f'value {_c44_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c44_Value < -32768 or _c44_Value > 32767: raise EncodeError(f'value {_c44_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c44_Value < -32768 or _c44_Value > 32767: raise EncodeError(f'value {_c44_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6719,17 +6233,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c45_Exponent <= 127: raise EncodeError(f'value {_c45_Exponent!r} outside [-128, 127]')
                 if not (_c45_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
+                if _c45_Value < -32768 or _c45_Value > 32767: raise EncodeError(f'value {_c45_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c45_Value < -32768 or _c45_Value > 32767: raise EncodeError(f'value {_c45_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c45_Value < -32768 or _c45_Value > 32767: raise EncodeError(f'value {_c45_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6744,17 +6255,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c46_Exponent <= 127: raise EncodeError(f'value {_c46_Exponent!r} outside [-128, 127]')
                 if not (_c46_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c46_Value < -32768 or _c46_Value > 32767: raise EncodeError(f'value {_c46_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c46_Exponent - -128) << 4) | (_c46_Value < 0)
                 n += 16
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c46_Value < -32768 or _c46_Value > 32767: raise EncodeError(f'value {_c46_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c46_Value < -32768 or _c46_Value > 32767: raise EncodeError(f'value {_c46_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6775,17 +6283,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c47_Exponent <= 127: raise EncodeError(f'value {_c47_Exponent!r} outside [-128, 127]')
                 if not (_c47_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
+                if _c47_Value < -32768 or _c47_Value > 32767: raise EncodeError(f'value {_c47_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c47_Exponent - -128) << 4) | (_c47_Value < 0)
                 n += 16
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c47_Value < -32768 or _c47_Value > 32767: raise EncodeError(f'value {_c47_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c47_Value < -32768 or _c47_Value > 32767: raise EncodeError(f'value {_c47_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6844,20 +6349,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c1_Exponent
                 f_EVSEMaximumChargePower.Value = _c1_Value
@@ -6882,20 +6385,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c2_Exponent
                 f_EVSEMinimumChargePower.Value = _c2_Value
@@ -6920,20 +6421,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -6958,20 +6457,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c4_Exponent
                 f_EVSEMaximumVoltage.Value = _c4_Value
@@ -6999,20 +6496,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c5_Exponent
                 f_EVSEMaximumDischargePower.Value = _c5_Value
@@ -7037,20 +6532,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumDischargePower.Value = _c6_Value
@@ -7075,20 +6568,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c7_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c7_Value
@@ -7113,20 +6604,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c8_Exponent
                 f_EVSEMinimumVoltage.Value = _c8_Value
@@ -7160,20 +6649,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c9_Exponent
                 f_EVSEMinimumChargePower.Value = _c9_Value
@@ -7198,20 +6685,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c10_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c10_Value
@@ -7236,20 +6721,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c11_Exponent
                 f_EVSEMaximumVoltage.Value = _c11_Value
@@ -7274,20 +6757,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c12_Exponent
                 f_EVSEMaximumDischargePower.Value = _c12_Value
@@ -7312,20 +6793,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c13_Exponent
                 f_EVSEMinimumDischargePower.Value = _c13_Value
@@ -7350,20 +6829,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c14_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c14_Value
@@ -7388,20 +6865,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c15_Exponent
                 f_EVSEMinimumVoltage.Value = _c15_Value
@@ -7435,20 +6910,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c16_Value
@@ -7473,20 +6946,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c17_Exponent
                 f_EVSEMaximumVoltage.Value = _c17_Value
@@ -7511,20 +6982,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c18_Exponent
                 f_EVSEMaximumDischargePower.Value = _c18_Value
@@ -7549,20 +7018,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c19_Exponent
                 f_EVSEMinimumDischargePower.Value = _c19_Value
@@ -7587,20 +7054,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c20_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c20_Value
@@ -7625,20 +7090,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c21_Exponent
                 f_EVSEMinimumVoltage.Value = _c21_Value
@@ -7672,20 +7135,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c22_Exponent
                 f_EVSEMaximumVoltage.Value = _c22_Value
@@ -7710,20 +7171,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c23_Exponent
                 f_EVSEMaximumDischargePower.Value = _c23_Value
@@ -7748,20 +7207,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
+                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c24_Exponent
                 f_EVSEMinimumDischargePower.Value = _c24_Value
@@ -7786,20 +7243,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
+                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c25_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c25_Value
@@ -7824,20 +7279,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c26_Exponent
                 f_EVSEMinimumVoltage.Value = _c26_Value
@@ -7871,20 +7324,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
+                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c27_Exponent
                 f_EVSEMaximumDischargePower.Value = _c27_Value
@@ -7909,20 +7360,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
+                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c28_Exponent
                 f_EVSEMinimumDischargePower.Value = _c28_Value
@@ -7947,20 +7396,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
+                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c29_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c29_Value
@@ -7985,20 +7432,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
+                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c30_Exponent
                 f_EVSEMinimumVoltage.Value = _c30_Value
@@ -8032,20 +7477,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
+                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVSEMinimumDischargePower.Value = _c31_Value
@@ -8070,20 +7513,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
+                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c32_Value
@@ -8108,20 +7549,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
+                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c33_Exponent
                 f_EVSEMinimumVoltage.Value = _c33_Value
@@ -8155,20 +7594,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
+                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c34_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c34_Value
@@ -8193,20 +7630,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
+                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c35_Exponent
                 f_EVSEMinimumVoltage.Value = _c35_Value
@@ -8240,20 +7675,18 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
+                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c36_Exponent
                 f_EVSEMinimumVoltage.Value = _c36_Value
@@ -8306,17 +7739,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargePower = None
@@ -8331,17 +7761,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumChargePower = None
@@ -8356,17 +7783,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargeCurrent = None
@@ -8381,17 +7805,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumVoltage = None
@@ -8406,17 +7827,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumDischargePower/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumDischargePower = None
@@ -8431,17 +7849,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumDischargePower/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (5 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumDischargePower = None
@@ -8456,17 +7871,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
             if not (_c7_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumDischargeCurrent/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (6 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumDischargeCurrent = None
@@ -8481,17 +7893,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
             if not (_c8_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (7 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumVoltage = None
@@ -8512,17 +7921,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumChargePower = None
@@ -8537,17 +7943,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargeCurrent = None
@@ -8562,17 +7965,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 14) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumVoltage = None
@@ -8587,17 +7987,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (3 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -8612,17 +8009,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
+                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (4 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8637,17 +8031,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (5 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8662,17 +8053,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (6 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8693,17 +8081,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c16_Exponent <= 127: raise EncodeError(f'value {_c16_Exponent!r} outside [-128, 127]')
                 if not (_c16_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
+                if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargeCurrent = None
@@ -8718,17 +8103,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c17_Exponent <= 127: raise EncodeError(f'value {_c17_Exponent!r} outside [-128, 127]')
                 if not (_c17_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumVoltage = None
@@ -8743,17 +8125,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c18_Exponent <= 127: raise EncodeError(f'value {_c18_Exponent!r} outside [-128, 127]')
                 if not (_c18_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
+                if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -8768,17 +8147,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c19_Exponent <= 127: raise EncodeError(f'value {_c19_Exponent!r} outside [-128, 127]')
                 if not (_c19_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
+                if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8793,17 +8169,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c20_Exponent <= 127: raise EncodeError(f'value {_c20_Exponent!r} outside [-128, 127]')
                 if not (_c20_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8818,17 +8191,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c21_Exponent <= 127: raise EncodeError(f'value {_c21_Exponent!r} outside [-128, 127]')
                 if not (_c21_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (5 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8849,17 +8219,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c22_Exponent <= 127: raise EncodeError(f'value {_c22_Exponent!r} outside [-128, 127]')
                 if not (_c22_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumVoltage = None
@@ -8874,17 +8241,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c23_Exponent <= 127: raise EncodeError(f'value {_c23_Exponent!r} outside [-128, 127]')
                 if not (_c23_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
+                if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -8899,17 +8263,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c24_Exponent <= 127: raise EncodeError(f'value {_c24_Exponent!r} outside [-128, 127]')
                 if not (_c24_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
+                if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8924,17 +8285,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c25_Exponent <= 127: raise EncodeError(f'value {_c25_Exponent!r} outside [-128, 127]')
                 if not (_c25_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8949,17 +8307,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c26_Exponent <= 127: raise EncodeError(f'value {_c26_Exponent!r} outside [-128, 127]')
                 if not (_c26_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8980,17 +8335,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c27_Exponent <= 127: raise EncodeError(f'value {_c27_Exponent!r} outside [-128, 127]')
                 if not (_c27_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
+                if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -9005,17 +8357,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c28_Exponent <= 127: raise EncodeError(f'value {_c28_Exponent!r} outside [-128, 127]')
                 if not (_c28_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
+                if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -9030,17 +8379,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c29_Exponent <= 127: raise EncodeError(f'value {_c29_Exponent!r} outside [-128, 127]')
                 if not (_c29_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -9055,17 +8401,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c30_Exponent <= 127: raise EncodeError(f'value {_c30_Exponent!r} outside [-128, 127]')
                 if not (_c30_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -9086,17 +8429,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c31_Exponent <= 127: raise EncodeError(f'value {_c31_Exponent!r} outside [-128, 127]')
                 if not (_c31_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
+                if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -9111,17 +8451,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c32_Exponent <= 127: raise EncodeError(f'value {_c32_Exponent!r} outside [-128, 127]')
                 if not (_c32_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -9136,17 +8473,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c33_Exponent <= 127: raise EncodeError(f'value {_c33_Exponent!r} outside [-128, 127]')
                 if not (_c33_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -9167,17 +8501,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c34_Exponent <= 127: raise EncodeError(f'value {_c34_Exponent!r} outside [-128, 127]')
                 if not (_c34_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
+                if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 16
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -9192,17 +8523,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c35_Exponent <= 127: raise EncodeError(f'value {_c35_Exponent!r} outside [-128, 127]')
                 if not (_c35_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 16
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -9223,17 +8551,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c36_Exponent <= 127: raise EncodeError(f'value {_c36_Exponent!r} outside [-128, 127]')
                 if not (_c36_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
+                if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 16
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -9286,21 +8611,19 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
@@ -9319,21 +8642,19 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
@@ -9352,21 +8673,19 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
@@ -9385,21 +8704,19 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
@@ -9418,21 +8735,19 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
@@ -9451,20 +8766,18 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
@@ -9523,17 +8836,14 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
             _o = v_EVMinimumChargePower
@@ -9544,17 +8854,14 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargePower/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
             _o = v_EVMaximumChargeCurrent
@@ -9565,17 +8872,14 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargeCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
             _o = v_EVMinimumChargeCurrent
@@ -9586,17 +8890,14 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargeCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
             _o = v_EVMaximumVoltage
@@ -9607,17 +8908,14 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumVoltage/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
             _o = v_EVMinimumVoltage
@@ -9628,17 +8926,14 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumVoltage/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 6
@@ -9692,21 +8987,19 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
@@ -9725,21 +9018,19 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
@@ -9758,21 +9049,19 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -9791,21 +9080,19 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
@@ -9824,21 +9111,19 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
@@ -9857,20 +9142,18 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
@@ -9899,20 +9182,18 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
                 f_EVSEPowerRampLimitation.Value = _c7_Value
@@ -9958,17 +9239,14 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
             _o = v_EVSEMinimumChargePower
@@ -9979,17 +9257,14 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
             _o = v_EVSEMaximumChargeCurrent
@@ -10000,17 +9275,14 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
             _o = v_EVSEMinimumChargeCurrent
@@ -10021,17 +9293,14 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargeCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
             _o = v_EVSEMaximumVoltage
@@ -10042,17 +9311,14 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
             _o = v_EVSEMinimumVoltage
@@ -10063,17 +9329,14 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 6
@@ -10090,17 +9353,14 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPowerRampLimitation/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 s = -1
@@ -10154,16 +9414,15 @@ def _d_DC_CableCheckReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -10302,16 +9561,15 @@ def _d_DC_CableCheckResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -10481,16 +9739,15 @@ def _d_DC_ChargeLoopReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -10561,20 +9818,18 @@ def _d_DC_ChargeLoopReqType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentVoltage.Exponent = _c2_Exponent
             f_EVPresentVoltage.Value = _c2_Value
@@ -10737,17 +9992,14 @@ def _e_DC_ChargeLoopReqType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPresentVoltage/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPresentVoltage = None
@@ -10866,16 +10118,15 @@ def _d_DC_ChargeLoopResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -10928,20 +10179,18 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 8
                 if q < 0: V, q = r.slideq(q, 8)
                 x = (V >> q) & 255
                 if x & 227: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
@@ -10982,20 +10231,18 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c3_Exponent
                 f_EVSEPresentCurrent.Value = _c3_Value
@@ -11038,20 +10285,18 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c4_Exponent
                 f_EVSEPresentCurrent.Value = _c4_Value
@@ -11088,20 +10333,18 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c5_Exponent
                 f_EVSEPresentCurrent.Value = _c5_Value
@@ -11128,20 +10371,18 @@ def _d_DC_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentCurrent.Exponent = _c6_Exponent
             f_EVSEPresentCurrent.Value = _c6_Value
@@ -11166,21 +10407,19 @@ def _d_DC_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 15837: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentVoltage.Exponent = _c7_Exponent
             f_EVSEPresentVoltage.Value = _c7_Value
@@ -11388,17 +10627,14 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -11434,17 +10670,14 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -11471,17 +10704,14 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -11499,17 +10729,14 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -11527,17 +10754,14 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentVoltage/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                 el = 'EVSEPowerLimitAchieved'
                 if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
@@ -11656,16 +10880,15 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11857,16 +11080,15 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12075,16 +11297,15 @@ def _d_DC_PreChargeReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12131,21 +11352,19 @@ def _d_DC_PreChargeReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVPresentVoltage.Exponent = _c2_Exponent
         f_EVPresentVoltage.Value = _c2_Value
@@ -12164,20 +11383,18 @@ def _d_DC_PreChargeReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVTargetVoltage.Exponent = _c3_Exponent
         f_EVTargetVoltage.Value = _c3_Value
@@ -12261,6 +11478,7 @@ def _e_DC_PreChargeReqType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPresentVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 20) | (_i2 << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 20
             v_Header = None
@@ -12268,12 +11486,8 @@ def _e_DC_PreChargeReqType(w, o):
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
             _o = v_EVTargetVoltage
@@ -12284,18 +11498,15 @@ def _e_DC_PreChargeReqType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetVoltage/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             v_EVPresentVoltage = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             v_EVTargetVoltage = None
@@ -12350,16 +11561,15 @@ def _d_DC_PreChargeResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12406,20 +11616,18 @@ def _d_DC_PreChargeResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DC_PreChargeResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -12501,6 +11709,7 @@ def _e_DC_PreChargeResType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 24) | (_i2 << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 24
             v_Header = None
@@ -12508,12 +11717,8 @@ def _e_DC_PreChargeResType(w, o):
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             v_EVSEPresentVoltage = None
@@ -12567,16 +11772,15 @@ def _d_DC_WeldingDetectionReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12729,16 +11933,15 @@ def _d_DC_WeldingDetectionResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12785,20 +11988,18 @@ def _d_DC_WeldingDetectionResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -12880,6 +12081,7 @@ def _e_DC_WeldingDetectionResType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 24) | (_i2 << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 24
             v_Header = None
@@ -12887,12 +12089,8 @@ def _e_DC_WeldingDetectionResType(w, o):
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             v_EVSEPresentVoltage = None
@@ -12940,17 +12138,16 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -12966,20 +12163,18 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -13004,20 +12199,18 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
@@ -13044,21 +12237,19 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -13077,21 +12268,19 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
@@ -13110,21 +12299,19 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
@@ -13143,21 +12330,19 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c6_Exponent
             f_EVMinimumChargePower.Value = _c6_Value
@@ -13176,21 +12361,19 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVMaximumChargeCurrent.Value = _c7_Value
@@ -13209,21 +12392,19 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumVoltage.Exponent = _c8_Exponent
             f_EVMaximumVoltage.Value = _c8_Value
@@ -13242,20 +12423,18 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumVoltage.Exponent = _c9_Exponent
             f_EVMinimumVoltage.Value = _c9_Value
@@ -13309,18 +12488,15 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -13335,17 +12511,14 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -13363,17 +12536,14 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -13384,18 +12554,15 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -13406,18 +12573,15 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
                 _o = v_EVMinimumChargePower
@@ -13428,18 +12592,15 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 v_EVMaximumChargePower = None
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
                 _o = v_EVMaximumChargeCurrent
@@ -13450,18 +12611,15 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
                 _o = v_EVMaximumVoltage
@@ -13472,18 +12630,15 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
                 _o = v_EVMinimumVoltage
@@ -13494,18 +12649,15 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_EVMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVMinimumVoltage = None
@@ -13553,16 +12705,15 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 9
@@ -13598,19 +12749,17 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
             q -= 14
@@ -13632,20 +12781,18 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
@@ -13690,19 +12837,17 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 14
@@ -13724,20 +12869,18 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
@@ -13773,19 +12916,17 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -13807,20 +12948,18 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
@@ -13847,19 +12986,17 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -13881,20 +13018,18 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
@@ -13921,20 +13056,18 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
@@ -13959,21 +13092,19 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
@@ -13992,21 +13123,19 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
@@ -14025,20 +13154,18 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
@@ -14121,17 +13248,14 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargePower = None
@@ -14176,17 +13300,14 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -14224,17 +13345,14 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -14265,17 +13383,14 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -14293,17 +13408,14 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -14321,17 +13433,14 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
                 _o = v_EVSEMaximumChargeCurrent
@@ -14342,18 +13451,15 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVSEMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
                 _o = v_EVSEMaximumVoltage
@@ -14364,18 +13470,15 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVSEMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVSEMaximumVoltage = None
@@ -14427,20 +13530,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -14465,20 +13566,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
@@ -14503,20 +13602,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -14541,20 +13638,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
@@ -14585,20 +13680,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
@@ -14623,20 +13716,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
@@ -14661,20 +13752,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
@@ -14705,20 +13794,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
@@ -14743,20 +13830,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
@@ -14783,20 +13868,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
@@ -14821,20 +13904,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
@@ -14863,20 +13944,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c12_Exponent
                 f_EVMaximumChargePower.Value = _c12_Value
@@ -14901,20 +13980,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c13_Exponent
                 f_EVMinimumChargePower.Value = _c13_Value
@@ -14939,20 +14016,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                 f_EVMaximumChargeCurrent.Value = _c14_Value
@@ -14977,20 +14052,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c15_Exponent
                 f_EVMaximumVoltage.Value = _c15_Value
@@ -15015,20 +14088,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c16_Exponent
                 f_EVMinimumVoltage.Value = _c16_Value
@@ -15062,20 +14133,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c17_Exponent
                 f_EVMinimumChargePower.Value = _c17_Value
@@ -15100,20 +14169,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c18_Exponent
                 f_EVMaximumChargeCurrent.Value = _c18_Value
@@ -15138,20 +14205,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c19_Exponent
                 f_EVMaximumVoltage.Value = _c19_Value
@@ -15176,20 +14241,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c20_Exponent
                 f_EVMinimumVoltage.Value = _c20_Value
@@ -15223,20 +14286,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
@@ -15261,20 +14322,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
@@ -15299,20 +14358,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
@@ -15346,20 +14403,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
+                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c24_Exponent
                 f_EVMaximumVoltage.Value = _c24_Value
@@ -15384,20 +14439,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
+                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c25_Exponent
                 f_EVMinimumVoltage.Value = _c25_Value
@@ -15431,20 +14484,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c26_Exponent
                 f_EVMinimumVoltage.Value = _c26_Value
@@ -15501,17 +14552,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -15526,17 +14574,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMaximumEnergyRequest = None
@@ -15551,17 +14596,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMinimumEnergyRequest = None
@@ -15576,17 +14618,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetCurrent = None
@@ -15604,17 +14643,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumEnergyRequest = None
@@ -15629,17 +14665,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -15654,17 +14687,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -15682,17 +14712,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -15707,17 +14734,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -15735,17 +14759,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -15763,17 +14784,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetVoltage/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetVoltage = None
@@ -15791,17 +14809,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargePower = None
@@ -15816,17 +14831,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
+                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -15841,17 +14853,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -15866,17 +14875,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -15891,17 +14897,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c16_Exponent <= 127: raise EncodeError(f'value {_c16_Exponent!r} outside [-128, 127]')
                 if not (_c16_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -15922,17 +14925,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c17_Exponent <= 127: raise EncodeError(f'value {_c17_Exponent!r} outside [-128, 127]')
                 if not (_c17_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
+                if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -15947,17 +14947,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c18_Exponent <= 127: raise EncodeError(f'value {_c18_Exponent!r} outside [-128, 127]')
                 if not (_c18_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -15972,17 +14969,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c19_Exponent <= 127: raise EncodeError(f'value {_c19_Exponent!r} outside [-128, 127]')
                 if not (_c19_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -15997,17 +14991,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c20_Exponent <= 127: raise EncodeError(f'value {_c20_Exponent!r} outside [-128, 127]')
                 if not (_c20_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -16028,17 +15019,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c21_Exponent <= 127: raise EncodeError(f'value {_c21_Exponent!r} outside [-128, 127]')
                 if not (_c21_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
+                if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -16053,17 +15041,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c22_Exponent <= 127: raise EncodeError(f'value {_c22_Exponent!r} outside [-128, 127]')
                 if not (_c22_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -16078,17 +15063,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c23_Exponent <= 127: raise EncodeError(f'value {_c23_Exponent!r} outside [-128, 127]')
                 if not (_c23_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -16109,17 +15091,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c24_Exponent <= 127: raise EncodeError(f'value {_c24_Exponent!r} outside [-128, 127]')
                 if not (_c24_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
+                if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -16134,17 +15113,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c25_Exponent <= 127: raise EncodeError(f'value {_c25_Exponent!r} outside [-128, 127]')
                 if not (_c25_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -16165,17 +15141,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c26_Exponent <= 127: raise EncodeError(f'value {_c26_Exponent!r} outside [-128, 127]')
                 if not (_c26_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
+                if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -16229,20 +15202,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
@@ -16267,20 +15238,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c2_Exponent
             f_EVSEMinimumChargePower.Value = _c2_Value
@@ -16305,20 +15274,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -16343,20 +15310,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c4_Exponent
             f_EVSEMaximumVoltage.Value = _c4_Value
@@ -16390,20 +15355,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c5_Exponent
                 f_EVSEMinimumChargePower.Value = _c5_Value
@@ -16428,20 +15391,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c6_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c6_Value
@@ -16466,20 +15427,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c7_Exponent
                 f_EVSEMaximumVoltage.Value = _c7_Value
@@ -16513,20 +15472,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c8_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c8_Value
@@ -16551,20 +15508,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c9_Exponent
                 f_EVSEMaximumVoltage.Value = _c9_Value
@@ -16598,20 +15553,18 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c10_Exponent
                 f_EVSEMaximumVoltage.Value = _c10_Value
@@ -16656,17 +15609,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 1
@@ -16680,17 +15630,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -16704,17 +15651,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 3
@@ -16728,17 +15672,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 4
@@ -16757,17 +15698,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -16781,17 +15719,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -16805,17 +15740,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -16834,17 +15766,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -16858,17 +15787,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -16887,17 +15813,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -17196,19 +16119,17 @@ def _de11(r):  # AckMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17246,16 +16167,15 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17293,16 +16213,15 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17340,16 +16259,15 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17387,16 +16305,15 @@ def _de15(r):  # ChargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17454,16 +16371,15 @@ def _de17(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17939,37 +16855,32 @@ def _de34(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # MeterStatus
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -17994,16 +16905,15 @@ def _de35(r):  # MeterTimestamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -18095,19 +17005,17 @@ def _de38(r):  # NotificationMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -18341,16 +17249,15 @@ def _de45(r):  # RemainingTimeToMaximumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -18388,16 +17295,15 @@ def _de46(r):  # RemainingTimeToMinimumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -18435,16 +17341,15 @@ def _de47(r):  # RemainingTimeToTargetSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -18695,16 +17600,15 @@ def _de55(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -18742,16 +17646,15 @@ def _de56(r):  # TimeStamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -18789,37 +17692,32 @@ def _de57(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee57(w, o):  # Value
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

@@ -215,19 +215,17 @@ def _d_AlternativeSECCType(r):
                 elif not _y & 128:
                     q -= 24
                     f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_Port = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+            if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             s = 4
         elif ec == 4:
             pass
@@ -290,19 +288,17 @@ def _d_AlternativeSECCType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 pass
@@ -347,19 +343,17 @@ def _d_AlternativeSECCType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 pass
@@ -386,19 +380,17 @@ def _d_AlternativeSECCType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 pass
@@ -735,16 +727,15 @@ def _d_WPT_AlignmentCheckReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -801,21 +792,19 @@ def _d_WPT_AlignmentCheckReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 7
                 if q < 0: V, q = r.slideq(q, 7)
                 x = (V >> q) & 127
                 if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_TargetCoilCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_TargetCoilCurrent.Exponent = _c2_Exponent
                 f_TargetCoilCurrent.Value = _c2_Value
@@ -971,17 +960,14 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TargetCoilCurrent/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                 el = 'EVResultCode'
                 _i4 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
@@ -1082,16 +1068,15 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1152,20 +1137,18 @@ def _d_WPT_AlignmentCheckResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_PowerTransmitted = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTransmitted.Exponent = _c2_Exponent
                 f_PowerTransmitted.Value = _c2_Value
@@ -1190,20 +1173,18 @@ def _d_WPT_AlignmentCheckResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c3_Exponent
                 f_SupplyDeviceCurrent.Value = _c3_Value
@@ -1260,20 +1241,18 @@ def _d_WPT_AlignmentCheckResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c4_Exponent
                 f_SupplyDeviceCurrent.Value = _c4_Value
@@ -1480,17 +1459,14 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerTransmitted/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_PowerTransmitted = None
@@ -1505,17 +1481,14 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SupplyDeviceCurrent/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SupplyDeviceCurrent = None
@@ -1548,17 +1521,14 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SupplyDeviceCurrent/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SupplyDeviceCurrent = None
@@ -1682,16 +1652,15 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1762,21 +1731,19 @@ def _d_WPT_ChargeLoopReqType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c2_Exponent
             f_EVPCPowerRequest.Value = _c2_Value
@@ -1795,21 +1762,19 @@ def _d_WPT_ChargeLoopReqType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 121: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVPCPowerOutput = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerOutput.Exponent = _c3_Exponent
             f_EVPCPowerOutput.Value = _c3_Value
@@ -1840,20 +1805,18 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCOperatingFrequency.Exponent = _c4_Exponent
                 f_EVPCOperatingFrequency.Value = _c4_Value
@@ -1878,21 +1841,19 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
                 _c5_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCoilCurrentRequest.Exponent = _c5_c1_Exponent
                 _c5_EVPCCoilCurrentRequest.Value = _c5_c1_Value
@@ -1911,21 +1872,19 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_c2_Value - 1 if _neg else _c5_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_c2_Value - 1 if _neg else _c5_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_c2_Value - 1 if _neg else _c5_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c2_Value = -_c5_c2_Value - 1
+                if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
                 _c5_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCoilCurrentInformation.Exponent = _c5_c2_Exponent
                 _c5_EVPCCoilCurrentInformation.Value = _c5_c2_Value
@@ -1944,21 +1903,19 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_c3_Value - 1 if _neg else _c5_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_c3_Value - 1 if _neg else _c5_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_c3_Value - 1 if _neg else _c5_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c3_Value = -_c5_c3_Value - 1
+                if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
                 _c5_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCurrentOutputInformation.Exponent = _c5_c3_Exponent
                 _c5_EVPCCurrentOutputInformation.Value = _c5_c3_Value
@@ -1977,20 +1934,18 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_c4_Value - 1 if _neg else _c5_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_c4_Value - 1 if _neg else _c5_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_c4_Value - 1 if _neg else _c5_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c4_Value = -_c5_c4_Value - 1
+                if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
                 _c5_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCVoltageOutputInformation.Exponent = _c5_c4_Exponent
                 _c5_EVPCVoltageOutputInformation.Value = _c5_c4_Value
@@ -2052,21 +2007,19 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c1_Value = -_c6_c1_Value - 1
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
                 _c6_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCoilCurrentRequest.Exponent = _c6_c1_Exponent
                 _c6_EVPCCoilCurrentRequest.Value = _c6_c1_Value
@@ -2085,21 +2038,19 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
                 _c6_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCoilCurrentInformation.Exponent = _c6_c2_Exponent
                 _c6_EVPCCoilCurrentInformation.Value = _c6_c2_Value
@@ -2118,21 +2069,19 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_c3_Value - 1 if _neg else _c6_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_c3_Value - 1 if _neg else _c6_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_c3_Value - 1 if _neg else _c6_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c3_Value = -_c6_c3_Value - 1
+                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c3_Value, r.at(r.end - q))
                 _c6_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCurrentOutputInformation.Exponent = _c6_c3_Exponent
                 _c6_EVPCCurrentOutputInformation.Value = _c6_c3_Value
@@ -2151,20 +2100,18 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_c4_Value - 1 if _neg else _c6_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_c4_Value - 1 if _neg else _c6_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_c4_Value - 1 if _neg else _c6_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c4_Value = -_c6_c4_Value - 1
+                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(r.end - q))
                 _c6_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCVoltageOutputInformation.Exponent = _c6_c4_Exponent
                 _c6_EVPCVoltageOutputInformation.Value = _c6_c4_Value
@@ -2395,17 +2342,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
                 el = 'EVPCPowerOutput'
                 _o = v_EVPCPowerOutput
@@ -2416,18 +2360,15 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerOutput/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 17
                 v_EVPCPowerRequest = None
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
                 el = 'EVPCChargeDiagnostics'
                 _i4 = _I_iso20_wpt_WPT_EVPCChargeDiagnosticsType.get(v_EVPCChargeDiagnostics)
@@ -2450,17 +2391,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCOperatingFrequency/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCOperatingFrequency = None
@@ -2482,17 +2420,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
                 if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
                 n += 18
                 _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                 _o = _c6_EVPCCoilCurrentInformation
@@ -2503,17 +2438,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c2_Exponent <= 127: raise EncodeError(f'value {_c6_c2_Exponent!r} outside [-128, 127]')
                 if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
                 n += 17
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                 _o = _c6_EVPCCurrentOutputInformation
@@ -2524,17 +2456,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c3_Exponent <= 127: raise EncodeError(f'value {_c6_c3_Exponent!r} outside [-128, 127]')
                 if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
+                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_c3_Exponent - -128) << 4) | (_c6_c3_Value < 0)
                 n += 17
                 _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                 _o = _c6_EVPCVoltageOutputInformation
@@ -2545,17 +2474,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c4_Exponent <= 127: raise EncodeError(f'value {_c6_c4_Exponent!r} outside [-128, 127]')
                 if not (_c6_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
+                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_c4_Exponent - -128) << 4) | (_c6_c4_Value < 0)
                 n += 17
                 _m = (-_c6_c4_Value - 1 if _c6_c4_Value < 0 else _c6_c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVPCPowerControlParameter = None
@@ -2595,17 +2521,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c1_Exponent <= 127: raise EncodeError(f'value {_c7_c1_Exponent!r} outside [-128, 127]')
                 if not (_c7_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
+                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c1_Exponent - -128) << 4) | (_c7_c1_Value < 0)
                 n += 17
                 _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                 _o = _c7_EVPCCoilCurrentInformation
@@ -2616,17 +2539,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c2_Exponent <= 127: raise EncodeError(f'value {_c7_c2_Exponent!r} outside [-128, 127]')
                 if not (_c7_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
+                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
                 n += 17
                 _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                 _o = _c7_EVPCCurrentOutputInformation
@@ -2637,17 +2557,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c3_Exponent <= 127: raise EncodeError(f'value {_c7_c3_Exponent!r} outside [-128, 127]')
                 if not (_c7_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
+                if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: raise EncodeError(f'value {_c7_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c3_Exponent - -128) << 4) | (_c7_c3_Value < 0)
                 n += 17
                 _m = (-_c7_c3_Value - 1 if _c7_c3_Value < 0 else _c7_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: raise EncodeError(f'value {_c7_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: raise EncodeError(f'value {_c7_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                 _o = _c7_EVPCVoltageOutputInformation
@@ -2658,17 +2575,14 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c4_Exponent <= 127: raise EncodeError(f'value {_c7_c4_Exponent!r} outside [-128, 127]')
                 if not (_c7_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
+                if _c7_c4_Value < -32768 or _c7_c4_Value > 32767: raise EncodeError(f'value {_c7_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c4_Exponent - -128) << 4) | (_c7_c4_Value < 0)
                 n += 17
                 _m = (-_c7_c4_Value - 1 if _c7_c4_Value < 0 else _c7_c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_c4_Value < -32768 or _c7_c4_Value > 32767: raise EncodeError(f'value {_c7_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_c4_Value < -32768 or _c7_c4_Value > 32767: raise EncodeError(f'value {_c7_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVPCPowerControlParameter = None
@@ -2796,16 +2710,15 @@ def _d_WPT_ChargeLoopResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -2858,20 +2771,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 8
                 if q < 0: V, q = r.slideq(q, 8)
                 x = (V >> q) & 255
                 if x & 227: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
@@ -2912,20 +2823,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c3_Exponent
                 f_EVPCPowerRequest.Value = _c3_Value
@@ -2968,20 +2877,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c4_Exponent
                 f_EVPCPowerRequest.Value = _c4_Value
@@ -3018,20 +2925,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c5_Exponent
                 f_EVPCPowerRequest.Value = _c5_Value
@@ -3058,20 +2963,18 @@ def _d_WPT_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c6_Exponent
             f_EVPCPowerRequest.Value = _c6_Value
@@ -3100,21 +3003,19 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_SDPowerInput = _new(iso20_commontypes.RationalNumberType)
                 f_SDPowerInput.Exponent = _c7_Exponent
                 f_SDPowerInput.Value = _c7_Value
@@ -3133,20 +3034,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c8_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c8_Value
@@ -3171,20 +3070,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c9_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c9_Value
@@ -3211,21 +3108,19 @@ def _d_WPT_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 241: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_SPCMinOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
             f_SPCMinOutputPowerLimit.Exponent = _c10_Exponent
             f_SPCMinOutputPowerLimit.Value = _c10_Value
@@ -3258,20 +3153,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_SPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SPCOperatingFrequency.Exponent = _c11_Exponent
                 f_SPCOperatingFrequency.Value = _c11_Value
@@ -3296,20 +3189,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
+                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
                 _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c12_c1_Exponent
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Value = _c12_c1_Value
@@ -3368,20 +3259,18 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
+                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
                 _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c13_c1_Exponent
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Value = _c13_c1_Value
@@ -3639,17 +3528,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3685,17 +3571,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3722,17 +3605,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3750,17 +3630,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3778,17 +3655,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SDPowerInput/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_SPCMaxOutputPowerLimit is not None): raise EncodeError('missing content: SPCMaxOutputPowerLimit')
                 el = 'SPCMaxOutputPowerLimit'
                 _o = v_SPCMaxOutputPowerLimit
@@ -3799,18 +3673,15 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCMaxOutputPowerLimit/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_SDPowerInput = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SPCMaxOutputPowerLimit = None
@@ -3825,17 +3696,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCMaxOutputPowerLimit/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SPCMaxOutputPowerLimit = None
@@ -3853,17 +3721,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCMinOutputPowerLimit/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_SPCChargeDiagnostics is not None): raise EncodeError('missing content: SPCChargeDiagnostics')
                 el = 'SPCChargeDiagnostics'
                 _i12 = _I_iso20_wpt_WPT_SPCChargeDiagnosticsType.get(v_SPCChargeDiagnostics)
@@ -3886,17 +3751,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCOperatingFrequency/Value'
+                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SPCOperatingFrequency = None
@@ -3915,17 +3777,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c14_c1_Exponent <= 127: raise EncodeError(f'value {_c14_c1_Exponent!r} outside [-128, 127]')
                 if not (_c14_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
+                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
                 n += 18
                 _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_SPCPowerControlParameter = None
@@ -3962,17 +3821,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c15_c1_Exponent <= 127: raise EncodeError(f'value {_c15_c1_Exponent!r} outside [-128, 127]')
                 if not (_c15_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
+                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
                 n += 17
                 _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_SPCPowerControlParameter = None
@@ -4094,16 +3950,15 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -4146,20 +4001,18 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPCMaxReceivablePower = _new(iso20_commontypes.RationalNumberType)
         f_EVPCMaxReceivablePower.Exponent = _c2_Exponent
         f_EVPCMaxReceivablePower.Value = _c2_Value
@@ -4175,19 +4028,17 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
-                if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMaxGroundClearence = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
-            if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+        if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         el = 'SDMinGroundClearence'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -4200,20 +4051,18 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
-                if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMinGroundClearence = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
-            if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+        if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         el = 'EVPCNaturalFrequency/Exponent'
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCNaturalFrequency/Value'
@@ -4229,21 +4078,19 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 61: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVPCNaturalFrequency = _new(iso20_commontypes.RationalNumberType)
         f_EVPCNaturalFrequency.Exponent = _c3_Exponent
         f_EVPCNaturalFrequency.Value = _c3_Value
@@ -4377,18 +4224,15 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCMaxReceivablePower/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 15
             v_Header = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxGroundClearence is not None): raise EncodeError('missing content: SDMaxGroundClearence')
             el = 'SDMaxGroundClearence'
             if v_SDMaxGroundClearence < 0 or v_SDMaxGroundClearence > 65535: raise EncodeError(f'value {v_SDMaxGroundClearence!r} outside [0, 65535]')
@@ -4419,18 +4263,15 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCNaturalFrequency/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 16
             v_SDMinGroundClearence = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCDeviceLocalControl is not None): raise EncodeError('missing content: EVPCDeviceLocalControl')
             el = 'EVPCDeviceLocalControl'
             if v_EVPCDeviceLocalControl is not True and v_EVPCDeviceLocalControl is not False: raise EncodeError(f'expected a bool, got {v_EVPCDeviceLocalControl!r}')
@@ -4526,16 +4367,15 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -4584,21 +4424,19 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_SDMinOutputPower = _new(iso20_commontypes.RationalNumberType)
         f_SDMinOutputPower.Exponent = _c2_Exponent
         f_SDMinOutputPower.Value = _c2_Value
@@ -4617,20 +4455,18 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_SDMaxOutputPower = _new(iso20_commontypes.RationalNumberType)
         f_SDMaxOutputPower.Exponent = _c3_Exponent
         f_SDMaxOutputPower.Value = _c3_Value
@@ -4646,19 +4482,17 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
-                if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMaxGroundClearanceSupport = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
-            if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+        if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         el = 'SDMinGroundClearanceSupport'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -4671,20 +4505,18 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
-                if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMinGroundClearanceSupport = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
-            if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+        if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         el = 'PDMinCoilCurrent/Exponent'
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMinCoilCurrent/Value'
@@ -4700,21 +4532,19 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_PDMinCoilCurrent = _new(iso20_commontypes.RationalNumberType)
         f_PDMinCoilCurrent.Exponent = _c4_Exponent
         f_PDMinCoilCurrent.Value = _c4_Value
@@ -4733,20 +4563,18 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_PDMaxCoilCurrent = _new(iso20_commontypes.RationalNumberType)
         f_PDMaxCoilCurrent.Exponent = _c5_Exponent
         f_PDMaxCoilCurrent.Value = _c5_Value
@@ -4892,6 +4720,7 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'SDMinOutputPower/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 29) | (_i2 << 21) | (_i3 << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 29
             v_Header = None
@@ -4900,12 +4729,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxOutputPower is not None): raise EncodeError('missing content: SDMaxOutputPower')
             el = 'SDMaxOutputPower'
             _o = v_SDMaxOutputPower
@@ -4916,18 +4741,15 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'SDMaxOutputPower/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             v_SDMinOutputPower = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxGroundClearanceSupport is not None): raise EncodeError('missing content: SDMaxGroundClearanceSupport')
             el = 'SDMaxGroundClearanceSupport'
             if v_SDMaxGroundClearanceSupport < 0 or v_SDMaxGroundClearanceSupport > 65535: raise EncodeError(f'value {v_SDMaxGroundClearanceSupport!r} outside [0, 65535]')
@@ -4958,18 +4780,15 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'PDMinCoilCurrent/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 16
             v_SDMinGroundClearanceSupport = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PDMaxCoilCurrent is not None): raise EncodeError('missing content: PDMaxCoilCurrent')
             el = 'PDMaxCoilCurrent'
             _o = v_PDMaxCoilCurrent
@@ -4980,18 +4799,15 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
             if not (_c7_Value is not None): raise EncodeError('missing content: Value')
             el = 'PDMaxCoilCurrent/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 17
             v_PDMinCoilCurrent = None
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_PDMaxCoilCurrent = None
@@ -5059,21 +4875,19 @@ def _d_WPT_CoordinateXYZType(r):
             elif not _y & 128:
                 q -= 24
                 f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_Coord_X - 1 if _neg else f_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_Coord_X - 1 if _neg else f_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_Coord_X - 1 if _neg else f_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_X = -f_Coord_X - 1
+        if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(r.end - q))
         el = 'Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -5087,21 +4901,19 @@ def _d_WPT_CoordinateXYZType(r):
             elif not _y & 128:
                 q -= 24
                 f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_Coord_Y - 1 if _neg else f_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_Coord_Y - 1 if _neg else f_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_Coord_Y - 1 if _neg else f_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_Y = -f_Coord_Y - 1
+        if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(r.end - q))
         el = 'Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -5115,20 +4927,18 @@ def _d_WPT_CoordinateXYZType(r):
             elif not _y & 128:
                 q -= 24
                 f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_Coord_Z - 1 if _neg else f_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_Coord_Z - 1 if _neg else f_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_Coord_Z - 1 if _neg else f_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_Z = -f_Coord_Z - 1
+        if f_Coord_Z < -32768 or f_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', f_Coord_Z, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -5149,43 +4959,34 @@ def _e_WPT_CoordinateXYZType(w, o):
         v_Coord_Z = o.Coord_Z
         if v_Coord_X is not None:
             el = 'Coord_X'
+            if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
             v = (v << 3) | (v_Coord_X < 0)
             n += 3
             _m = (-v_Coord_X - 1 if v_Coord_X < 0 else v_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'Coord_Y'
+            if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (v_Coord_Y < 0)
             n += 4
             _m = (-v_Coord_Y - 1 if v_Coord_Y < 0 else v_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'Coord_Z'
+            if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (v_Coord_Z < 0)
             n += 4
             _m = (-v_Coord_Z - 1 if v_Coord_Z < 0 else v_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -5224,21 +5025,19 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCoilCurrentRequest.Exponent = _c1_Exponent
         f_EVPCCoilCurrentRequest.Value = _c1_Value
@@ -5257,21 +5056,19 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCoilCurrentInformation.Exponent = _c2_Exponent
         f_EVPCCoilCurrentInformation.Value = _c2_Value
@@ -5290,21 +5087,19 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCurrentOutputInformation.Exponent = _c3_Exponent
         f_EVPCCurrentOutputInformation.Value = _c3_Value
@@ -5323,20 +5118,18 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCVoltageOutputInformation.Exponent = _c4_Exponent
         f_EVPCVoltageOutputInformation.Value = _c4_Value
@@ -5370,17 +5163,14 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCoilCurrentRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
             el = 'EVPCCoilCurrentInformation'
             _o = v_EVPCCoilCurrentInformation
@@ -5391,17 +5181,14 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCoilCurrentInformation/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
             el = 'EVPCCurrentOutputInformation'
             _o = v_EVPCCurrentOutputInformation
@@ -5412,17 +5199,14 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCurrentOutputInformation/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
             el = 'EVPCVoltageOutputInformation'
             _o = v_EVPCVoltageOutputInformation
@@ -5433,17 +5217,14 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCVoltageOutputInformation/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -5606,16 +5387,15 @@ def _d_WPT_FinePositioningReqType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -5963,16 +5743,15 @@ def _d_WPT_FinePositioningResType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -6318,16 +6097,15 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -6392,19 +6170,17 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_NaturalOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
                 _k = 0
@@ -6802,16 +6578,15 @@ def _d_WPT_FinePositioningSetupResType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -6876,19 +6651,17 @@ def _d_WPT_FinePositioningSetupResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_NaturalOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
                 _k = 0
@@ -7354,20 +7127,18 @@ def _d_WPT_LF_DataPackageType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_c1_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 5
                 if q < 0: V, q = r.slideq(q, 5)
                 if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
+                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
                 _c1_c1_EIRP = _new(iso20_commontypes.RationalNumberType)
                 _c1_c1_EIRP.Exponent = _c1_c1_c1_Exponent
                 _c1_c1_EIRP.Value = _c1_c1_c1_Value
@@ -7443,20 +7214,18 @@ def _d_WPT_LF_DataPackageType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c1_c1_c1_c1_Value - 1 if _neg else _c2_c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_c1_c1_c1_Value - 1 if _neg else _c2_c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_c1_c1_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c1_c1_c1_c1_Value - 1 if _neg else _c2_c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 7
                 if q < 0: V, q = r.slideq(q, 7)
                 if (V >> q) & 127: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 if _neg: _c2_c1_c1_c1_c1_Value = -_c2_c1_c1_c1_c1_Value - 1
+                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_c1_c1_c1_Value, r.at(r.end - q))
                 _c2_c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
                 _c2_c1_c1_c1_RSSI.Exponent = _c2_c1_c1_c1_c1_Exponent
                 _c2_c1_c1_c1_RSSI.Value = _c2_c1_c1_c1_c1_Value
@@ -7529,17 +7298,14 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if not -128 <= _c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
+                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
                 n += 16
                 _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 5
                 n += 5
                 v_LF_TxData = None
@@ -7591,17 +7357,14 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if not -128 <= _c2_c1_c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Exponent!r} outside [-128, 127]')
                 if not (_c2_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
+                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c2_c1_c1_c1_c1_Exponent - -128) << 4) | (_c2_c1_c1_c1_c1_Value < 0)
                 n += 16
                 _m = (-_c2_c1_c1_c1_c1_Value - 1 if _c2_c1_c1_c1_c1_Value < 0 else _c2_c1_c1_c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 7
                 n += 7
                 v_LF_RxData = None
@@ -7665,21 +7428,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Coord_X - 1 if _neg else _c1_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Coord_X - 1 if _neg else _c1_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Coord_X - 1 if _neg else _c1_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_X = -_c1_c1_Coord_X - 1
+        if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7693,21 +7454,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Coord_Y - 1 if _neg else _c1_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Coord_Y - 1 if _neg else _c1_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Coord_Y - 1 if _neg else _c1_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_Y = -_c1_c1_Coord_Y - 1
+        if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -7721,21 +7480,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Coord_Z - 1 if _neg else _c1_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Coord_Z - 1 if _neg else _c1_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Coord_Z - 1 if _neg else _c1_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_Z = -_c1_c1_Coord_Z - 1
+        if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c1_Coord_Z, r.at(r.end - q))
         _c1_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c1_TxRxPosition.Coord_X = _c1_c1_Coord_X
         _c1_TxRxPosition.Coord_Y = _c1_c1_Coord_Y
@@ -7753,21 +7510,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c2_Coord_X - 1 if _neg else _c1_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c2_Coord_X - 1 if _neg else _c1_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c2_Coord_X - 1 if _neg else _c1_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_X = -_c1_c2_Coord_X - 1
+        if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7781,21 +7536,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c2_Coord_Y - 1 if _neg else _c1_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c2_Coord_Y - 1 if _neg else _c1_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c2_Coord_Y - 1 if _neg else _c1_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_Y = -_c1_c2_Coord_Y - 1
+        if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -7809,20 +7562,18 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c2_Coord_Z - 1 if _neg else _c1_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c2_Coord_Z - 1 if _neg else _c1_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c2_Coord_Z - 1 if _neg else _c1_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_Z = -_c1_c2_Coord_Z - 1
+        if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c2_Coord_Z, r.at(r.end - q))
         _c1_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c1_TxRxOrientation.Coord_X = _c1_c2_Coord_X
         _c1_TxRxOrientation.Coord_Y = _c1_c2_Coord_Y
@@ -7872,21 +7623,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c1_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
+        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7900,21 +7649,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c1_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
+        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -7928,21 +7675,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c1_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
+        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
         _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
         _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
@@ -7960,21 +7705,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c2_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
+        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7988,21 +7731,19 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c2_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
+        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -8016,20 +7757,18 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c2_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
+        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
         _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
         _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
@@ -8087,21 +7826,19 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c1_Coord_X = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
+                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
                     _neg = (x & 1)
                     if q >= 24:
@@ -8115,21 +7852,19 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c1_Coord_Y = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
+                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
                     _neg = (x & 1)
                     if q >= 24:
@@ -8143,21 +7878,19 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c1_Coord_Z = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 6
                     if q < 0: V, q = r.slideq(q, 6)
                     x = (V >> q) & 63
                     if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
+                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
                     _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                     _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
                     _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
@@ -8175,21 +7908,19 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c2_Coord_X = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
+                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
                     _neg = (x & 1)
                     if q >= 24:
@@ -8203,21 +7934,19 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c2_Coord_Y = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
+                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
                     _neg = (x & 1)
                     if q >= 24:
@@ -8231,20 +7960,18 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c2_Coord_Z = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
+                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
                     _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                     _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
                     _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
@@ -8314,43 +8041,34 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c1_c1_Coord_Z = _o.Coord_Z
             if not (_c1_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxPosition/Coord_X'
+            if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: raise EncodeError(f'value {_c1_c1_Coord_X!r} outside [-32768, 32767]')
             v = (v << 5) | (_c1_c1_Coord_X < 0)
             n += 5
             _m = (-_c1_c1_Coord_X - 1 if _c1_c1_Coord_X < 0 else _c1_c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: raise EncodeError(f'value {_c1_c1_Coord_X!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: raise EncodeError(f'value {_c1_c1_Coord_X!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
+            if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_c1_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c1_Coord_Y < 0)
             n += 4
             _m = (-_c1_c1_Coord_Y - 1 if _c1_c1_Coord_Y < 0 else _c1_c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_c1_Coord_Y!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_c1_Coord_Y!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
+            if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_c1_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c1_Coord_Z < 0)
             n += 4
             _m = (-_c1_c1_Coord_Z - 1 if _c1_c1_Coord_Z < 0 else _c1_c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_c1_Coord_Z!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_c1_Coord_Z!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
             _o = _c1_TxRxOrientation
@@ -8359,43 +8077,34 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c1_c2_Coord_Z = _o.Coord_Z
             if not (_c1_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxOrientation/Coord_X'
+            if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: raise EncodeError(f'value {_c1_c2_Coord_X!r} outside [-32768, 32767]')
             v = (v << 6) | (_c1_c2_Coord_X < 0)
             n += 6
             _m = (-_c1_c2_Coord_X - 1 if _c1_c2_Coord_X < 0 else _c1_c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: raise EncodeError(f'value {_c1_c2_Coord_X!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: raise EncodeError(f'value {_c1_c2_Coord_X!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
+            if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: raise EncodeError(f'value {_c1_c2_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c2_Coord_Y < 0)
             n += 4
             _m = (-_c1_c2_Coord_Y - 1 if _c1_c2_Coord_Y < 0 else _c1_c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: raise EncodeError(f'value {_c1_c2_Coord_Y!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: raise EncodeError(f'value {_c1_c2_Coord_Y!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
+            if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: raise EncodeError(f'value {_c1_c2_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c2_Coord_Z < 0)
             n += 4
             _m = (-_c1_c2_Coord_Z - 1 if _c1_c2_Coord_Z < 0 else _c1_c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: raise EncodeError(f'value {_c1_c2_Coord_Z!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: raise EncodeError(f'value {_c1_c2_Coord_Z!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_RxSpecData += 1
@@ -8422,43 +8131,34 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c2_c1_Coord_Z = _o.Coord_Z
             if not (_c2_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxPosition/Coord_X'
+            if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
             v = (v << 5) | (_c2_c1_Coord_X < 0)
             n += 5
             _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
+            if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c1_Coord_Y < 0)
             n += 4
             _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
+            if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c1_Coord_Z < 0)
             n += 4
             _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
             _o = _c2_TxRxOrientation
@@ -8467,43 +8167,34 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c2_c2_Coord_Z = _o.Coord_Z
             if not (_c2_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxOrientation/Coord_X'
+            if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
             v = (v << 6) | (_c2_c2_Coord_X < 0)
             n += 6
             _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
+            if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c2_Coord_Y < 0)
             n += 4
             _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
+            if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c2_Coord_Z < 0)
             n += 4
             _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_RxSpecData += 1
@@ -8536,43 +8227,34 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     _c3_c1_Coord_Z = _o.Coord_Z
                     if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'RxSpecData/TxRxPosition/Coord_X'
+                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 5) | (_c3_c1_Coord_X < 0)
                     n += 5
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
+                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
+                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'RxSpecData/TxRxOrientation'
                     _o = _c3_TxRxOrientation
@@ -8581,43 +8263,34 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     _c3_c2_Coord_Z = _o.Coord_Z
                     if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'RxSpecData/TxRxOrientation/Coord_X'
+                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 6) | (_c3_c2_Coord_X < 0)
                     n += 6
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
+                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
+                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_RxSpecData += 1
@@ -8714,20 +8387,18 @@ def _d_WPT_LF_RxDataListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         if (V >> q) & 63: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
         if _neg: _c1_c1_c1_c1_Value = -_c1_c1_c1_c1_Value - 1
+        if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_c1_Value, r.at(r.end - q))
         _c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_c1_c1_RSSI.Exponent = _c1_c1_c1_c1_Exponent
         _c1_c1_c1_RSSI.Value = _c1_c1_c1_c1_Value
@@ -8795,17 +8466,14 @@ def _e_WPT_LF_RxDataListType(w, o):
             if not -128 <= _c1_c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
+            if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_c1_c1_Value - 1 if _c1_c1_c1_c1_Value < 0 else _c1_c1_c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 6
             n += 6
         else:
@@ -8888,20 +8556,18 @@ def _d_WPT_LF_RxDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 5
         if q < 0: V, q = r.slideq(q, 5)
         if (V >> q) & 31: raise r.deviation('WPT_LF_RxDataType', r.end - q)
         if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
+        if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
         _c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_c1_RSSI.Exponent = _c1_c1_c1_Exponent
         _c1_c1_RSSI.Value = _c1_c1_c1_Value
@@ -8963,17 +8629,14 @@ def _e_WPT_LF_RxDataType(w, o):
             if not -128 <= _c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSIData/RSSIDataList/RSSI/Value'
+            if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 5
             n += 5
         else:
@@ -9032,20 +8695,18 @@ def _d_WPT_LF_RxRSSIListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_RSSI.Exponent = _c1_c1_Exponent
         _c1_RSSI.Value = _c1_c1_Value
@@ -9090,17 +8751,14 @@ def _e_WPT_LF_RxRSSIListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSIDataList/RSSI/Value'
+            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
         else:
@@ -9160,20 +8818,18 @@ def _d_WPT_LF_RxRSSIType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_RSSI = _new(iso20_commontypes.RationalNumberType)
         f_RSSI.Exponent = _c1_Exponent
         f_RSSI.Value = _c1_Value
@@ -9212,17 +8868,14 @@ def _e_WPT_LF_RxRSSIType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSI/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -9340,20 +8993,18 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 5
                 if q < 0: V, q = r.slideq(q, 5)
                 if (V >> q) & 31: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_SignalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SignalFrequency.Exponent = _c1_Exponent
                 f_SignalFrequency.Value = _c1_Value
@@ -9394,21 +9045,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
+                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9422,21 +9071,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
+                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9450,21 +9097,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
                 x = (V >> q) & 63
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
+                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
                 _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
                 _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
@@ -9482,21 +9127,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
+                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9510,21 +9153,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
+                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9538,20 +9179,18 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
+                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
                 _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
                 _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
@@ -9601,21 +9240,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c1_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
+                if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9629,21 +9266,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c1_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
+                if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9657,21 +9292,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c1_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
                 x = (V >> q) & 63
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
+                if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
                 _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
                 _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
@@ -9689,21 +9322,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c2_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
+                if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9717,21 +9348,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c2_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
+                if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9745,20 +9374,18 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c2_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
+                if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
                 _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
                 _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
@@ -9816,21 +9443,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_c1_Coord_X - 1 if _neg else _c4_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_c1_Coord_X - 1 if _neg else _c4_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c1_Coord_X = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_c1_Coord_X - 1 if _neg else _c4_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_X = -_c4_c1_Coord_X - 1
+                        if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9844,21 +9469,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_c1_Coord_Y - 1 if _neg else _c4_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_c1_Coord_Y - 1 if _neg else _c4_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c1_Coord_Y = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_c1_Coord_Y - 1 if _neg else _c4_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_Y = -_c4_c1_Coord_Y - 1
+                        if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9872,21 +9495,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_c1_Coord_Z - 1 if _neg else _c4_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_c1_Coord_Z - 1 if _neg else _c4_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c1_Coord_Z = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_c1_Coord_Z - 1 if _neg else _c4_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_Z = -_c4_c1_Coord_Z - 1
+                        if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c1_Coord_Z, r.at(r.end - q))
                         _c4_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                         _c4_TxRxPosition.Coord_X = _c4_c1_Coord_X
                         _c4_TxRxPosition.Coord_Y = _c4_c1_Coord_Y
@@ -9904,21 +9525,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_c2_Coord_X - 1 if _neg else _c4_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_c2_Coord_X - 1 if _neg else _c4_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c2_Coord_X = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_c2_Coord_X - 1 if _neg else _c4_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_X = -_c4_c2_Coord_X - 1
+                        if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9932,21 +9551,19 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_c2_Coord_Y - 1 if _neg else _c4_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_c2_Coord_Y - 1 if _neg else _c4_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c2_Coord_Y = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_c2_Coord_Y - 1 if _neg else _c4_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_Y = -_c4_c2_Coord_Y - 1
+                        if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9960,20 +9577,18 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c4_c2_Coord_Z - 1 if _neg else _c4_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c4_c2_Coord_Z - 1 if _neg else _c4_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c2_Coord_Z = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c4_c2_Coord_Z - 1 if _neg else _c4_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_Z = -_c4_c2_Coord_Z - 1
+                        if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(r.end - q))
                         _c4_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                         _c4_TxRxOrientation.Coord_X = _c4_c2_Coord_X
                         _c4_TxRxOrientation.Coord_Y = _c4_c2_Coord_Y
@@ -10058,18 +9673,15 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                     if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'SignalFrequency/Value'
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 26) | (v_NumberOfTransmitters << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                     n += 26
                     v_NumberOfTransmitters = None
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
                     _o = v_TxSpecData[i_TxSpecData]
@@ -10094,43 +9706,34 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c2_c1_Coord_Z = _o.Coord_Z
                     if not (_c2_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxPosition/Coord_X'
+                    if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 5) | (_c2_c1_Coord_X < 0)
                     n += 5
                     _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
+                    if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c1_Coord_Y < 0)
                     n += 4
                     _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
+                    if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c1_Coord_Z < 0)
                     n += 4
                     _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
                     _o = _c2_TxRxOrientation
@@ -10139,43 +9742,34 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c2_c2_Coord_Z = _o.Coord_Z
                     if not (_c2_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxOrientation/Coord_X'
+                    if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 6) | (_c2_c2_Coord_X < 0)
                     n += 6
                     _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
+                    if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c2_Coord_Y < 0)
                     n += 4
                     _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
+                    if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c2_Coord_Z < 0)
                     n += 4
                     _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_TxSpecData += 1
@@ -10202,43 +9796,34 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c3_c1_Coord_Z = _o.Coord_Z
                     if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxPosition/Coord_X'
+                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 5) | (_c3_c1_Coord_X < 0)
                     n += 5
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
+                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
+                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
                     _o = _c3_TxRxOrientation
@@ -10247,43 +9832,34 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c3_c2_Coord_Z = _o.Coord_Z
                     if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxOrientation/Coord_X'
+                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 6) | (_c3_c2_Coord_X < 0)
                     n += 6
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
+                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
+                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_TxSpecData += 1
@@ -10316,43 +9892,34 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         _c4_c1_Coord_Z = _o.Coord_Z
                         if not (_c4_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                         el = 'TxSpecData/TxRxPosition/Coord_X'
+                        if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: raise EncodeError(f'value {_c4_c1_Coord_X!r} outside [-32768, 32767]')
                         v = (v << 5) | (_c4_c1_Coord_X < 0)
                         n += 5
                         _m = (-_c4_c1_Coord_X - 1 if _c4_c1_Coord_X < 0 else _c4_c1_Coord_X)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: raise EncodeError(f'value {_c4_c1_Coord_X!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: raise EncodeError(f'value {_c4_c1_Coord_X!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
+                        if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: raise EncodeError(f'value {_c4_c1_Coord_Y!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c1_Coord_Y < 0)
                         n += 4
                         _m = (-_c4_c1_Coord_Y - 1 if _c4_c1_Coord_Y < 0 else _c4_c1_Coord_Y)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: raise EncodeError(f'value {_c4_c1_Coord_Y!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: raise EncodeError(f'value {_c4_c1_Coord_Y!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
+                        if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: raise EncodeError(f'value {_c4_c1_Coord_Z!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c1_Coord_Z < 0)
                         n += 4
                         _m = (-_c4_c1_Coord_Z - 1 if _c4_c1_Coord_Z < 0 else _c4_c1_Coord_Z)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: raise EncodeError(f'value {_c4_c1_Coord_Z!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: raise EncodeError(f'value {_c4_c1_Coord_Z!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                         el = 'TxSpecData/TxRxOrientation'
                         _o = _c4_TxRxOrientation
@@ -10361,43 +9928,34 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         _c4_c2_Coord_Z = _o.Coord_Z
                         if not (_c4_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
+                        if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: raise EncodeError(f'value {_c4_c2_Coord_X!r} outside [-32768, 32767]')
                         v = (v << 6) | (_c4_c2_Coord_X < 0)
                         n += 6
                         _m = (-_c4_c2_Coord_X - 1 if _c4_c2_Coord_X < 0 else _c4_c2_Coord_X)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: raise EncodeError(f'value {_c4_c2_Coord_X!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: raise EncodeError(f'value {_c4_c2_Coord_X!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
+                        if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: raise EncodeError(f'value {_c4_c2_Coord_Y!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c2_Coord_Y < 0)
                         n += 4
                         _m = (-_c4_c2_Coord_Y - 1 if _c4_c2_Coord_Y < 0 else _c4_c2_Coord_Y)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: raise EncodeError(f'value {_c4_c2_Coord_Y!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: raise EncodeError(f'value {_c4_c2_Coord_Y!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
+                        if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: raise EncodeError(f'value {_c4_c2_Coord_Z!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c2_Coord_Z < 0)
                         n += 4
                         _m = (-_c4_c2_Coord_Z - 1 if _c4_c2_Coord_Z < 0 else _c4_c2_Coord_Z)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: raise EncodeError(f'value {_c4_c2_Coord_Z!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: raise EncodeError(f'value {_c4_c2_Coord_Z!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 3
                         n += 3
                         i_TxSpecData += 1
@@ -10496,20 +10054,18 @@ def _d_WPT_LF_TxDataListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_EIRP = _new(iso20_commontypes.RationalNumberType)
         _c1_EIRP.Exponent = _c1_c1_Exponent
         _c1_EIRP.Value = _c1_c1_Value
@@ -10554,17 +10110,14 @@ def _e_WPT_LF_TxDataListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'WPT_LF_TxDataList/EIRP/Value'
+            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
         else:
@@ -10624,20 +10177,18 @@ def _d_WPT_LF_TxDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_TxDataType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EIRP = _new(iso20_commontypes.RationalNumberType)
         f_EIRP.Exponent = _c1_Exponent
         f_EIRP.Value = _c1_Value
@@ -10676,17 +10227,14 @@ def _e_WPT_LF_TxDataType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EIRP/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -10846,16 +10394,15 @@ def _d_WPT_PairingReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11171,16 +10718,15 @@ def _d_WPT_PairingResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11630,20 +11176,18 @@ def _d_WPT_SPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_SPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
         f_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c1_Exponent
         f_SPCPrimaryDeviceCoilCurrentInformation.Value = _c1_Value
@@ -11671,17 +11215,14 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'SPCPrimaryDeviceCoilCurrentInformation/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -11719,19 +11260,17 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_IndexNumber = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11776,19 +11315,17 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_IndexNumber = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11841,19 +11378,17 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_IndexNumber = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -11903,19 +11438,17 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             f_PulseSeparationTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                            if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         s = 4
                         break
                     else:
@@ -11936,19 +11469,17 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_PulseDuration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 el = 'PackageSeparationTime'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11961,19 +11492,17 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_PackageSeparationTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                 s = -1
             if s == 258:
                 q -= 2
@@ -11991,19 +11520,17 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_PulseSeparationTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 s = 4
         r.pos = r.end - q
     except Exception as e:
@@ -12205,19 +11732,17 @@ def _d_WPT_TxRxPulseOrderType(r):
             elif not _y & 128:
                 q -= 24
                 f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-                if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_IndexNumber = (V >> q) & 127
         else:
             r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
-            if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_TxRxPulseOrderType', r.end - q)
+        if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         el = 'TxRxIdentifier'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -12333,21 +11858,19 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Coord_X - 1 if _neg else _c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Coord_X - 1 if _neg else _c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Coord_X - 1 if _neg else _c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_X = -_c1_Coord_X - 1
+        if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_Coord_X, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -12361,21 +11884,19 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Coord_Y - 1 if _neg else _c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Coord_Y - 1 if _neg else _c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Coord_Y - 1 if _neg else _c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_Y = -_c1_Coord_Y - 1
+        if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_Coord_Y, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -12389,21 +11910,19 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Coord_Z - 1 if _neg else _c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Coord_Z - 1 if _neg else _c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Coord_Z - 1 if _neg else _c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 62: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_Z = -_c1_Coord_Z - 1
+        if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_Coord_Z, r.at(r.end - q))
         f_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         f_TxRxPosition.Coord_X = _c1_Coord_X
         f_TxRxPosition.Coord_Y = _c1_Coord_Y
@@ -12421,21 +11940,19 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Coord_X - 1 if _neg else _c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Coord_X - 1 if _neg else _c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Coord_X - 1 if _neg else _c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_X = -_c2_Coord_X - 1
+        if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_Coord_X, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -12449,21 +11966,19 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Coord_Y - 1 if _neg else _c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Coord_Y - 1 if _neg else _c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Coord_Y - 1 if _neg else _c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_Y = -_c2_Coord_Y - 1
+        if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_Coord_Y, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -12477,20 +11992,18 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Coord_Z - 1 if _neg else _c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Coord_Z - 1 if _neg else _c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Coord_Z - 1 if _neg else _c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_Z = -_c2_Coord_Z - 1
+        if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_Coord_Z, r.at(r.end - q))
         f_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         f_TxRxOrientation.Coord_X = _c2_Coord_X
         f_TxRxOrientation.Coord_Y = _c2_Coord_Y
@@ -12530,43 +12043,34 @@ def _e_WPT_TxRxSpecDataType(w, o):
             _c1_Coord_Z = _o.Coord_Z
             if not (_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'TxRxPosition/Coord_X'
+            if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
             v = (v << 5) | (_c1_Coord_X < 0)
             n += 5
             _m = (-_c1_Coord_X - 1 if _c1_Coord_X < 0 else _c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxPosition/Coord_Y'
+            if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_Coord_Y < 0)
             n += 4
             _m = (-_c1_Coord_Y - 1 if _c1_Coord_Y < 0 else _c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_Coord_Y!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_Coord_Y!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxPosition/Coord_Z'
+            if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_Coord_Z < 0)
             n += 4
             _m = (-_c1_Coord_Z - 1 if _c1_Coord_Z < 0 else _c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_Coord_Z!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_Coord_Z!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'TxRxOrientation'
             _o = v_TxRxOrientation
@@ -12575,43 +12079,34 @@ def _e_WPT_TxRxSpecDataType(w, o):
             _c2_Coord_Z = _o.Coord_Z
             if not (_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'TxRxOrientation/Coord_X'
+            if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
             v = (v << 6) | (_c2_Coord_X < 0)
             n += 6
             _m = (-_c2_Coord_X - 1 if _c2_Coord_X < 0 else _c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxOrientation/Coord_Y'
+            if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_Coord_Y < 0)
             n += 4
             _m = (-_c2_Coord_Y - 1 if _c2_Coord_Y < 0 else _c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_Coord_Y!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_Coord_Y!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxOrientation/Coord_Z'
+            if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_Coord_Z < 0)
             n += 4
             _m = (-_c2_Coord_Z - 1 if _c2_Coord_Z < 0 else _c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_Coord_Z!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_Coord_Z!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -12916,19 +12411,17 @@ def _de11(r):  # AckMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -12966,16 +12459,15 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13013,16 +12505,15 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13097,16 +12588,15 @@ def _de15(r):  # CapacitiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13144,16 +12634,15 @@ def _de16(r):  # ChargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13211,37 +12700,32 @@ def _de18(r):  # Coord_X
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Coord_X', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Coord_X', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # Coord_X
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -13266,37 +12750,32 @@ def _de19(r):  # Coord_Y
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Coord_Y', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # Coord_Y
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -13321,37 +12800,32 @@ def _de20(r):  # Coord_Z
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Coord_Z', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # Coord_Z
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -13376,16 +12850,15 @@ def _de21(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13730,19 +13203,17 @@ def _de33(r):  # IndexNumber
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('IndexNumber', r.end - q)
+    if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13987,37 +13458,32 @@ def _de41(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee41(w, o):  # MeterStatus
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -14042,16 +13508,15 @@ def _de42(r):  # MeterTimestamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14143,19 +13608,17 @@ def _de45(r):  # NaturalOffset
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NaturalOffset', r.end - q)
+    if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14191,19 +13654,17 @@ def _de46(r):  # NotificationMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14491,19 +13952,17 @@ def _de56(r):  # PackageSeparationTime
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PackageSeparationTime', r.end - q)
+    if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14574,19 +14033,17 @@ def _de58(r):  # Port
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Port', r.end - q)
+    if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14643,19 +14100,17 @@ def _de60(r):  # PulseDuration
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseDuration', r.end - q)
+    if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14691,19 +14146,17 @@ def _de61(r):  # PulseSeparationTime
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseSeparationTime', r.end - q)
+    if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14776,16 +14229,15 @@ def _de63(r):  # RemainingTimeToMaximumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14823,16 +14275,15 @@ def _de64(r):  # RemainingTimeToMinimumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14870,16 +14321,15 @@ def _de65(r):  # RemainingTimeToTargetSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15021,19 +14471,17 @@ def _de69(r):  # SDMaxGroundClearanceSupport
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearanceSupport', r.end - q)
+    if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15069,19 +14517,17 @@ def _de70(r):  # SDMaxGroundClearence
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearence', r.end - q)
+    if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15117,19 +14563,17 @@ def _de71(r):  # SDMinGroundClearanceSupport
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearanceSupport', r.end - q)
+    if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15165,19 +14609,17 @@ def _de72(r):  # SDMinGroundClearence
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearence', r.end - q)
+    if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15444,16 +14886,15 @@ def _de80(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15491,16 +14932,15 @@ def _de81(r):  # TimeStamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15630,37 +15070,32 @@ def _de84(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
-        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee84(w, o):  # Value
     v = w.v
     n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else:
-        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
-        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

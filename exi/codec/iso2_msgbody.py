@@ -434,20 +434,18 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
                         _c5_c1_EVSENotification = ((x >> 1) & 3)
                         if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
@@ -978,20 +976,18 @@ def _d_BodyType(r):
                                 elif not _y & 128:
                                     q -= 24
                                     _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                    if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                                 else:
                                     r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
-                                    if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c9_MaxEntriesSAScheduleTuple = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
                             if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
                             _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
                             if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
@@ -1049,16 +1045,15 @@ def _d_BodyType(r):
                                             _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                         else:
                                             r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                            if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(r.end - q))
                                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                         q -= 8
                                         _c9_c1_DepartureTime = (V >> q) & 127
                                     else:
                                         r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                        if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(r.end - q))
                                     q -= 2
                                     if q < 0: V, q = r.slideq(q, 2)
                                     if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                                    if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(r.end - q))
                                 elif ec == 1:
                                     pass
                                 else:
@@ -1362,17 +1357,16 @@ def _d_BodyType(r):
                                 _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c13_EVSETimeStamp - 1 if _neg else _c13_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c13_EVSETimeStamp = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c13_EVSETimeStamp - 1 if _neg else _c13_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_EVSETimeStamp = -_c13_EVSETimeStamp - 1
+                        if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c13_EVSETimeStamp, r.at(r.end - q))
                         _cv = _new(iso2_msgbody.PaymentDetailsResType)
                         _cv.ResponseCode = _c13_ResponseCode
                         _cv.GenChallenge = _c13_GenChallenge
@@ -1481,21 +1475,19 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c16_c2_Value - 1 if _neg else _c16_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c16_c2_Value - 1 if _neg else _c16_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c16_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c16_c2_Value - 1 if _neg else _c16_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 18
                         if q < 0: V, q = r.slideq(q, 18)
                         x = (V >> q) & 262143
                         if x & 254862: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                        if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
                         _c16_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c16_EVTargetVoltage.Multiplier = _c16_c2_Multiplier
                         _c16_EVTargetVoltage.Unit = _c16_c2_Unit
@@ -1526,20 +1518,18 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c16_c3_Value - 1 if _neg else _c16_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c16_c3_Value - 1 if _neg else _c16_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c16_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c16_c3_Value - 1 if _neg else _c16_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c16_c3_Value = -_c16_c3_Value - 1
+                        if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c3_Value, r.at(r.end - q))
                         _c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c16_EVTargetCurrent.Multiplier = _c16_c3_Multiplier
                         _c16_EVTargetCurrent.Unit = _c16_c3_Unit
@@ -1580,20 +1570,18 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c17_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
                         _c17_c1_EVSENotification = ((x >> 1) & 3)
                         if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(r.end - q))
@@ -1674,20 +1662,18 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c17_c2_Value - 1 if _neg else _c17_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c17_c2_Value - 1 if _neg else _c17_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c17_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c17_c2_Value - 1 if _neg else _c17_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c17_c2_Value = -_c17_c2_Value - 1
+                        if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(r.end - q))
                         _c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c17_EVSEPresentVoltage.Multiplier = _c17_c2_Multiplier
                         _c17_EVSEPresentVoltage.Unit = _c17_c2_Unit
@@ -1715,19 +1701,17 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c18_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
                         _cv = _new(iso2_msgbody.ServiceDetailReqType)
                         _cv.ServiceID = _c18_ServiceID
                         s = 1
@@ -1757,19 +1741,17 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c19_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
                         _c19_s = 2
                         if _c19_s == 2:
                             q -= 2
@@ -1947,17 +1929,16 @@ def _d_BodyType(r):
                                         _c22_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                                        if (_sv := -_c22_EVSETimeStamp - 1 if _neg else _c22_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c22_EVSETimeStamp = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c22_EVSETimeStamp - 1 if _neg else _c22_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                                 if _neg: _c22_EVSETimeStamp = -_c22_EVSETimeStamp - 1
+                                if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c22_EVSETimeStamp, r.at(r.end - q))
                                 _c22_s = -1
                             elif ec == 1:
                                 pass
@@ -2058,20 +2039,18 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c26_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                         _c26_c1_EVSENotification = ((x >> 1) & 3)
                         if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
@@ -2152,20 +2131,18 @@ def _d_BodyType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c26_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c26_c2_Value - 1 if _neg else _c26_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                        if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
                         _c26_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
                         _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
@@ -3033,15 +3010,14 @@ def _e_BodyType(w, o):
             else: w.v = v; w.n = n; w.binary(_c13_GenChallenge); v = w.v; n = w.n
             if not (_c13_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
             el = 'PaymentDetailsRes/EVSETimeStamp'
+            if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c13_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
             v = (v << 4) | (_c13_EVSETimeStamp < 0)
             n += 4
             _m = (-_c13_EVSETimeStamp - 1 if _c13_EVSETimeStamp < 0 else _c13_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c13_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3132,17 +3108,14 @@ def _e_BodyType(w, o):
             if _c16_c2_i1 is None: raise EncodeError(f'{_c16_c2_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c16_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'PreChargeReq/EVTargetVoltage/Value'
+            if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: raise EncodeError(f'value {_c16_c2_Value!r} outside [-32768, 32767]')
             v = (v << 45) | (23 << 39) | (_c16_c1_EVReady << 35) | (_c16_c1_i1 << 28) | (_c16_c1_EVRESSSOC << 18) | ((_c16_c2_Multiplier - -3) << 10) | (_c16_c2_i1 << 4) | (_c16_c2_Value < 0)
             n += 45
             _m = (-_c16_c2_Value - 1 if _c16_c2_Value < 0 else _c16_c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: raise EncodeError(f'value {_c16_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: raise EncodeError(f'value {_c16_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c16_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
             _o = _c16_EVTargetCurrent
@@ -3158,17 +3131,14 @@ def _e_BodyType(w, o):
             if _c16_c3_i1 is None: raise EncodeError(f'{_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'PreChargeReq/EVTargetCurrent/Value'
+            if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c16_c3_Multiplier - -3) << 10) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
             n += 18
             _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
             if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3257,17 +3227,14 @@ def _e_BodyType(w, o):
             if _c17_c3_i1 is None: raise EncodeError(f'{_c17_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c17_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'PreChargeRes/EVSEPresentVoltage/Value'
+            if _c17_c3_Value < -32768 or _c17_c3_Value > 32767: raise EncodeError(f'value {_c17_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c17_c3_Multiplier - -3) << 10) | (_c17_c3_i1 << 4) | (_c17_c3_Value < 0)
             n += 16
             _m = (-_c17_c3_Value - 1 if _c17_c3_Value < 0 else _c17_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c17_c3_Value < -32768 or _c17_c3_Value > 32767: raise EncodeError(f'value {_c17_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c17_c3_Value < -32768 or _c17_c3_Value > 32767: raise EncodeError(f'value {_c17_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
             if o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3439,15 +3406,14 @@ def _e_BodyType(w, o):
             if _c22_s == 2:
                 if _c22_EVSETimeStamp is not None:
                     el = 'SessionSetupRes/EVSETimeStamp'
+                    if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
                     v = (v << 4) | (_c22_EVSETimeStamp < 0)
                     n += 4
                     _m = (-_c22_EVSETimeStamp - 1 if _c22_EVSETimeStamp < 0 else _c22_EVSETimeStamp)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     _c22_s = -1
@@ -3589,17 +3555,14 @@ def _e_BodyType(w, o):
             if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+            if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c26_c3_Multiplier - -3) << 10) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
             n += 16
             _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
         else:
@@ -3716,20 +3679,18 @@ def _d_CableCheckResType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -4992,20 +4953,18 @@ def _d_CertificateUpdateResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_RetryCounter - 1 if _neg else f_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_RetryCounter - 1 if _neg else f_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RetryCounter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_RetryCounter - 1 if _neg else f_RetryCounter) < -32768 or _sv > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
                 if _neg: f_RetryCounter = -f_RetryCounter - 1
+                if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
@@ -5235,17 +5194,14 @@ def _e_CertificateUpdateResType(w, o):
         if s == 6:
             if v_RetryCounter is not None:
                 el = 'RetryCounter'
+                if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_RetryCounter < 0)
                 n += 4
                 _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = -1
@@ -5288,20 +5244,18 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 elif not _y & 128:
                     q -= 24
                     f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_MaxEntriesSAScheduleTuple = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
-                if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
             el = 'RequestedEnergyTransferMode'
             f_RequestedEnergyTransferMode = ((x >> 1) & 7)
             if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
@@ -5359,16 +5313,15 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_DepartureTime = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                    if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                 elif ec == 1:
                     pass
                 else:
@@ -5552,20 +5505,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 q -= 27
                 if q < 0: V, q = r.slideq(q, 27)
                 x = (V >> q) & 134217727
                 if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
                 if _t is None:
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
@@ -5607,21 +5558,19 @@ def _d_ChargeParameterDiscoveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 18
                 if q < 0: V, q = r.slideq(q, 18)
                 x = (V >> q) & 262143
                 if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                 _c2_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c2_EVSENominalVoltage.Multiplier = _c2_c2_Multiplier
                 _c2_EVSENominalVoltage.Unit = _c2_c2_Unit
@@ -5652,20 +5601,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                 _c2_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
                 _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
@@ -5710,20 +5657,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(r.end - q))
                 q -= 27
                 if q < 0: V, q = r.slideq(q, 27)
                 x = (V >> q) & 134217727
                 if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
                 if _t is None:
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
@@ -5765,21 +5710,19 @@ def _d_ChargeParameterDiscoveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_c2_Value - 1 if _neg else _c4_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_c2_Value - 1 if _neg else _c4_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_c2_Value - 1 if _neg else _c4_c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 18
                 if q < 0: V, q = r.slideq(q, 18)
                 x = (V >> q) & 262143
                 if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c4_c2_Value = -_c4_c2_Value - 1
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
                 _c4_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c4_EVSENominalVoltage.Multiplier = _c4_c2_Multiplier
                 _c4_EVSENominalVoltage.Unit = _c4_c2_Unit
@@ -5810,20 +5753,18 @@ def _d_ChargeParameterDiscoveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_c3_Value - 1 if _neg else _c4_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_c3_Value - 1 if _neg else _c4_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_c3_Value - 1 if _neg else _c4_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c4_c3_Value = -_c4_c3_Value - 1
+                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(r.end - q))
                 _c4_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c4_EVSEMaxCurrent.Multiplier = _c4_c3_Multiplier
                 _c4_EVSEMaxCurrent.Unit = _c4_c3_Unit
@@ -5954,17 +5895,14 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 27) | (_c4_c1_i1 << 22) | (_c4_c1_RCD << 18) | ((_c4_c2_Multiplier - -3) << 10) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
                 n += 27
                 _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 _o = _c4_EVSEMaxCurrent
@@ -5980,17 +5918,14 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c4_c3_Multiplier - -3) << 10) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
                 n += 18
                 _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_AC_EVSEChargeParameter = None
@@ -6057,17 +5992,14 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c6_c2_i1 is None: raise EncodeError(f'{_c6_c2_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 27) | (_c6_c1_i1 << 22) | (_c6_c1_RCD << 18) | ((_c6_c2_Multiplier - -3) << 10) | (_c6_c2_i1 << 4) | (_c6_c2_Value < 0)
                 n += 27
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 _o = _c6_EVSEMaxCurrent
@@ -6083,17 +6015,14 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c6_c3_i1 is None: raise EncodeError(f'{_c6_c3_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c6_c3_Multiplier - -3) << 10) | (_c6_c3_i1 << 4) | (_c6_c3_Value < 0)
                 n += 18
                 _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_AC_EVSEChargeParameter = None
@@ -6225,20 +6154,18 @@ def _d_ChargingStatusResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
                 f_EVSEMaxCurrent.Unit = _c1_Unit
@@ -6274,20 +6201,18 @@ def _d_ChargingStatusResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
                 x = (V >> q) & 2047
                 if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
@@ -6340,20 +6265,18 @@ def _d_ChargingStatusResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
                 x = (V >> q) & 2047
                 if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
@@ -6400,20 +6323,18 @@ def _d_ChargingStatusResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
                 x = (V >> q) & 2047
                 if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
@@ -6448,20 +6369,18 @@ def _d_ChargingStatusResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             q -= 11
             if q < 0: V, q = r.slideq(q, 11)
             x = (V >> q) & 2047
             if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -6547,17 +6466,14 @@ def _e_ChargingStatusResType(w, o):
                 if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaxCurrent/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
                 n += 18
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -6781,20 +6697,18 @@ def _d_CurrentDemandReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c2_Multiplier
         f_EVTargetCurrent.Unit = _c2_Unit
@@ -6835,20 +6749,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c3_Unit
@@ -6885,20 +6797,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c4_Unit
@@ -6935,20 +6845,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c5_Unit
@@ -7007,20 +6915,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c6_Unit
@@ -7057,20 +6963,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c7_Unit
@@ -7129,20 +7033,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c8_Unit
@@ -7231,20 +7133,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_RemainingTimeToFullSoC = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
                 f_RemainingTimeToFullSoC.Unit = _c9_Unit
@@ -7281,20 +7181,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c10_Unit
@@ -7331,20 +7229,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c11_Multiplier
                 f_EVTargetVoltage.Unit = _c11_Unit
@@ -7387,20 +7283,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c12_Unit
@@ -7437,20 +7331,18 @@ def _d_CurrentDemandReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c13_Multiplier
                 f_EVTargetVoltage.Unit = _c13_Unit
@@ -7489,20 +7381,18 @@ def _d_CurrentDemandReqType(r):
                 elif not _y & 128:
                     q -= 24
                     _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c14_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
             if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVTargetVoltage.Multiplier = _c14_Multiplier
             f_EVTargetVoltage.Unit = _c14_Unit
@@ -7576,17 +7466,14 @@ def _e_CurrentDemandReqType(w, o):
             if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetCurrent/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 39
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -7608,17 +7495,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltageLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 18
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -7637,17 +7521,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumCurrentLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -7666,17 +7547,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumPowerLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 15) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
                 n += 18
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 5
@@ -7710,17 +7588,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -7739,17 +7614,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumPowerLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 5
@@ -7783,17 +7655,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumPowerLimit/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 5
@@ -7851,17 +7720,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'RemainingTimeToFullSoC/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -7880,17 +7746,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'RemainingTimeToBulkSoC/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 15) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -7909,17 +7772,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetVoltage/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 15) | ((_c11_Multiplier - -3) << 10) | (_c11_i1 << 4) | (_c11_Value < 0)
                 n += 17
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 10
@@ -7941,17 +7801,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'RemainingTimeToBulkSoC/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Multiplier - -3) << 10) | (_c12_i1 << 4) | (_c12_Value < 0)
                 n += 17
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -7970,17 +7827,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetVoltage/Value'
+                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 15) | ((_c13_Multiplier - -3) << 10) | (_c13_i1 << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 10
@@ -8002,17 +7856,14 @@ def _e_CurrentDemandReqType(w, o):
                 if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetVoltage/Value'
+                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c14_Multiplier - -3) << 10) | (_c14_i1 << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 10
@@ -8076,20 +7927,18 @@ def _d_CurrentDemandResType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -8170,21 +8019,19 @@ def _d_CurrentDemandResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('CurrentDemandResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
@@ -8215,21 +8062,19 @@ def _d_CurrentDemandResType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 14
         if q < 0: V, q = r.slideq(q, 14)
         x = (V >> q) & 16383
         if x & 15837: raise r.deviation('CurrentDemandResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEPresentCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
         f_EVSEPresentCurrent.Unit = _c3_Unit
@@ -8281,20 +8126,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
                 f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
@@ -8331,20 +8174,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
@@ -8381,20 +8222,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c6_Unit
@@ -8450,20 +8289,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
@@ -8500,20 +8337,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c8_Unit
@@ -8569,20 +8404,18 @@ def _d_CurrentDemandResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c9_Unit
@@ -8789,17 +8622,14 @@ def _e_CurrentDemandResType(w, o):
             if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
             _o = v_EVSEPresentCurrent
@@ -8815,17 +8645,14 @@ def _e_CurrentDemandResType(w, o):
             if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
             el = 'EVSECurrentLimitAchieved'
             if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
@@ -8856,17 +8683,14 @@ def _e_CurrentDemandResType(w, o):
                 if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
                 n += 18
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -8885,17 +8709,14 @@ def _e_CurrentDemandResType(w, o):
                 if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -8914,17 +8735,14 @@ def _e_CurrentDemandResType(w, o):
                 if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumPowerLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 10
@@ -8959,17 +8777,14 @@ def _e_CurrentDemandResType(w, o):
                 if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumCurrentLimit/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 9
@@ -8988,17 +8803,14 @@ def _e_CurrentDemandResType(w, o):
                 if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumPowerLimit/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 10
@@ -9033,17 +8845,14 @@ def _e_CurrentDemandResType(w, o):
                 if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumPowerLimit/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 10
@@ -9343,20 +9152,18 @@ def _d_MeteringReceiptResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
                 x = (V >> q) & 2047
                 if x & 1851: raise r.deviation('MeteringReceiptResType', r.end - q)
+                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
@@ -9394,20 +9201,18 @@ def _d_MeteringReceiptResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
                 x = (V >> q) & 63
                 if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 1) & 3)
                 if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
@@ -9475,20 +9280,18 @@ def _d_MeteringReceiptResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 q -= 7
                 if q < 0: V, q = r.slideq(q, 7)
                 x = (V >> q) & 127
                 if x & 115: raise r.deviation('MeteringReceiptResType', r.end - q)
+                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c3_EVSENotification = ((x >> 2) & 3)
                 if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
@@ -9893,17 +9696,16 @@ def _d_PaymentDetailsResType(r):
                 f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_EVSETimeStamp - 1 if _neg else f_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_EVSETimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_EVSETimeStamp - 1 if _neg else f_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PaymentDetailsResType', r.end - q)
         if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
+        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -9936,15 +9738,14 @@ def _e_PaymentDetailsResType(w, o):
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             if not (v_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
             el = 'EVSETimeStamp'
+            if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
             v = (v << 4) | (v_EVSETimeStamp < 0)
             n += 4
             _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -10486,20 +10287,18 @@ def _d_PowerDeliveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
                 x = (V >> q) & 2047
                 if x & 1851: raise r.deviation('PowerDeliveryResType', r.end - q)
+                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
@@ -10537,20 +10336,18 @@ def _d_PowerDeliveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
                 x = (V >> q) & 63
                 if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 1) & 3)
                 if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
@@ -10618,20 +10415,18 @@ def _d_PowerDeliveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 q -= 7
                 if q < 0: V, q = r.slideq(q, 7)
                 x = (V >> q) & 127
                 if x & 115: raise r.deviation('PowerDeliveryResType', r.end - q)
+                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c3_EVSENotification = ((x >> 2) & 3)
                 if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
@@ -10859,21 +10654,19 @@ def _d_PreChargeReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('PreChargeReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVTargetVoltage.Multiplier = _c2_Multiplier
         f_EVTargetVoltage.Unit = _c2_Unit
@@ -10904,20 +10697,18 @@ def _d_PreChargeReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PreChargeReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
         f_EVTargetCurrent.Unit = _c3_Unit
@@ -10971,17 +10762,14 @@ def _e_PreChargeReqType(w, o):
             if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetVoltage/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 39
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             _o = v_EVTargetCurrent
@@ -10997,17 +10785,14 @@ def _e_PreChargeReqType(w, o):
             if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -11054,20 +10839,18 @@ def _d_PreChargeResType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -11148,20 +10931,18 @@ def _d_PreChargeResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PreChargeResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
@@ -11263,17 +11044,14 @@ def _e_PreChargeResType(w, o):
             if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -11305,19 +11083,17 @@ def _d_ServiceDetailReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11379,19 +11155,17 @@ def _d_ServiceDetailResType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 2
         if s == 2:
             q -= 2
@@ -11640,19 +11414,17 @@ def _d_ServiceDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
             q -= 2
@@ -12034,17 +11806,16 @@ def _d_SessionSetupResType(r):
                         f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_EVSETimeStamp - 1 if _neg else f_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_EVSETimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_EVSETimeStamp - 1 if _neg else f_EVSETimeStamp) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                 if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
+                if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
@@ -12091,15 +11862,14 @@ def _e_SessionSetupResType(w, o):
         if s == 2:
             if v_EVSETimeStamp is not None:
                 el = 'EVSETimeStamp'
+                if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 4) | (v_EVSETimeStamp < 0)
                 n += 4
                 _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = -1
@@ -12300,20 +12070,18 @@ def _d_WeldingDetectionResType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -12394,20 +12162,18 @@ def _d_WeldingDetectionResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WeldingDetectionResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
@@ -12509,17 +12275,14 @@ def _e_WeldingDetectionResType(w, o):
             if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:

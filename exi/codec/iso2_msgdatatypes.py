@@ -63,17 +63,16 @@ def _d_AC_EVChargeParameterType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 123790: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EAmount'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
@@ -100,20 +99,18 @@ def _d_AC_EVChargeParameterType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EAmount.Multiplier = _c1_Multiplier
             f_EAmount.Unit = _c1_Unit
@@ -150,20 +147,18 @@ def _d_AC_EVChargeParameterType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EAmount.Multiplier = _c2_Multiplier
             f_EAmount.Unit = _c2_Unit
@@ -202,21 +197,19 @@ def _d_AC_EVChargeParameterType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 18
             if q < 0: V, q = r.slideq(q, 18)
             x = (V >> q) & 262143
             if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaxVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMaxVoltage.Multiplier = _c3_Multiplier
             f_EVMaxVoltage.Unit = _c3_Unit
@@ -247,21 +240,19 @@ def _d_AC_EVChargeParameterType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 18
             if q < 0: V, q = r.slideq(q, 18)
             x = (V >> q) & 262143
             if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMaxCurrent.Multiplier = _c4_Multiplier
             f_EVMaxCurrent.Unit = _c4_Unit
@@ -292,20 +283,18 @@ def _d_AC_EVChargeParameterType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMinCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMinCurrent.Multiplier = _c5_Multiplier
             f_EVMinCurrent.Unit = _c5_Unit
@@ -357,18 +346,15 @@ def _e_AC_EVChargeParameterType(w, o):
             if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EAmount/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
             n += 17
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EAmount = None
@@ -388,17 +374,14 @@ def _e_AC_EVChargeParameterType(w, o):
             if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EAmount/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 15) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EAmount = None
@@ -421,17 +404,14 @@ def _e_AC_EVChargeParameterType(w, o):
                 if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaxVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
                 el = 'EVMaxCurrent'
                 _o = v_EVMaxCurrent
@@ -447,18 +427,15 @@ def _e_AC_EVChargeParameterType(w, o):
                 if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaxCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
                 n += 18
                 v_EVMaxVoltage = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
                 el = 'EVMinCurrent'
                 _o = v_EVMinCurrent
@@ -474,18 +451,15 @@ def _e_AC_EVChargeParameterType(w, o):
                 if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinCurrent/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
                 n += 18
                 v_EVMaxCurrent = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVMinCurrent = None
@@ -522,20 +496,18 @@ def _d_AC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 27
         if q < 0: V, q = r.slideq(q, 27)
         x = (V >> q) & 134217727
         if x & 121365390: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
         if _t is None:
             el = 'AC_EVSEStatus/EVSENotification'
@@ -577,21 +549,19 @@ def _d_AC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSENominalVoltage.Multiplier = _c2_Multiplier
         f_EVSENominalVoltage.Unit = _c2_Unit
@@ -622,20 +592,18 @@ def _d_AC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
         f_EVSEMaxCurrent.Unit = _c3_Unit
@@ -695,17 +663,14 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSENominalVoltage/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 27) | (_c1_i1 << 22) | (_c1_RCD << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 27
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
             _o = v_EVSEMaxCurrent
@@ -721,17 +686,14 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaxCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -765,20 +727,18 @@ def _d_AC_EVSEStatusType(r):
             elif not _y & 128:
                 q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         q -= 11
         if q < 0: V, q = r.slideq(q, 11)
         x = (V >> q) & 2047
         if x & 1851: raise r.deviation('AC_EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
         if _t is None:
             el = 'EVSENotification'
@@ -1014,19 +974,17 @@ def _d_ChargeServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -1264,17 +1222,16 @@ def _d_ChargingProfileType(r):
                 _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
+        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
@@ -1301,20 +1258,18 @@ def _d_ChargingProfileType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
         _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
         _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
@@ -1372,17 +1327,16 @@ def _d_ChargingProfileType(r):
                             _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ChargingProfileEntryStart = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                     q -= 17
                     if q < 0: V, q = r.slideq(q, 17)
                     x = (V >> q) & 131071
                     if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
+                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                     if _t is None:
@@ -1409,20 +1363,18 @@ def _d_ChargingProfileType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
                     _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
                     _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
@@ -1514,17 +1466,14 @@ def _e_ChargingProfileType(w, o):
                 if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c1_c1_Multiplier - -3) << 10) | (_c1_c1_i1 << 4) | (_c1_c1_Value < 0)
                 n += 17
                 _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 _c1_s = 2
@@ -1581,17 +1530,14 @@ def _e_ChargingProfileType(w, o):
                         if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
                         if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                         el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 17) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
                         n += 17
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152:
-                            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else:
-                            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
                         _c2_s = 2
@@ -1669,20 +1615,18 @@ def _d_ConsumptionCostType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ConsumptionCostType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_startValue = _new(iso2_msgdatatypes.PhysicalValueType)
         f_startValue.Multiplier = _c1_Multiplier
         f_startValue.Unit = _c1_Unit
@@ -1713,16 +1657,15 @@ def _d_ConsumptionCostType(r):
                 _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-                if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-            if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
         _c2_s = 2
         if _c2_s == 2:
             q -= 2
@@ -1779,16 +1722,15 @@ def _d_ConsumptionCostType(r):
                         _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_amount = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
                 _c3_s = 2
                 if _c3_s == 2:
                     q -= 2
@@ -1850,16 +1792,15 @@ def _d_ConsumptionCostType(r):
                         _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_amount = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                 _c4_s = 2
                 if _c4_s == 2:
                     q -= 2
@@ -1926,17 +1867,14 @@ def _e_ConsumptionCostType(w, o):
             if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'startValue/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_Cost < n_Cost): raise EncodeError('missing content: Cost')
             el = 'Cost'
             v <<= 3
@@ -2196,16 +2134,15 @@ def _d_CostType(r):
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-            if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         s = 2
         if s == 2:
             q -= 2
@@ -2313,17 +2250,16 @@ def _d_DC_EVChargeParameterType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 24
             if q < 0: V, q = r.slideq(q, 24)
             x = (V >> q) & 16777215
             if x & 16190979: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'DC_EVStatus'
             _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 12) & 255)]
             if _t is None:
@@ -2402,20 +2338,18 @@ def _d_DC_EVChargeParameterType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
             f_EVMaximumCurrentLimit.Unit = _c3_Unit
@@ -2456,21 +2390,19 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 18
                 if q < 0: V, q = r.slideq(q, 18)
                 x = (V >> q) & 262143
                 if x & 254862: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c4_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c4_Unit
@@ -2501,20 +2433,18 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c5_Unit
@@ -2551,20 +2481,18 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c6_Unit
@@ -2607,20 +2535,18 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVEnergyCapacity = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyCapacity.Multiplier = _c7_Multiplier
                 f_EVEnergyCapacity.Unit = _c7_Unit
@@ -2657,20 +2583,18 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c8_Multiplier
                 f_EVEnergyRequest.Unit = _c8_Unit
@@ -2734,20 +2658,18 @@ def _d_DC_EVChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c9_Multiplier
                 f_EVEnergyRequest.Unit = _c9_Unit
@@ -2924,17 +2846,14 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumCurrentLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumCurrentLimit = None
@@ -2957,17 +2876,14 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumPowerLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                 el = 'EVMaximumVoltageLimit'
                 _o = v_EVMaximumVoltageLimit
@@ -2983,18 +2899,15 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
                 n += 18
                 v_EVMaximumPowerLimit = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltageLimit = None
@@ -3014,17 +2927,14 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltageLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltageLimit = None
@@ -3047,17 +2957,14 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVEnergyCapacity/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVEnergyCapacity = None
@@ -3077,17 +2984,14 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVEnergyRequest/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVEnergyRequest = None
@@ -3127,17 +3031,14 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVEnergyRequest/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVEnergyRequest = None
@@ -3377,20 +3278,18 @@ def _d_DC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -3471,21 +3370,19 @@ def _d_DC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
         f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
@@ -3516,21 +3413,19 @@ def _d_DC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
         f_EVSEMaximumPowerLimit.Unit = _c3_Unit
@@ -3561,21 +3456,19 @@ def _d_DC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
         f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
@@ -3606,21 +3499,19 @@ def _d_DC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMinimumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMinimumCurrentLimit.Multiplier = _c5_Multiplier
         f_EVSEMinimumCurrentLimit.Unit = _c5_Unit
@@ -3651,20 +3542,18 @@ def _d_DC_EVSEChargeParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMinimumVoltageLimit.Multiplier = _c6_Multiplier
         f_EVSEMinimumVoltageLimit.Unit = _c6_Unit
@@ -3705,21 +3594,19 @@ def _d_DC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 18
                 if q < 0: V, q = r.slideq(q, 18)
                 x = (V >> q) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSECurrentRegulationTolerance = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSECurrentRegulationTolerance.Multiplier = _c7_Multiplier
                 f_EVSECurrentRegulationTolerance.Unit = _c7_Unit
@@ -3750,20 +3637,18 @@ def _d_DC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c8_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c8_Unit
@@ -3800,20 +3685,18 @@ def _d_DC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c9_Unit
@@ -3856,20 +3739,18 @@ def _d_DC_EVSEChargeParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEEnergyToBeDelivered = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEEnergyToBeDelivered.Multiplier = _c10_Multiplier
                 f_EVSEEnergyToBeDelivered.Unit = _c10_Unit
@@ -3985,17 +3866,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumCurrentLimit/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
             el = 'EVSEMaximumPowerLimit'
             _o = v_EVSEMaximumPowerLimit
@@ -4011,17 +3889,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumPowerLimit/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
             el = 'EVSEMaximumVoltageLimit'
             _o = v_EVSEMaximumVoltageLimit
@@ -4037,17 +3912,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltageLimit/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
             el = 'EVSEMinimumCurrentLimit'
             _o = v_EVSEMinimumCurrentLimit
@@ -4063,17 +3935,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumCurrentLimit/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
             el = 'EVSEMinimumVoltageLimit'
             _o = v_EVSEMinimumVoltageLimit
@@ -4089,17 +3958,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltageLimit/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 6
@@ -4121,17 +3987,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSECurrentRegulationTolerance/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                 el = 'EVSEPeakCurrentRipple'
                 _o = v_EVSEPeakCurrentRipple
@@ -4147,17 +4010,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPeakCurrentRipple/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -4176,17 +4036,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPeakCurrentRipple/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -4208,17 +4065,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEEnergyToBeDelivered/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 s = -1
@@ -4256,20 +4110,18 @@ def _d_DC_EVSEStatusType(r):
             elif not _y & 128:
                 q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 1) & 3)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
@@ -4635,16 +4487,15 @@ def _d_EVChargeParameterType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif ec == 1:
             pass
         else:
@@ -4763,20 +4614,18 @@ def _d_EVSEStatusType(r):
             elif not _y & 128:
                 q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
@@ -4880,16 +4729,15 @@ def _d_EntryType(r):
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
                 q -= 2
@@ -4911,19 +4759,17 @@ def _d_EntryType(r):
                         elif not _y & 128:
                             q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
@@ -5334,16 +5180,15 @@ def _d_MeterInfoType(r):
                         f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterReading = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
                 s = 2
             elif ec == 1:
                 el = 'SigMeterReading'
@@ -5383,20 +5228,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 2
@@ -5418,17 +5261,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 4:
                 pass
@@ -5477,20 +5319,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 2
@@ -5512,17 +5352,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 pass
@@ -5551,20 +5390,18 @@ def _d_MeterInfoType(r):
                     elif not _y & 128:
                         q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_MeterStatus - 1 if _neg else f_MeterStatus) < -32768 or _sv > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -5586,17 +5423,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 pass
@@ -5627,17 +5463,16 @@ def _d_MeterInfoType(r):
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_TMeter - 1 if _neg else f_TMeter) < -9223372036854775808 or _sv > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 pass
@@ -5712,31 +5547,27 @@ def _e_MeterInfoType(w, o):
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 5) | (3 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -5758,31 +5589,27 @@ def _e_MeterInfoType(w, o):
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 5) | (2 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -5793,31 +5620,27 @@ def _e_MeterInfoType(w, o):
         if s == 3:
             if v_MeterStatus is not None:
                 el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_MeterStatus < 0)
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 4) | (1 << 2) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -5828,15 +5651,14 @@ def _e_MeterInfoType(w, o):
         if s == 4:
             if v_TMeter is not None:
                 el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
                 v = (v << 4) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 s = 5
@@ -5982,16 +5804,15 @@ def _d_PMaxScheduleEntryType(r):
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
                 q -= 2
@@ -6013,19 +5834,17 @@ def _d_PMaxScheduleEntryType(r):
                         elif not _y & 128:
                             q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
@@ -6076,20 +5895,18 @@ def _d_PMaxScheduleEntryType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
             f_PMax.Multiplier = _c3_Multiplier
             f_PMax.Unit = _c3_Unit
@@ -6179,17 +5996,14 @@ def _e_PMaxScheduleEntryType(w, o):
                 if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PMax/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_PMax = None
@@ -6240,16 +6054,15 @@ def _d_PMaxScheduleType(r):
                     _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c1_start, r.at(r.end - q))
             _c1_c1_s = 1
             if _c1_c1_s == 1:
                 q -= 2
@@ -6271,19 +6084,17 @@ def _d_PMaxScheduleType(r):
                         elif not _y & 128:
                             q -= 24
                             _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
                     _c1_c1_s = -1
                 elif ec == 1:
                     pass
@@ -6334,20 +6145,18 @@ def _d_PMaxScheduleType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_c3_Value - 1 if _neg else _c1_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+            if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
             _c1_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
             _c1_PMax.Multiplier = _c1_c3_Multiplier
             _c1_PMax.Unit = _c1_c3_Unit
@@ -6394,16 +6203,15 @@ def _d_PMaxScheduleType(r):
                                 _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                                if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c1_start = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
                         _c2_c1_s = 1
                         if _c2_c1_s == 1:
                             q -= 2
@@ -6425,19 +6233,17 @@ def _d_PMaxScheduleType(r):
                                     elif not _y & 128:
                                         q -= 24
                                         _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                        if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
                                     else:
                                         r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                        if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c2_c1_duration = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                    if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                                if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
                                 _c2_c1_s = -1
                             elif ec == 1:
                                 pass
@@ -6488,20 +6294,18 @@ def _d_PMaxScheduleType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                            if (_sv := -_c2_c3_Value - 1 if _neg else _c2_c3_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                         _c2_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c2_PMax.Multiplier = _c2_c3_Multiplier
                         _c2_PMax.Unit = _c2_c3_Unit
@@ -6617,17 +6421,14 @@ def _e_PMaxScheduleType(w, o):
                     if _c1_c3_i1 is None: raise EncodeError(f'{_c1_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c1_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'PMaxScheduleEntry/PMax/Value'
+                    if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: raise EncodeError(f'value {_c1_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c1_c3_Multiplier - -3) << 10) | (_c1_c3_i1 << 4) | (_c1_c3_Value < 0)
                     n += 16
                     _m = (-_c1_c3_Value - 1 if _c1_c3_Value < 0 else _c1_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: raise EncodeError(f'value {_c1_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: raise EncodeError(f'value {_c1_c3_Value!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     _c1_PMax = None
@@ -6717,17 +6518,14 @@ def _e_PMaxScheduleType(w, o):
                             if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
                             if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
                             el = 'PMaxScheduleEntry/PMax/Value'
+                            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
                             v = (v << 16) | ((_c2_c3_Multiplier - -3) << 10) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
                             n += 16
                             _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
                             if _m < 128: v = (v << 8) | _m; n += 8
                             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152:
-                                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                            else:
-                                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 3
                             n += 3
                             _c2_PMax = None
@@ -6783,20 +6581,18 @@ def _d_ParameterSetType(r):
             elif not _y & 128:
                 q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
         if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
         r.pos = r.end - q
         _v = _d_ParameterType(r)
@@ -6854,17 +6650,14 @@ def _e_ParameterSetType(w, o):
         i_Parameter = 0
         if v_ParameterSetID is not None:
             el = 'ParameterSetID'
+            if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
             v = (v << 3) | (v_ParameterSetID < 0)
             n += 3
             _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
             v <<= 2
@@ -6968,20 +6761,18 @@ def _d_ParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_shortValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_shortValue = -f_shortValue - 1
+                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
                 s = -1
             elif ec == 3:
                 q -= 2
@@ -7003,17 +6794,16 @@ def _d_ParameterType(r):
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_intValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_intValue = -f_intValue - 1
+                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
                 s = -1
             elif ec == 4:
                 q -= 15
@@ -7046,20 +6836,18 @@ def _d_ParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_physicalValue = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_physicalValue.Multiplier = _c1_Multiplier
                 f_physicalValue.Unit = _c1_Unit
@@ -7145,17 +6933,14 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_shortValue is not None:
                 el = 'shortValue'
+                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_shortValue < 0)
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_shortValue = None
@@ -7163,15 +6948,14 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_intValue is not None:
                 el = 'intValue'
+                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
                 v = (v << 5) | (3 << 2) | (v_intValue < 0)
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_intValue = None
@@ -7192,17 +6976,14 @@ def _e_ParameterType(w, o):
                 if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'physicalValue/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (4 << 15) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
                 n += 18
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_physicalValue = None
@@ -7351,20 +7132,18 @@ def _d_PhysicalValueType(r):
             elif not _y & 128:
                 q -= 24
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -f_Value - 1 if _neg else f_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
         if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -7392,17 +7171,14 @@ def _e_PhysicalValueType(w, o):
             if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
             if not (v_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((v_Multiplier - -3) << 10) | (_i1 << 4) | (v_Value < 0)
             n += 15
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -7438,17 +7214,16 @@ def _d_ProfileEntryType(r):
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
+        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
@@ -7475,20 +7250,18 @@ def _d_ProfileEntryType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
         f_ChargingProfileEntryMaxPower.Multiplier = _c1_Multiplier
         f_ChargingProfileEntryMaxPower.Unit = _c1_Unit
@@ -7554,17 +7327,14 @@ def _e_ProfileEntryType(w, o):
             if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'ChargingProfileEntryMaxPower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else:
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -7611,16 +7381,15 @@ def _d_RelativeTimeIntervalType(r):
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-                if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-            if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -7642,19 +7411,17 @@ def _d_RelativeTimeIntervalType(r):
                     elif not _y & 128:
                         q -= 24
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
@@ -8174,16 +7941,15 @@ def _d_SalesTariffEntryType(r):
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
                 q -= 2
@@ -8205,19 +7971,17 @@ def _d_SalesTariffEntryType(r):
                         elif not _y & 128:
                             q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c1_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
@@ -8768,19 +8532,17 @@ def _d_SelectedServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
             q -= 2
@@ -8804,20 +8566,18 @@ def _d_SelectedServiceListType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -_c1_ParameterSetID - 1 if _neg else _c1_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -_c1_ParameterSetID - 1 if _neg else _c1_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_ParameterSetID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -_c1_ParameterSetID - 1 if _neg else _c1_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
                 _c1_s = -1
             elif ec == 1:
                 pass
@@ -8854,19 +8614,17 @@ def _d_SelectedServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     _c2_s = 1
                     if _c2_s == 1:
                         q -= 2
@@ -8890,20 +8648,18 @@ def _d_SelectedServiceListType(r):
                                 elif not _y & 128:
                                     q -= 24
                                     _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                    if (_sv := -_c2_ParameterSetID - 1 if _neg else _c2_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                                 else:
                                     r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                                    if (_sv := -_c2_ParameterSetID - 1 if _neg else _c2_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c2_ParameterSetID = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                                if (_sv := -_c2_ParameterSetID - 1 if _neg else _c2_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                             if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
+                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
                             _c2_s = -1
                         elif ec == 1:
                             pass
@@ -8969,17 +8725,14 @@ def _e_SelectedServiceListType(w, o):
             if _c1_s == 1:
                 if _c1_ParameterSetID is not None:
                     el = 'SelectedService/ParameterSetID'
+                    if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c1_ParameterSetID < 0)
                     n += 4
                     _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152:
-                        if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
-                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else:
-                        if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
-                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     _c1_s = -1
@@ -9019,17 +8772,14 @@ def _e_SelectedServiceListType(w, o):
                     if _c2_s == 1:
                         if _c2_ParameterSetID is not None:
                             el = 'SelectedService/ParameterSetID'
+                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
                             v = (v << 4) | (_c2_ParameterSetID < 0)
                             n += 4
                             _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
                             if _m < 128: v = (v << 8) | _m; n += 8
                             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152:
-                                if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
-                                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                            else:
-                                if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
-                                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
                             _c2_s = -1
@@ -9083,19 +8833,17 @@ def _d_SelectedServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -9119,20 +8867,18 @@ def _d_SelectedServiceType(r):
                     elif not _y & 128:
                         q -= 24
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParameterSetID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                    if (_sv := -f_ParameterSetID - 1 if _neg else f_ParameterSetID) < -32768 or _sv > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
@@ -9172,17 +8918,14 @@ def _e_SelectedServiceType(w, o):
         if s == 1:
             if v_ParameterSetID is not None:
                 el = 'ParameterSetID'
+                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_ParameterSetID < 0)
                 n += 4
                 _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152:
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else:
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = -1
@@ -9226,19 +8969,17 @@ def _d_ServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
             q -= 2
@@ -9357,19 +9098,17 @@ def _d_ServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                            if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     _c2_s = 1
                     if _c2_s == 1:
                         q -= 2
@@ -9811,19 +9550,17 @@ def _d_ServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2

@@ -505,17 +505,11 @@ class CodecWriter:
                 f"{target} = {{p}}",
                 f"if {target} >= {n}: {target} = r.enum_index({self._where(target)!r}, {target}, {n}, r.at(r.end - q))",
                 f"else: {target} = {table}[{target}]"], None, spec)]
-        if rep in ("int", "uint"):
-            signed = rep == "int"
-            safe = self._safe_octets(st)
-            late = [] if safe else self._range_check(st, target)
-            # a value of at most `safe` octets cannot break the range: only the longer branches check it
-            value = f"(_sv := -{target} - 1 if _neg else {target})" if signed else target
-            early = self._range_check(st, target, value) if safe else []
-            uint = ("uint", target, early, safe)
-            if signed:
-                return [("fix", 1, ["_neg = {p}"]), uint, ("nop", [f"if _neg: {target} = -{target} - 1", *late])]
-            return [uint, ("nop", late)]
+        if rep == "int":
+            return [("fix", 1, ["_neg = {p}"]), ("uint", target),
+                    ("nop", [f"if _neg: {target} = -{target} - 1", *self._range_check(st, target)])]
+        if rep == "uint":
+            return [("uint", target), ("nop", self._range_check(st, target))]
         if rep in ("b64", "hex"):
             # up to 127 bytes inside the window (a SessionID, a GenChallenge, most keys): length and bytes read
             # here, no calls; else the reader's binary()
@@ -542,35 +536,16 @@ class CodecWriter:
             target, target)
         return "/".join(x for x in (getattr(self, "_cur_type", ""), field) if x)
 
-    def _range_check(self, st: SimpleType, target: str, value: str | None = None) -> list[str]:
-        """The range facets of an integer decoded into ``target`` (tested on ``value``, default the target)."""
-        value = value or target  # an assignment expression the first time, its name after
-        name = value[1:value.index(" :=")] if value.startswith("(_") and " :=" in value else value
+    def _range_check(self, st: SimpleType, target: str) -> list[str]:
         conds = []
         if st.min_value is not None and (st.rep == "int" or st.min_value > 0):
-            conds.append(f"{value} < {st.min_value}")
+            conds.append(f"{target} < {st.min_value}")
         if st.max_value is not None:
-            conds.append(f"{value if not conds else name} > {st.max_value}")
+            conds.append(f"{target} > {st.max_value}")
         if not conds:
             return []
         return [f"if {' or '.join(conds)}: r.facet({self._where(target)!r}, "
-                f"'range [{st.min_value}, {st.max_value}]', {name}, r.at(r.end - q))"]
-
-    @staticmethod
-    def _safe_octets(st: SimpleType) -> int:
-        """How many octets (0-3) of an unsigned or signed integer's magnitude always fit its range facets."""
-        safe = 0
-        for k in (1, 2, 3):
-            top = (1 << (7 * k)) - 1
-            if st.rep == "uint":
-                ok = (st.min_value is None or st.min_value <= 0) and (st.max_value is None or st.max_value >= top)
-            else:
-                ok = ((st.min_value is None or st.min_value <= -top - 1)
-                      and (st.max_value is None or st.max_value >= top))
-            if not ok:
-                break
-            safe = k
-        return safe
+                f"'range [{st.min_value}, {st.max_value}]', {target}, r.at(r.end - q))"]
 
     @staticmethod
     def _len_condition(st: SimpleType, target: str) -> str | None:
@@ -644,36 +619,26 @@ class CodecWriter:
                 i += 1
                 continue
             if kind == "uint":  # up to three octets read inline from one 24-bit piece of the window
-                _, t, early, safe = ops[i]
-
-                def check(octets: int, ind: str, early: list[str] = early, safe: int = safe) -> list[str]:
-                    return [ind + x for x in early] if octets > safe else []  # where `octets` can break the range
-
+                t = ops[i][1]
                 L.append("if q >= 24:")
                 L.append("    _y = (V >> (q - 24)) & 16777215")
                 L.append("    if _y < 8388608:")
                 L.append("        q -= 8")
                 L.append(f"        {t} = _y >> 16")
-                L.extend(check(1, "        "))
                 L.append("    elif not _y & 32768:")
                 L.append("        q -= 16")
                 L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256)")
-                L.extend(check(2, "        "))
                 # three octets: times in seconds past 4.5 hours, energies, meter readings
                 L.append("    elif not _y & 128:")
                 L.append("        q -= 24")
                 L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)")
-                L.extend(check(3, "        "))
                 L.append("    else:")
                 L.append(f"        r.pos = r.end - q; {t} = r.uint(); V = r.v; q = r.end - r.pos")
-                L.extend(check(4, "        "))
                 L.append("elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end")
                 L.append("    q -= 8")
                 L.append(f"    {t} = (V >> q) & 127")
-                L.extend(check(1, "    "))
                 L.append("else:")
                 L.append(f"    r.pos = r.end - q; {t} = r.uint(); V = r.v; q = r.end - r.pos")
-                L.extend(check(4, "    "))
                 i += 1
                 continue
             run = []
@@ -832,12 +797,7 @@ class CodecWriter:
             return [("fix", (n - 1).bit_length(), pre, tmp)]
         if rep == "int":
             pre = self._enc_range(st, expr, "int")
-            mag = f"(-{expr} - 1 if {expr} < 0 else {expr})"
-            safe = self._safe_octets(st)
-            if safe and st.min_value is not None and st.max_value is not None:
-                # a magnitude of at most `safe` octets is inside the range: only the longer branches check it
-                return [("fix", 1, [], f"({expr} < 0)"), ("uint", mag, pre, safe)]
-            return [("fix", 1, pre, f"({expr} < 0)"), ("uint", mag)]
+            return [("fix", 1, pre, f"({expr} < 0)"), ("uint", f"(-{expr} - 1 if {expr} < 0 else {expr})")]
         if rep == "uint":
             return [("pre", self._enc_range(st, expr, "uint")), ("uint", expr)]
         if rep == "list":
@@ -924,23 +884,14 @@ class CodecWriter:
                 continue
             if kind == "uint":
                 e = ops[i][1]
-                checks, safe = (ops[i][2], ops[i][3]) if len(ops[i]) == 4 else ([], 4)
                 if e.startswith("("):
                     L.append(f"_m = {e}")
                     e = "_m"
-                writes = [(f"{e} < 128", f"v = (v << 8) | {e}; n += 8"),
-                          (f"{e} < 16384", f"v = (v << 16) | (({e} & 127) << 8) | 32768 | ({e} >> 7); n += 16"),
-                          (f"{e} < 2097152", f"v = (v << 24) | (({e} & 127) << 16) | ((({e} >> 7) & 127) << 8) "
-                                             f"| 8421376 | ({e} >> 14); n += 24"),
-                          (None, f"w.v = v; w.n = n; w.uint({e}); v = w.v; n = w.n")]
-                for octets, (cond, write) in enumerate(writes, 1):
-                    head = "else" if cond is None else ("if " if octets == 1 else "elif ") + cond
-                    if octets > safe and checks:  # a magnitude this long may break the range facets
-                        L.append(f"{head}:")
-                        L.extend("    " + x for x in checks)
-                        L.append(f"    {write}")
-                    else:
-                        L.append(f"{head}: {write}")
+                L.append(f"if {e} < 128: v = (v << 8) | {e}; n += 8")
+                L.append(f"elif {e} < 16384: v = (v << 16) | (({e} & 127) << 8) | 32768 | ({e} >> 7); n += 16")
+                L.append(f"elif {e} < 2097152: v = (v << 24) | (({e} & 127) << 16) | ((({e} >> 7) & 127) << 8) "
+                         f"| 8421376 | ({e} >> 14); n += 24")
+                L.append(f"else: w.v = v; w.n = n; w.uint({e}); v = w.v; n = w.n")
                 i += 1
                 continue
             run = []
@@ -1037,8 +988,6 @@ class CodecWriter:
                 out.append(("fix", op[1], sub(op[2]), None, (op[4][0], names(op[4][1]), *op[4][2:])))
             elif op[0] == "fix":
                 out.append(("fix", op[1], sub(op[2]), names(op[3])))
-            elif op[0] == "uint" and len(op) == 4:  # target or magnitude, range checks, safe octets
-                out.append(("uint", names(op[1]), sub(op[2]), op[3]))
             elif op[0] == "uint":
                 out.append(("uint", names(op[1])))
             else:
