@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'apphand' (the supportedAppProtocol handshake)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import apphand
 
 _new = object.__new__
@@ -50,10 +51,10 @@ def _d_AppProtocolType(r):
                 f_VersionNumberMajor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_VersionNumberMajor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -73,10 +74,10 @@ def _d_AppProtocolType(r):
                 f_VersionNumberMinor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_VersionNumberMinor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -132,8 +133,8 @@ def _e_AppProtocolType(w, o):
             v <<= 3
             n += 3
             if v_VersionNumberMajor < 128: v = (v << 8) | v_VersionNumberMajor; n += 8
-            elif v_VersionNumberMajor < 16384: v = (v << 16) | ((v_VersionNumberMajor & 127) << 8) | 32768 | (v_VersionNumberMajor >> 7); n += 16
-            elif v_VersionNumberMajor < 2097152: v = (v << 24) | ((v_VersionNumberMajor & 127) << 16) | (((v_VersionNumberMajor >> 7) & 127) << 8) | 8421376 | (v_VersionNumberMajor >> 14); n += 24
+            elif v_VersionNumberMajor < 16384: v = (v << 16) | _V2[v_VersionNumberMajor]; n += 16
+            elif v_VersionNumberMajor < 2097152: v = (v << 24) | ((_V2[v_VersionNumberMajor & 16383] | 128) << 8) | (v_VersionNumberMajor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_VersionNumberMajor); v = w.v; n = w.n
             if not (v_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
             el = 'VersionNumberMinor'
@@ -141,8 +142,8 @@ def _e_AppProtocolType(w, o):
             v <<= 3
             n += 3
             if v_VersionNumberMinor < 128: v = (v << 8) | v_VersionNumberMinor; n += 8
-            elif v_VersionNumberMinor < 16384: v = (v << 16) | ((v_VersionNumberMinor & 127) << 8) | 32768 | (v_VersionNumberMinor >> 7); n += 16
-            elif v_VersionNumberMinor < 2097152: v = (v << 24) | ((v_VersionNumberMinor & 127) << 16) | (((v_VersionNumberMinor >> 7) & 127) << 8) | 8421376 | (v_VersionNumberMinor >> 14); n += 24
+            elif v_VersionNumberMinor < 16384: v = (v << 16) | _V2[v_VersionNumberMinor]; n += 16
+            elif v_VersionNumberMinor < 2097152: v = (v << 24) | ((_V2[v_VersionNumberMinor & 16383] | 128) << 8) | (v_VersionNumberMinor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_VersionNumberMinor); v = w.v; n = w.n
             if not (v_SchemaID is not None): raise EncodeError('missing content: SchemaID')
             el = 'SchemaID'
@@ -196,10 +197,10 @@ def _d_supportedAppProtocolReq(r):
                 _c1_VersionNumberMajor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_VersionNumberMajor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -219,10 +220,10 @@ def _d_supportedAppProtocolReq(r):
                 _c1_VersionNumberMinor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_VersionNumberMinor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -285,10 +286,10 @@ def _d_supportedAppProtocolReq(r):
                             _c2_VersionNumberMajor = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_VersionNumberMajor = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -308,10 +309,10 @@ def _d_supportedAppProtocolReq(r):
                             _c2_VersionNumberMinor = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_VersionNumberMinor = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -391,8 +392,8 @@ def _e_supportedAppProtocolReq(w, o):
             v <<= 3
             n += 3
             if _c1_VersionNumberMajor < 128: v = (v << 8) | _c1_VersionNumberMajor; n += 8
-            elif _c1_VersionNumberMajor < 16384: v = (v << 16) | ((_c1_VersionNumberMajor & 127) << 8) | 32768 | (_c1_VersionNumberMajor >> 7); n += 16
-            elif _c1_VersionNumberMajor < 2097152: v = (v << 24) | ((_c1_VersionNumberMajor & 127) << 16) | (((_c1_VersionNumberMajor >> 7) & 127) << 8) | 8421376 | (_c1_VersionNumberMajor >> 14); n += 24
+            elif _c1_VersionNumberMajor < 16384: v = (v << 16) | _V2[_c1_VersionNumberMajor]; n += 16
+            elif _c1_VersionNumberMajor < 2097152: v = (v << 24) | ((_V2[_c1_VersionNumberMajor & 16383] | 128) << 8) | (_c1_VersionNumberMajor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMajor); v = w.v; n = w.n
             if not (_c1_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
             el = 'AppProtocol/VersionNumberMinor'
@@ -400,8 +401,8 @@ def _e_supportedAppProtocolReq(w, o):
             v <<= 3
             n += 3
             if _c1_VersionNumberMinor < 128: v = (v << 8) | _c1_VersionNumberMinor; n += 8
-            elif _c1_VersionNumberMinor < 16384: v = (v << 16) | ((_c1_VersionNumberMinor & 127) << 8) | 32768 | (_c1_VersionNumberMinor >> 7); n += 16
-            elif _c1_VersionNumberMinor < 2097152: v = (v << 24) | ((_c1_VersionNumberMinor & 127) << 16) | (((_c1_VersionNumberMinor >> 7) & 127) << 8) | 8421376 | (_c1_VersionNumberMinor >> 14); n += 24
+            elif _c1_VersionNumberMinor < 16384: v = (v << 16) | _V2[_c1_VersionNumberMinor]; n += 16
+            elif _c1_VersionNumberMinor < 2097152: v = (v << 24) | ((_V2[_c1_VersionNumberMinor & 16383] | 128) << 8) | (_c1_VersionNumberMinor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMinor); v = w.v; n = w.n
             if not (_c1_SchemaID is not None): raise EncodeError('missing content: SchemaID')
             el = 'AppProtocol/SchemaID'
@@ -442,8 +443,8 @@ def _e_supportedAppProtocolReq(w, o):
                     v <<= 3
                     n += 3
                     if _c2_VersionNumberMajor < 128: v = (v << 8) | _c2_VersionNumberMajor; n += 8
-                    elif _c2_VersionNumberMajor < 16384: v = (v << 16) | ((_c2_VersionNumberMajor & 127) << 8) | 32768 | (_c2_VersionNumberMajor >> 7); n += 16
-                    elif _c2_VersionNumberMajor < 2097152: v = (v << 24) | ((_c2_VersionNumberMajor & 127) << 16) | (((_c2_VersionNumberMajor >> 7) & 127) << 8) | 8421376 | (_c2_VersionNumberMajor >> 14); n += 24
+                    elif _c2_VersionNumberMajor < 16384: v = (v << 16) | _V2[_c2_VersionNumberMajor]; n += 16
+                    elif _c2_VersionNumberMajor < 2097152: v = (v << 24) | ((_V2[_c2_VersionNumberMajor & 16383] | 128) << 8) | (_c2_VersionNumberMajor >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMajor); v = w.v; n = w.n
                     if not (_c2_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
                     el = 'AppProtocol/VersionNumberMinor'
@@ -451,8 +452,8 @@ def _e_supportedAppProtocolReq(w, o):
                     v <<= 3
                     n += 3
                     if _c2_VersionNumberMinor < 128: v = (v << 8) | _c2_VersionNumberMinor; n += 8
-                    elif _c2_VersionNumberMinor < 16384: v = (v << 16) | ((_c2_VersionNumberMinor & 127) << 8) | 32768 | (_c2_VersionNumberMinor >> 7); n += 16
-                    elif _c2_VersionNumberMinor < 2097152: v = (v << 24) | ((_c2_VersionNumberMinor & 127) << 16) | (((_c2_VersionNumberMinor >> 7) & 127) << 8) | 8421376 | (_c2_VersionNumberMinor >> 14); n += 24
+                    elif _c2_VersionNumberMinor < 16384: v = (v << 16) | _V2[_c2_VersionNumberMinor]; n += 16
+                    elif _c2_VersionNumberMinor < 2097152: v = (v << 24) | ((_V2[_c2_VersionNumberMinor & 16383] | 128) << 8) | (_c2_VersionNumberMinor >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMinor); v = w.v; n = w.n
                     if not (_c2_SchemaID is not None): raise EncodeError('missing content: SchemaID')
                     el = 'AppProtocol/SchemaID'
@@ -700,10 +701,10 @@ def _de4(r):  # VersionNumberMajor
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -725,8 +726,8 @@ def _ee4(w, o):  # VersionNumberMajor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -746,10 +747,10 @@ def _de5(r):  # VersionNumberMinor
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -771,8 +772,8 @@ def _ee5(w, o):  # VersionNumberMinor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1

@@ -2,6 +2,7 @@
 """EXI codec for the types of urn:din:70121:2012:MsgBody."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import din_msgbody, din_msgdatatypes
 from exi.codec import din_msgdatatypes as c_din_msgdatatypes
 
@@ -307,10 +308,10 @@ def _d_CableCheckResType(r):
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -397,8 +398,8 @@ def _e_CableCheckResType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
@@ -1304,10 +1305,10 @@ def _d_CertificateUpdateResType(r):
                 f_RetryCounter = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_RetryCounter = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1428,8 +1429,8 @@ def _e_CertificateUpdateResType(w, o):
             n += 4
             _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -1475,10 +1476,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                         _c1_DepartureTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_DepartureTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1524,10 +1525,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1555,10 +1556,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1620,10 +1621,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1651,10 +1652,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1716,10 +1717,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1747,10 +1748,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1812,10 +1813,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1843,10 +1844,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                                 _c1_c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1946,8 +1947,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 v <<= 4
                 n += 4
                 if _c2_DepartureTime < 128: v = (v << 8) | _c2_DepartureTime; n += 8
-                elif _c2_DepartureTime < 16384: v = (v << 16) | ((_c2_DepartureTime & 127) << 8) | 32768 | (_c2_DepartureTime >> 7); n += 16
-                elif _c2_DepartureTime < 2097152: v = (v << 24) | ((_c2_DepartureTime & 127) << 16) | (((_c2_DepartureTime >> 7) & 127) << 8) | 8421376 | (_c2_DepartureTime >> 14); n += 24
+                elif _c2_DepartureTime < 16384: v = (v << 16) | _V2[_c2_DepartureTime]; n += 16
+                elif _c2_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c2_DepartureTime & 16383] | 128) << 8) | (_c2_DepartureTime >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_DepartureTime); v = w.v; n = w.n
                 if not (_c2_EAmount is not None): raise EncodeError('missing content: EAmount')
                 el = 'AC_EVChargeParameter/EAmount'
@@ -1977,8 +1978,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 11
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -1990,8 +1991,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 4
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2032,8 +2033,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 11
                         _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2045,8 +2046,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 4
                         _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2087,8 +2088,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 11
                         _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2100,8 +2101,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 4
                         _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2142,8 +2143,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 11
                         _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2155,8 +2156,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         n += 4
                         _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2277,10 +2278,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c2_c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2336,10 +2337,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                                 _c2_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2367,10 +2368,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                                 _c2_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2432,10 +2433,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                                 _c2_c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2463,10 +2464,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                                 _c2_c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2528,10 +2529,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                                 _c2_c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2559,10 +2560,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                                 _c2_c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2703,8 +2704,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 v = (v << 13) | (_c4_c1_PowerSwitchClosed << 7) | (_c4_c1_RCD << 3)
                 n += 13
                 if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
-                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_c1_NotificationMaxDelay >> 7); n += 16
-                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_c1_NotificationMaxDelay & 127) << 16) | (((_c4_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_c1_NotificationMaxDelay >> 14); n += 24
+                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_c1_NotificationMaxDelay]; n += 16
+                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
@@ -2738,8 +2739,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         n += 11
                         _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2751,8 +2752,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         n += 4
                         _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2793,8 +2794,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         n += 11
                         _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2806,8 +2807,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         n += 4
                         _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2848,8 +2849,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         n += 11
                         _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2861,8 +2862,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         n += 4
                         _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2989,10 +2990,10 @@ def _d_ChargingStatusResType(r):
                 f_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SAScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3045,10 +3046,10 @@ def _d_ChargingStatusResType(r):
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3076,10 +3077,10 @@ def _d_ChargingStatusResType(r):
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3172,10 +3173,10 @@ def _d_ChargingStatusResType(r):
                     _c2_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3243,8 +3244,8 @@ def _e_ChargingStatusResType(w, o):
             n += 4
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3280,8 +3281,8 @@ def _e_ChargingStatusResType(w, o):
                         n += 11
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3293,8 +3294,8 @@ def _e_ChargingStatusResType(w, o):
                         n += 4
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3370,8 +3371,8 @@ def _e_ChargingStatusResType(w, o):
                 v = (v << 11) | (_c3_PowerSwitchClosed << 7) | (_c3_RCD << 3)
                 n += 11
                 if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -3732,10 +3733,10 @@ def _d_CurrentDemandReqType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3763,10 +3764,10 @@ def _d_CurrentDemandReqType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3831,10 +3832,10 @@ def _d_CurrentDemandReqType(r):
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3862,10 +3863,10 @@ def _d_CurrentDemandReqType(r):
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3926,10 +3927,10 @@ def _d_CurrentDemandReqType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3957,10 +3958,10 @@ def _d_CurrentDemandReqType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4021,10 +4022,10 @@ def _d_CurrentDemandReqType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4052,10 +4053,10 @@ def _d_CurrentDemandReqType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4138,10 +4139,10 @@ def _d_CurrentDemandReqType(r):
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4169,10 +4170,10 @@ def _d_CurrentDemandReqType(r):
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4233,10 +4234,10 @@ def _d_CurrentDemandReqType(r):
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c7_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4264,10 +4265,10 @@ def _d_CurrentDemandReqType(r):
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c7_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4350,10 +4351,10 @@ def _d_CurrentDemandReqType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4381,10 +4382,10 @@ def _d_CurrentDemandReqType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4497,10 +4498,10 @@ def _d_CurrentDemandReqType(r):
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c9_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4528,10 +4529,10 @@ def _d_CurrentDemandReqType(r):
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c9_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4592,10 +4593,10 @@ def _d_CurrentDemandReqType(r):
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c10_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4623,10 +4624,10 @@ def _d_CurrentDemandReqType(r):
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c10_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4687,10 +4688,10 @@ def _d_CurrentDemandReqType(r):
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c11_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4718,10 +4719,10 @@ def _d_CurrentDemandReqType(r):
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c11_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4788,10 +4789,10 @@ def _d_CurrentDemandReqType(r):
                                 _c12_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c12_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4819,10 +4820,10 @@ def _d_CurrentDemandReqType(r):
                                 _c12_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c12_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4883,10 +4884,10 @@ def _d_CurrentDemandReqType(r):
                                 _c13_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c13_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4914,10 +4915,10 @@ def _d_CurrentDemandReqType(r):
                                 _c13_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c13_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4983,10 +4984,10 @@ def _d_CurrentDemandReqType(r):
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5014,10 +5015,10 @@ def _d_CurrentDemandReqType(r):
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5184,8 +5185,8 @@ def _e_CurrentDemandReqType(w, o):
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -5197,8 +5198,8 @@ def _e_CurrentDemandReqType(w, o):
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -5243,8 +5244,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5256,8 +5257,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5299,8 +5300,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5312,8 +5313,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5355,8 +5356,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5368,8 +5369,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5426,8 +5427,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5439,8 +5440,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5482,8 +5483,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5495,8 +5496,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5553,8 +5554,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5566,8 +5567,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5648,8 +5649,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5661,8 +5662,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5704,8 +5705,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5717,8 +5718,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5760,8 +5761,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5773,8 +5774,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5819,8 +5820,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5832,8 +5833,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5875,8 +5876,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5888,8 +5889,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5934,8 +5935,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 11
                         _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5947,8 +5948,8 @@ def _e_CurrentDemandReqType(w, o):
                         n += 4
                         _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -6047,10 +6048,10 @@ def _d_CurrentDemandResType(r):
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6110,10 +6111,10 @@ def _d_CurrentDemandResType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6141,10 +6142,10 @@ def _d_CurrentDemandResType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6206,10 +6207,10 @@ def _d_CurrentDemandResType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6237,10 +6238,10 @@ def _d_CurrentDemandResType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6320,10 +6321,10 @@ def _d_CurrentDemandResType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6351,10 +6352,10 @@ def _d_CurrentDemandResType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6415,10 +6416,10 @@ def _d_CurrentDemandResType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6446,10 +6447,10 @@ def _d_CurrentDemandResType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6510,10 +6511,10 @@ def _d_CurrentDemandResType(r):
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6541,10 +6542,10 @@ def _d_CurrentDemandResType(r):
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6614,10 +6615,10 @@ def _d_CurrentDemandResType(r):
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c7_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6645,10 +6646,10 @@ def _d_CurrentDemandResType(r):
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c7_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6709,10 +6710,10 @@ def _d_CurrentDemandResType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6740,10 +6741,10 @@ def _d_CurrentDemandResType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6813,10 +6814,10 @@ def _d_CurrentDemandResType(r):
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c9_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6844,10 +6845,10 @@ def _d_CurrentDemandResType(r):
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c9_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6955,8 +6956,8 @@ def _e_CurrentDemandResType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
@@ -6996,8 +6997,8 @@ def _e_CurrentDemandResType(w, o):
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7009,8 +7010,8 @@ def _e_CurrentDemandResType(w, o):
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7051,8 +7052,8 @@ def _e_CurrentDemandResType(w, o):
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7064,8 +7065,8 @@ def _e_CurrentDemandResType(w, o):
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7121,8 +7122,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7134,8 +7135,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7177,8 +7178,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7190,8 +7191,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7233,8 +7234,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7246,8 +7247,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7294,8 +7295,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7307,8 +7308,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7350,8 +7351,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7363,8 +7364,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7411,8 +7412,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7424,8 +7425,8 @@ def _e_CurrentDemandResType(w, o):
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7533,10 +7534,10 @@ def _d_MeteringReceiptReqType(r):
                         f_SAScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_SAScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7628,8 +7629,8 @@ def _e_MeteringReceiptReqType(w, o):
                 n += 4
                 _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                 el = 'MeterInfo'
@@ -7692,10 +7693,10 @@ def _d_MeteringReceiptResType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7756,8 +7757,8 @@ def _e_MeteringReceiptResType(w, o):
             v = (v << 19) | (_i1 << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
             n += 19
             if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-            elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-            elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+            elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+            elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
@@ -7967,10 +7968,10 @@ def _d_PaymentDetailsResType(r):
                 f_DateTimeNow = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_DateTimeNow = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8021,8 +8022,8 @@ def _e_PaymentDetailsResType(w, o):
             n += 4
             _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -8724,10 +8725,10 @@ def _d_PowerDeliveryResType(r):
                         _c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8800,10 +8801,10 @@ def _d_PowerDeliveryResType(r):
                             _c2_NotificationMaxDelay = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_NotificationMaxDelay = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8891,8 +8892,8 @@ def _e_PowerDeliveryResType(w, o):
                 v = (v << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
                 n += 12
                 if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -8938,8 +8939,8 @@ def _e_PowerDeliveryResType(w, o):
                         v <<= 2
                         n += 2
                         if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                        elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                        elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                        elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                        elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                         if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                         el = 'DC_EVSEStatus/EVSENotification'
@@ -9116,10 +9117,10 @@ def _d_PreChargeReqType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9147,10 +9148,10 @@ def _d_PreChargeReqType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9212,10 +9213,10 @@ def _d_PreChargeReqType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9243,10 +9244,10 @@ def _d_PreChargeReqType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9396,8 +9397,8 @@ def _e_PreChargeReqType(w, o):
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -9409,8 +9410,8 @@ def _e_PreChargeReqType(w, o):
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -9451,8 +9452,8 @@ def _e_PreChargeReqType(w, o):
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -9464,8 +9465,8 @@ def _e_PreChargeReqType(w, o):
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -9553,10 +9554,10 @@ def _d_PreChargeResType(r):
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9616,10 +9617,10 @@ def _d_PreChargeResType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9647,10 +9648,10 @@ def _d_PreChargeResType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9736,8 +9737,8 @@ def _e_PreChargeResType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
@@ -9777,8 +9778,8 @@ def _e_PreChargeResType(w, o):
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -9790,8 +9791,8 @@ def _e_PreChargeResType(w, o):
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -9831,10 +9832,10 @@ def _d_ServiceDetailReqType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9866,8 +9867,8 @@ def _e_ServiceDetailReqType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -9903,10 +9904,10 @@ def _d_ServiceDetailResType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9965,8 +9966,8 @@ def _e_ServiceDetailResType(w, o):
             v = (v << 10) | (_i1 << 3)
             n += 10
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -10160,10 +10161,10 @@ def _d_ServiceDiscoveryResType(r):
                 _c1_c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10339,8 +10340,8 @@ def _e_ServiceDiscoveryResType(w, o):
                 v <<= 2
                 n += 2
                 if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
-                elif _c2_c1_ServiceID < 16384: v = (v << 16) | ((_c2_c1_ServiceID & 127) << 8) | 32768 | (_c2_c1_ServiceID >> 7); n += 16
-                elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_c2_c1_ServiceID & 127) << 16) | (((_c2_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_c1_ServiceID >> 14); n += 24
+                elif _c2_c1_ServiceID < 16384: v = (v << 16) | _V2[_c2_c1_ServiceID]; n += 16
+                elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -10640,10 +10641,10 @@ def _d_SessionSetupResType(r):
                         f_DateTimeNow = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_DateTimeNow = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10705,8 +10706,8 @@ def _e_SessionSetupResType(w, o):
                 n += 4
                 _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11063,10 +11064,10 @@ def _d_WeldingDetectionResType(r):
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11126,10 +11127,10 @@ def _d_WeldingDetectionResType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11157,10 +11158,10 @@ def _d_WeldingDetectionResType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11246,8 +11247,8 @@ def _e_WeldingDetectionResType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
@@ -11287,8 +11288,8 @@ def _e_WeldingDetectionResType(w, o):
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11300,8 +11301,8 @@ def _e_WeldingDetectionResType(w, o):
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1

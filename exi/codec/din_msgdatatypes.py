@@ -2,6 +2,7 @@
 """EXI codec for the types of urn:din:70121:2012:MsgDataTypes."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import din_msgdatatypes
 
 _new = object.__new__
@@ -53,10 +54,10 @@ def _d_AC_EVChargeParameterType(r):
                 f_DepartureTime = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_DepartureTime = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -102,10 +103,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -133,10 +134,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -198,10 +199,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -229,10 +230,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -294,10 +295,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -325,10 +326,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -390,10 +391,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -421,10 +422,10 @@ def _d_AC_EVChargeParameterType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -480,8 +481,8 @@ def _e_AC_EVChargeParameterType(w, o):
             v <<= 2
             n += 2
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
             el = 'EAmount'
@@ -511,8 +512,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 11
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -524,8 +525,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 4
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -566,8 +567,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -579,8 +580,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -621,8 +622,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -634,8 +635,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -676,8 +677,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -689,8 +690,8 @@ def _e_AC_EVChargeParameterType(w, o):
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -744,10 +745,10 @@ def _d_AC_EVSEChargeParameterType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -803,10 +804,10 @@ def _d_AC_EVSEChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -834,10 +835,10 @@ def _d_AC_EVSEChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -899,10 +900,10 @@ def _d_AC_EVSEChargeParameterType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -930,10 +931,10 @@ def _d_AC_EVSEChargeParameterType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -995,10 +996,10 @@ def _d_AC_EVSEChargeParameterType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1026,10 +1027,10 @@ def _d_AC_EVSEChargeParameterType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1096,8 +1097,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
             v = (v << 11) | (_c1_PowerSwitchClosed << 7) | (_c1_RCD << 3)
             n += 11
             if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-            elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
-            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
+            elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
+            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
@@ -1131,8 +1132,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1144,8 +1145,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1186,8 +1187,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1199,8 +1200,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1241,8 +1242,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1254,8 +1255,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1308,10 +1309,10 @@ def _d_AC_EVSEStatusType(r):
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1360,8 +1361,8 @@ def _e_AC_EVSEStatusType(w, o):
             v = (v << 10) | (v_PowerSwitchClosed << 7) | (v_RCD << 3)
             n += 10
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -1494,10 +1495,10 @@ def _d_ChargingProfileType(r):
                 f_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SAScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1518,10 +1519,10 @@ def _d_ChargingProfileType(r):
                 _c1_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ChargingProfileEntryStart = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1543,10 +1544,10 @@ def _d_ChargingProfileType(r):
                 _c1_ChargingProfileEntryMaxPower = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ChargingProfileEntryMaxPower = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1580,10 +1581,10 @@ def _d_ChargingProfileType(r):
                         _c2_ChargingProfileEntryStart = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_ChargingProfileEntryStart = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1605,10 +1606,10 @@ def _d_ChargingProfileType(r):
                         _c2_ChargingProfileEntryMaxPower = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1648,10 +1649,10 @@ def _d_ChargingProfileType(r):
                             _c3_ChargingProfileEntryStart = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_ChargingProfileEntryStart = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1673,10 +1674,10 @@ def _d_ChargingProfileType(r):
                             _c3_ChargingProfileEntryMaxPower = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1724,8 +1725,8 @@ def _e_ChargingProfileType(w, o):
             n += 3
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
             el = 'ProfileEntry'
@@ -1739,8 +1740,8 @@ def _e_ChargingProfileType(w, o):
             n += 4
             v_SAScheduleTupleID = None
             if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
-            elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c1_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c1_ChargingProfileEntryStart >> 7); n += 16
-            elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c1_ChargingProfileEntryStart & 127) << 16) | (((_c1_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c1_ChargingProfileEntryStart >> 14); n += 24
+            elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c1_ChargingProfileEntryStart]; n += 16
+            elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c1_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c1_ChargingProfileEntryStart >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ProfileEntry/ChargingProfileEntryMaxPower'
@@ -1749,8 +1750,8 @@ def _e_ChargingProfileType(w, o):
             n += 4
             _m = (-_c1_ChargingProfileEntryMaxPower - 1 if _c1_ChargingProfileEntryMaxPower < 0 else _c1_ChargingProfileEntryMaxPower)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -1770,8 +1771,8 @@ def _e_ChargingProfileType(w, o):
                 v <<= 4
                 n += 4
                 if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
-                elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c2_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c2_ChargingProfileEntryStart >> 7); n += 16
-                elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c2_ChargingProfileEntryStart & 127) << 16) | (((_c2_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c2_ChargingProfileEntryStart >> 14); n += 24
+                elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c2_ChargingProfileEntryStart]; n += 16
+                elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
                 if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
@@ -1780,8 +1781,8 @@ def _e_ChargingProfileType(w, o):
                 n += 4
                 _m = (-_c2_ChargingProfileEntryMaxPower - 1 if _c2_ChargingProfileEntryMaxPower < 0 else _c2_ChargingProfileEntryMaxPower)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1805,8 +1806,8 @@ def _e_ChargingProfileType(w, o):
                     v <<= 4
                     n += 4
                     if _c3_ChargingProfileEntryStart < 128: v = (v << 8) | _c3_ChargingProfileEntryStart; n += 8
-                    elif _c3_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c3_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c3_ChargingProfileEntryStart >> 7); n += 16
-                    elif _c3_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c3_ChargingProfileEntryStart & 127) << 16) | (((_c3_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c3_ChargingProfileEntryStart >> 14); n += 24
+                    elif _c3_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c3_ChargingProfileEntryStart]; n += 16
+                    elif _c3_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c3_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c3_ChargingProfileEntryStart >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_ChargingProfileEntryStart); v = w.v; n = w.n
                     if not (_c3_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
@@ -1815,8 +1816,8 @@ def _e_ChargingProfileType(w, o):
                     n += 4
                     _m = (-_c3_ChargingProfileEntryMaxPower - 1 if _c3_ChargingProfileEntryMaxPower < 0 else _c3_ChargingProfileEntryMaxPower)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -1851,10 +1852,10 @@ def _d_ConsumptionCostType(r):
                 f_startValue = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_startValue = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_startValue = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1892,10 +1893,10 @@ def _d_ConsumptionCostType(r):
                         _c1_amount = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_amount = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1963,10 +1964,10 @@ def _d_ConsumptionCostType(r):
                             _c2_amount = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_amount = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2032,8 +2033,8 @@ def _e_ConsumptionCostType(w, o):
             v <<= 2
             n += 2
             if v_startValue < 128: v = (v << 8) | v_startValue; n += 8
-            elif v_startValue < 16384: v = (v << 16) | ((v_startValue & 127) << 8) | 32768 | (v_startValue >> 7); n += 16
-            elif v_startValue < 2097152: v = (v << 24) | ((v_startValue & 127) << 16) | (((v_startValue >> 7) & 127) << 8) | 8421376 | (v_startValue >> 14); n += 24
+            elif v_startValue < 16384: v = (v << 16) | _V2[v_startValue]; n += 16
+            elif v_startValue < 2097152: v = (v << 24) | ((_V2[v_startValue & 16383] | 128) << 8) | (v_startValue >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_startValue); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2060,8 +2061,8 @@ def _e_ConsumptionCostType(w, o):
                     v = (v << 7) | (_c1_i1 << 3)
                     n += 7
                     if _c1_amount < 128: v = (v << 8) | _c1_amount; n += 8
-                    elif _c1_amount < 16384: v = (v << 16) | ((_c1_amount & 127) << 8) | 32768 | (_c1_amount >> 7); n += 16
-                    elif _c1_amount < 2097152: v = (v << 24) | ((_c1_amount & 127) << 16) | (((_c1_amount >> 7) & 127) << 8) | 8421376 | (_c1_amount >> 14); n += 24
+                    elif _c1_amount < 16384: v = (v << 16) | _V2[_c1_amount]; n += 16
+                    elif _c1_amount < 2097152: v = (v << 24) | ((_V2[_c1_amount & 16383] | 128) << 8) | (_c1_amount >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -2107,8 +2108,8 @@ def _e_ConsumptionCostType(w, o):
                         v = (v << 7) | (_c2_i1 << 3)
                         n += 7
                         if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
-                        elif _c2_amount < 16384: v = (v << 16) | ((_c2_amount & 127) << 8) | 32768 | (_c2_amount >> 7); n += 16
-                        elif _c2_amount < 2097152: v = (v << 24) | ((_c2_amount & 127) << 16) | (((_c2_amount >> 7) & 127) << 8) | 8421376 | (_c2_amount >> 14); n += 24
+                        elif _c2_amount < 16384: v = (v << 16) | _V2[_c2_amount]; n += 16
+                        elif _c2_amount < 2097152: v = (v << 24) | ((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -2164,10 +2165,10 @@ def _d_CostType(r):
                 f_amount = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_amount = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_amount = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2226,8 +2227,8 @@ def _e_CostType(w, o):
             v = (v << 7) | (_i1 << 3)
             n += 7
             if v_amount < 128: v = (v << 8) | v_amount; n += 8
-            elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
-            elif v_amount < 2097152: v = (v << 24) | ((v_amount & 127) << 16) | (((v_amount >> 7) & 127) << 8) | 8421376 | (v_amount >> 14); n += 24
+            elif v_amount < 16384: v = (v << 16) | _V2[v_amount]; n += 16
+            elif v_amount < 2097152: v = (v << 24) | ((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2398,10 +2399,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2429,10 +2430,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2497,10 +2498,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2528,10 +2529,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2593,10 +2594,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2624,10 +2625,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2688,10 +2689,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2719,10 +2720,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2789,10 +2790,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2820,10 +2821,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2884,10 +2885,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c7_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2915,10 +2916,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c7_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3006,10 +3007,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3037,10 +3038,10 @@ def _d_DC_EVChargeParameterType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3271,8 +3272,8 @@ def _e_DC_EVChargeParameterType(w, o):
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3284,8 +3285,8 @@ def _e_DC_EVChargeParameterType(w, o):
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3330,8 +3331,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3343,8 +3344,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3385,8 +3386,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3398,8 +3399,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3441,8 +3442,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3454,8 +3455,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3500,8 +3501,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3513,8 +3514,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3556,8 +3557,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3569,8 +3570,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3629,8 +3630,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -3642,8 +3643,8 @@ def _e_DC_EVChargeParameterType(w, o):
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -4044,10 +4045,10 @@ def _d_DC_EVSEChargeParameterType(r):
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4107,10 +4108,10 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4138,10 +4139,10 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4206,10 +4207,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4237,10 +4238,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4302,10 +4303,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4333,10 +4334,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4397,10 +4398,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4428,10 +4429,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4497,10 +4498,10 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c6_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c6_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4528,10 +4529,10 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c6_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c6_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4593,10 +4594,10 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c7_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c7_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4624,10 +4625,10 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c7_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c7_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4692,10 +4693,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4723,10 +4724,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4788,10 +4789,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c9_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4819,10 +4820,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c9_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4883,10 +4884,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c10_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4914,10 +4915,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c10_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4984,10 +4985,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c11_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5015,10 +5016,10 @@ def _d_DC_EVSEChargeParameterType(r):
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c11_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5118,8 +5119,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     v <<= 2
                     n += 2
                     if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-                    elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
-                    elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
+                    elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
+                    elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
@@ -5159,8 +5160,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -5172,8 +5173,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -5218,8 +5219,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5231,8 +5232,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5273,8 +5274,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5286,8 +5287,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5329,8 +5330,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5342,8 +5343,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5388,8 +5389,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5401,8 +5402,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5443,8 +5444,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5456,8 +5457,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5502,8 +5503,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5515,8 +5516,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5557,8 +5558,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5570,8 +5571,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5613,8 +5614,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5626,8 +5627,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5672,8 +5673,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 11
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5685,8 +5686,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         n += 4
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5765,10 +5766,10 @@ def _d_DC_EVSEStatusType(r):
                     f_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5833,8 +5834,8 @@ def _e_DC_EVSEStatusType(w, o):
                 v <<= 2
                 n += 2
                 if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-                elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-                elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+                elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
+                elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
                 if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSENotification'
@@ -6206,10 +6207,10 @@ def _d_EntryType(r):
                     _c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6238,10 +6239,10 @@ def _d_EntryType(r):
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6306,8 +6307,8 @@ def _e_EntryType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -6321,8 +6322,8 @@ def _e_EntryType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -6616,10 +6617,10 @@ def _d_MeterInfoType(r):
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6647,10 +6648,10 @@ def _d_MeterInfoType(r):
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6710,10 +6711,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6741,10 +6742,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6801,10 +6802,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6832,10 +6833,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6872,10 +6873,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6903,10 +6904,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6943,10 +6944,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7036,8 +7037,8 @@ def _e_MeterInfoType(w, o):
                         n += 11
                         _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7049,8 +7050,8 @@ def _e_MeterInfoType(w, o):
                         n += 4
                         _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7082,8 +7083,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7095,8 +7096,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7124,8 +7125,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7137,8 +7138,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7155,8 +7156,8 @@ def _e_MeterInfoType(w, o):
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7168,8 +7169,8 @@ def _e_MeterInfoType(w, o):
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7186,8 +7187,8 @@ def _e_MeterInfoType(w, o):
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7328,10 +7329,10 @@ def _d_PMaxScheduleEntryType(r):
                     _c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7360,10 +7361,10 @@ def _d_PMaxScheduleEntryType(r):
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7408,10 +7409,10 @@ def _d_PMaxScheduleEntryType(r):
                     f_PMax = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_PMax = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7456,8 +7457,8 @@ def _e_PMaxScheduleEntryType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7471,8 +7472,8 @@ def _e_PMaxScheduleEntryType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -7501,8 +7502,8 @@ def _e_PMaxScheduleEntryType(w, o):
                 n += 3
                 _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7537,10 +7538,10 @@ def _d_PMaxScheduleType(r):
                 f_PMaxScheduleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_PMaxScheduleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_PMaxScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_PMaxScheduleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7575,10 +7576,10 @@ def _d_PMaxScheduleType(r):
                     _c1_c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7607,10 +7608,10 @@ def _d_PMaxScheduleType(r):
                             _c1_c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7655,10 +7656,10 @@ def _d_PMaxScheduleType(r):
                     _c1_PMax = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_PMax = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7705,10 +7706,10 @@ def _d_PMaxScheduleType(r):
                             _c2_c1_start = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_c1_start = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7737,10 +7738,10 @@ def _d_PMaxScheduleType(r):
                                     _c2_c1_duration = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c2_c1_duration = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7785,10 +7786,10 @@ def _d_PMaxScheduleType(r):
                             _c2_PMax = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_PMax = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7841,10 +7842,10 @@ def _d_PMaxScheduleType(r):
                                 _c3_c1_start = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_c1_start = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7873,10 +7874,10 @@ def _d_PMaxScheduleType(r):
                                         _c3_c1_duration = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c3_c1_duration = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c3_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7921,10 +7922,10 @@ def _d_PMaxScheduleType(r):
                                 _c3_PMax = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_PMax = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7974,8 +7975,8 @@ def _e_PMaxScheduleType(w, o):
             n += 3
             _m = (-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
             el = 'PMaxScheduleEntry'
@@ -7999,8 +8000,8 @@ def _e_PMaxScheduleType(w, o):
                     v <<= 2
                     n += 2
                     if _c1_c1_start < 128: v = (v << 8) | _c1_c1_start; n += 8
-                    elif _c1_c1_start < 16384: v = (v << 16) | ((_c1_c1_start & 127) << 8) | 32768 | (_c1_c1_start >> 7); n += 16
-                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_c1_c1_start & 127) << 16) | (((_c1_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_c1_start >> 14); n += 24
+                    elif _c1_c1_start < 16384: v = (v << 16) | _V2[_c1_c1_start]; n += 16
+                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -8014,8 +8015,8 @@ def _e_PMaxScheduleType(w, o):
                         v <<= 3
                         n += 3
                         if _c1_c1_duration < 128: v = (v << 8) | _c1_c1_duration; n += 8
-                        elif _c1_c1_duration < 16384: v = (v << 16) | ((_c1_c1_duration & 127) << 8) | 32768 | (_c1_c1_duration >> 7); n += 16
-                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_c1_c1_duration & 127) << 16) | (((_c1_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_c1_duration >> 14); n += 24
+                        elif _c1_c1_duration < 16384: v = (v << 16) | _V2[_c1_c1_duration]; n += 16
+                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -8044,8 +8045,8 @@ def _e_PMaxScheduleType(w, o):
                     n += 3
                     _m = (-_c1_PMax - 1 if _c1_PMax < 0 else _c1_PMax)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -8081,8 +8082,8 @@ def _e_PMaxScheduleType(w, o):
                         v <<= 2
                         n += 2
                         if _c2_c1_start < 128: v = (v << 8) | _c2_c1_start; n += 8
-                        elif _c2_c1_start < 16384: v = (v << 16) | ((_c2_c1_start & 127) << 8) | 32768 | (_c2_c1_start >> 7); n += 16
-                        elif _c2_c1_start < 2097152: v = (v << 24) | ((_c2_c1_start & 127) << 16) | (((_c2_c1_start >> 7) & 127) << 8) | 8421376 | (_c2_c1_start >> 14); n += 24
+                        elif _c2_c1_start < 16384: v = (v << 16) | _V2[_c2_c1_start]; n += 16
+                        elif _c2_c1_start < 2097152: v = (v << 24) | ((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -8096,8 +8097,8 @@ def _e_PMaxScheduleType(w, o):
                             v <<= 3
                             n += 3
                             if _c2_c1_duration < 128: v = (v << 8) | _c2_c1_duration; n += 8
-                            elif _c2_c1_duration < 16384: v = (v << 16) | ((_c2_c1_duration & 127) << 8) | 32768 | (_c2_c1_duration >> 7); n += 16
-                            elif _c2_c1_duration < 2097152: v = (v << 24) | ((_c2_c1_duration & 127) << 16) | (((_c2_c1_duration >> 7) & 127) << 8) | 8421376 | (_c2_c1_duration >> 14); n += 24
+                            elif _c2_c1_duration < 16384: v = (v << 16) | _V2[_c2_c1_duration]; n += 16
+                            elif _c2_c1_duration < 2097152: v = (v << 24) | ((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
                             v <<= 2
                             n += 2
@@ -8126,8 +8127,8 @@ def _e_PMaxScheduleType(w, o):
                         n += 3
                         _m = (-_c2_PMax - 1 if _c2_PMax < 0 else _c2_PMax)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -8167,8 +8168,8 @@ def _e_PMaxScheduleType(w, o):
                             v <<= 2
                             n += 2
                             if _c3_c1_start < 128: v = (v << 8) | _c3_c1_start; n += 8
-                            elif _c3_c1_start < 16384: v = (v << 16) | ((_c3_c1_start & 127) << 8) | 32768 | (_c3_c1_start >> 7); n += 16
-                            elif _c3_c1_start < 2097152: v = (v << 24) | ((_c3_c1_start & 127) << 16) | (((_c3_c1_start >> 7) & 127) << 8) | 8421376 | (_c3_c1_start >> 14); n += 24
+                            elif _c3_c1_start < 16384: v = (v << 16) | _V2[_c3_c1_start]; n += 16
+                            elif _c3_c1_start < 2097152: v = (v << 24) | ((_V2[_c3_c1_start & 16383] | 128) << 8) | (_c3_c1_start >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_c3_c1_start); v = w.v; n = w.n
                             v <<= 1
                             n += 1
@@ -8182,8 +8183,8 @@ def _e_PMaxScheduleType(w, o):
                                 v <<= 3
                                 n += 3
                                 if _c3_c1_duration < 128: v = (v << 8) | _c3_c1_duration; n += 8
-                                elif _c3_c1_duration < 16384: v = (v << 16) | ((_c3_c1_duration & 127) << 8) | 32768 | (_c3_c1_duration >> 7); n += 16
-                                elif _c3_c1_duration < 2097152: v = (v << 24) | ((_c3_c1_duration & 127) << 16) | (((_c3_c1_duration >> 7) & 127) << 8) | 8421376 | (_c3_c1_duration >> 14); n += 24
+                                elif _c3_c1_duration < 16384: v = (v << 16) | _V2[_c3_c1_duration]; n += 16
+                                elif _c3_c1_duration < 2097152: v = (v << 24) | ((_V2[_c3_c1_duration & 16383] | 128) << 8) | (_c3_c1_duration >> 14); n += 24
                                 else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = w.v; n = w.n
                                 v <<= 2
                                 n += 2
@@ -8212,8 +8213,8 @@ def _e_PMaxScheduleType(w, o):
                             n += 3
                             _m = (-_c3_PMax - 1 if _c3_PMax < 0 else _c3_PMax)
                             if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
@@ -8256,10 +8257,10 @@ def _d_ParameterSetType(r):
                 f_ParameterSetID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ParameterSetID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8342,8 +8343,8 @@ def _e_ParameterSetType(w, o):
             n += 3
             _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
@@ -8457,10 +8458,10 @@ def _d_ParameterType(r):
                         f_shortValue = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_shortValue = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8488,10 +8489,10 @@ def _d_ParameterType(r):
                         f_intValue = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_intValue = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8540,10 +8541,10 @@ def _d_ParameterType(r):
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8571,10 +8572,10 @@ def _d_ParameterType(r):
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8697,8 +8698,8 @@ def _e_ParameterType(w, o):
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8712,8 +8713,8 @@ def _e_ParameterType(w, o):
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8748,8 +8749,8 @@ def _e_ParameterType(w, o):
                         n += 11
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -8761,8 +8762,8 @@ def _e_ParameterType(w, o):
                         n += 4
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -8952,10 +8953,10 @@ def _d_PhysicalValueType(r):
                         f_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8983,10 +8984,10 @@ def _d_PhysicalValueType(r):
                         f_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9045,8 +9046,8 @@ def _e_PhysicalValueType(w, o):
                 n += 11
                 _m = (-v_Value - 1 if v_Value < 0 else v_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9058,8 +9059,8 @@ def _e_PhysicalValueType(w, o):
                 n += 4
                 _m = (-v_Value - 1 if v_Value < 0 else v_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9095,10 +9096,10 @@ def _d_ProfileEntryType(r):
                 f_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ChargingProfileEntryStart = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9120,10 +9121,10 @@ def _d_ProfileEntryType(r):
                 f_ChargingProfileEntryMaxPower = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ChargingProfileEntryMaxPower = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9158,8 +9159,8 @@ def _e_ProfileEntryType(w, o):
             v <<= 2
             n += 2
             if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
-            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | ((v_ChargingProfileEntryStart & 127) << 8) | 32768 | (v_ChargingProfileEntryStart >> 7); n += 16
-            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((v_ChargingProfileEntryStart & 127) << 16) | (((v_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (v_ChargingProfileEntryStart >> 14); n += 24
+            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[v_ChargingProfileEntryStart]; n += 16
+            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[v_ChargingProfileEntryStart & 16383] | 128) << 8) | (v_ChargingProfileEntryStart >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
@@ -9168,8 +9169,8 @@ def _e_ProfileEntryType(w, o):
             n += 4
             _m = (-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -9199,10 +9200,10 @@ def _d_RelativeTimeIntervalType(r):
                 f_start = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_start = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_start = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9231,10 +9232,10 @@ def _d_RelativeTimeIntervalType(r):
                         f_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9274,8 +9275,8 @@ def _e_RelativeTimeIntervalType(w, o):
             v <<= 2
             n += 2
             if v_start < 128: v = (v << 8) | v_start; n += 8
-            elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
-            elif v_start < 2097152: v = (v << 24) | ((v_start & 127) << 16) | (((v_start >> 7) & 127) << 8) | 8421376 | (v_start >> 14); n += 24
+            elif v_start < 16384: v = (v << 16) | _V2[v_start]; n += 16
+            elif v_start < 2097152: v = (v << 24) | ((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9289,8 +9290,8 @@ def _e_RelativeTimeIntervalType(w, o):
                 v <<= 3
                 n += 3
                 if v_duration < 128: v = (v << 8) | v_duration; n += 8
-                elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
-                elif v_duration < 2097152: v = (v << 24) | ((v_duration & 127) << 16) | (((v_duration >> 7) & 127) << 8) | 8421376 | (v_duration >> 14); n += 24
+                elif v_duration < 16384: v = (v << 16) | _V2[v_duration]; n += 16
+                elif v_duration < 2097152: v = (v << 24) | ((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -9331,10 +9332,10 @@ def _d_SAScheduleListType(r):
                 _c1_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_SAScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9398,10 +9399,10 @@ def _d_SAScheduleListType(r):
                         _c2_SAScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_SAScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9471,10 +9472,10 @@ def _d_SAScheduleListType(r):
                             _c3_SAScheduleTupleID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_SAScheduleTupleID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9552,8 +9553,8 @@ def _e_SAScheduleListType(w, o):
                 n += 3
                 _m = (-_c1_SAScheduleTupleID - 1 if _c1_SAScheduleTupleID < 0 else _c1_SAScheduleTupleID)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c1_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                 el = 'SAScheduleTuple/PMaxSchedule'
@@ -9601,8 +9602,8 @@ def _e_SAScheduleListType(w, o):
                     n += 3
                     _m = (-_c2_SAScheduleTupleID - 1 if _c2_SAScheduleTupleID < 0 else _c2_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                     el = 'SAScheduleTuple/PMaxSchedule'
@@ -9654,8 +9655,8 @@ def _e_SAScheduleListType(w, o):
                         n += 3
                         _m = (-_c3_SAScheduleTupleID - 1 if _c3_SAScheduleTupleID < 0 else _c3_SAScheduleTupleID)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c3_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                         el = 'SAScheduleTuple/PMaxSchedule'
@@ -9717,10 +9718,10 @@ def _d_SAScheduleTupleType(r):
                 f_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SAScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9781,8 +9782,8 @@ def _e_SAScheduleTupleType(w, o):
             n += 3
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
             el = 'PMaxSchedule'
@@ -9871,10 +9872,10 @@ def _d_SalesTariffEntryType(r):
                     _c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9903,10 +9904,10 @@ def _d_SalesTariffEntryType(r):
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10013,8 +10014,8 @@ def _e_SalesTariffEntryType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -10028,8 +10029,8 @@ def _e_SalesTariffEntryType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -10127,10 +10128,10 @@ def _d_SalesTariffType(r):
                 f_SalesTariffID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SalesTariffID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SalesTariffID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10266,8 +10267,8 @@ def _e_SalesTariffType(w, o):
             v_Id = None
             _m = (-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -10375,10 +10376,10 @@ def _d_SelectedServiceListType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10409,10 +10410,10 @@ def _d_SelectedServiceListType(r):
                         _c1_ParameterSetID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_ParameterSetID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10455,10 +10456,10 @@ def _d_SelectedServiceListType(r):
                         _c2_ServiceID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_ServiceID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10489,10 +10490,10 @@ def _d_SelectedServiceListType(r):
                                 _c2_ParameterSetID = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_ParameterSetID = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10541,10 +10542,10 @@ def _d_SelectedServiceListType(r):
                             _c3_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10575,10 +10576,10 @@ def _d_SelectedServiceListType(r):
                                     _c3_ParameterSetID = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c3_ParameterSetID = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10636,8 +10637,8 @@ def _e_SelectedServiceListType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -10652,8 +10653,8 @@ def _e_SelectedServiceListType(w, o):
                     n += 4
                     _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -10681,8 +10682,8 @@ def _e_SelectedServiceListType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                    elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
-                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                    elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
+                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10697,8 +10698,8 @@ def _e_SelectedServiceListType(w, o):
                         n += 4
                         _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -10730,8 +10731,8 @@ def _e_SelectedServiceListType(w, o):
                         v <<= 2
                         n += 2
                         if _c3_ServiceID < 128: v = (v << 8) | _c3_ServiceID; n += 8
-                        elif _c3_ServiceID < 16384: v = (v << 16) | ((_c3_ServiceID & 127) << 8) | 32768 | (_c3_ServiceID >> 7); n += 16
-                        elif _c3_ServiceID < 2097152: v = (v << 24) | ((_c3_ServiceID & 127) << 16) | (((_c3_ServiceID >> 7) & 127) << 8) | 8421376 | (_c3_ServiceID >> 14); n += 24
+                        elif _c3_ServiceID < 16384: v = (v << 16) | _V2[_c3_ServiceID]; n += 16
+                        elif _c3_ServiceID < 2097152: v = (v << 24) | ((_V2[_c3_ServiceID & 16383] | 128) << 8) | (_c3_ServiceID >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c3_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -10746,8 +10747,8 @@ def _e_SelectedServiceListType(w, o):
                             n += 4
                             _m = (-_c3_ParameterSetID - 1 if _c3_ParameterSetID < 0 else _c3_ParameterSetID)
                             if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
@@ -10788,10 +10789,10 @@ def _d_SelectedServiceType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10822,10 +10823,10 @@ def _d_SelectedServiceType(r):
                         f_ParameterSetID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_ParameterSetID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10866,8 +10867,8 @@ def _e_SelectedServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -10882,8 +10883,8 @@ def _e_SelectedServiceType(w, o):
                 n += 4
                 _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10925,10 +10926,10 @@ def _d_ServiceChargeType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11062,8 +11063,8 @@ def _e_ServiceChargeType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11274,10 +11275,10 @@ def _d_ServiceTagListType(r):
                 _c1_c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11398,10 +11399,10 @@ def _d_ServiceTagListType(r):
                         _c2_c1_ServiceID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_ServiceID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11528,10 +11529,10 @@ def _d_ServiceTagListType(r):
                             _c3_c1_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_c1_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11669,8 +11670,8 @@ def _e_ServiceTagListType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_c1_ServiceID < 128: v = (v << 8) | _c1_c1_ServiceID; n += 8
-                elif _c1_c1_ServiceID < 16384: v = (v << 16) | ((_c1_c1_ServiceID & 127) << 8) | 32768 | (_c1_c1_ServiceID >> 7); n += 16
-                elif _c1_c1_ServiceID < 2097152: v = (v << 24) | ((_c1_c1_ServiceID & 127) << 16) | (((_c1_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_c1_ServiceID >> 14); n += 24
+                elif _c1_c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_c1_ServiceID]; n += 16
+                elif _c1_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_c1_ServiceID & 16383] | 128) << 8) | (_c1_c1_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11753,8 +11754,8 @@ def _e_ServiceTagListType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
-                    elif _c2_c1_ServiceID < 16384: v = (v << 16) | ((_c2_c1_ServiceID & 127) << 8) | 32768 | (_c2_c1_ServiceID >> 7); n += 16
-                    elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_c2_c1_ServiceID & 127) << 16) | (((_c2_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_c1_ServiceID >> 14); n += 24
+                    elif _c2_c1_ServiceID < 16384: v = (v << 16) | _V2[_c2_c1_ServiceID]; n += 16
+                    elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11841,8 +11842,8 @@ def _e_ServiceTagListType(w, o):
                         v <<= 2
                         n += 2
                         if _c3_c1_ServiceID < 128: v = (v << 8) | _c3_c1_ServiceID; n += 8
-                        elif _c3_c1_ServiceID < 16384: v = (v << 16) | ((_c3_c1_ServiceID & 127) << 8) | 32768 | (_c3_c1_ServiceID >> 7); n += 16
-                        elif _c3_c1_ServiceID < 2097152: v = (v << 24) | ((_c3_c1_ServiceID & 127) << 16) | (((_c3_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c3_c1_ServiceID >> 14); n += 24
+                        elif _c3_c1_ServiceID < 16384: v = (v << 16) | _V2[_c3_c1_ServiceID]; n += 16
+                        elif _c3_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c3_c1_ServiceID & 16383] | 128) << 8) | (_c3_c1_ServiceID >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c3_c1_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -11933,10 +11934,10 @@ def _d_ServiceTagType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12043,8 +12044,8 @@ def _e_ServiceTagType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -12128,10 +12129,10 @@ def _d_ServiceType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12254,8 +12255,8 @@ def _e_ServiceType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1

@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'din' (DIN SPEC 70121)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import din_msgbody, din_msgdatatypes, din_msgdef, din_msgheader, xmldsig
 from exi.codec import din_msgbody as c_din_msgbody
 from exi.codec import din_msgdatatypes as c_din_msgdatatypes
@@ -257,10 +258,10 @@ def _d_BodyType(r):
                                     _c3_c1_NotificationMaxDelay = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c3_c1_NotificationMaxDelay = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -676,10 +677,10 @@ def _d_BodyType(r):
                                 _c6_RetryCounter = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_RetryCounter = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -921,10 +922,10 @@ def _d_BodyType(r):
                                         _c10_SAScheduleTupleID = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c10_SAScheduleTupleID = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -989,10 +990,10 @@ def _d_BodyType(r):
                                 _c11_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c11_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c11_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1140,10 +1141,10 @@ def _d_BodyType(r):
                                 _c13_DateTimeNow = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c13_DateTimeNow = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c13_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1312,10 +1313,10 @@ def _d_BodyType(r):
                                         _c14_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c14_c2_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1343,10 +1344,10 @@ def _d_BodyType(r):
                                         _c14_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c14_c2_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1408,10 +1409,10 @@ def _d_BodyType(r):
                                         _c14_c3_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c14_c3_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1439,10 +1440,10 @@ def _d_BodyType(r):
                                         _c14_c3_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c14_c3_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1538,10 +1539,10 @@ def _d_BodyType(r):
                                     _c15_c1_NotificationMaxDelay = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c15_c1_NotificationMaxDelay = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1601,10 +1602,10 @@ def _d_BodyType(r):
                                         _c15_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c15_c2_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1632,10 +1633,10 @@ def _d_BodyType(r):
                                         _c15_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c15_c2_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1682,10 +1683,10 @@ def _d_BodyType(r):
                                 _c16_ServiceID = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c16_ServiceID = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c16_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1722,10 +1723,10 @@ def _d_BodyType(r):
                                 _c17_ServiceID = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c17_ServiceID = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c17_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1952,10 +1953,10 @@ def _d_BodyType(r):
                                         _c22_DateTimeNow = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c22_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c22_DateTimeNow = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c22_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2170,10 +2171,10 @@ def _d_BodyType(r):
                                     _c26_c1_NotificationMaxDelay = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c26_c1_NotificationMaxDelay = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2233,10 +2234,10 @@ def _d_BodyType(r):
                                         _c26_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c26_c2_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2264,10 +2265,10 @@ def _d_BodyType(r):
                                         _c26_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c26_c2_Value = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2459,8 +2460,8 @@ def _e_BodyType(w, o):
                     v <<= 2
                     n += 2
                     if _c3_c2_NotificationMaxDelay < 128: v = (v << 8) | _c3_c2_NotificationMaxDelay; n += 8
-                    elif _c3_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c3_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_c2_NotificationMaxDelay & 127) << 16) | (((_c3_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_c2_NotificationMaxDelay >> 14); n += 24
+                    elif _c3_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_c2_NotificationMaxDelay]; n += 16
+                    elif _c3_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_c2_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_c2_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
@@ -2735,8 +2736,8 @@ def _e_BodyType(w, o):
             n += 4
             _m = (-_c6_RetryCounter - 1 if _c6_RetryCounter < 0 else _c6_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -2922,8 +2923,8 @@ def _e_BodyType(w, o):
                     n += 4
                     _m = (-_c10_SAScheduleTupleID - 1 if _c10_SAScheduleTupleID < 0 else _c10_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeteringReceiptReq/MeterInfo'
@@ -2980,8 +2981,8 @@ def _e_BodyType(w, o):
             v = (v << 25) | (16 << 19) | (_c11_i1 << 12) | (_c11_c2_PowerSwitchClosed << 7) | (_c11_c2_RCD << 3)
             n += 25
             if _c11_c2_NotificationMaxDelay < 128: v = (v << 8) | _c11_c2_NotificationMaxDelay; n += 8
-            elif _c11_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c11_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c11_c2_NotificationMaxDelay >> 7); n += 16
-            elif _c11_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c11_c2_NotificationMaxDelay & 127) << 16) | (((_c11_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c11_c2_NotificationMaxDelay >> 14); n += 24
+            elif _c11_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c11_c2_NotificationMaxDelay]; n += 16
+            elif _c11_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c11_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c11_c2_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c11_c2_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c11_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
@@ -3070,8 +3071,8 @@ def _e_BodyType(w, o):
             n += 4
             _m = (-_c13_DateTimeNow - 1 if _c13_DateTimeNow < 0 else _c13_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -3206,8 +3207,8 @@ def _e_BodyType(w, o):
                     n += 11
                     _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3219,8 +3220,8 @@ def _e_BodyType(w, o):
                     n += 4
                     _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3261,8 +3262,8 @@ def _e_BodyType(w, o):
                     n += 11
                     _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3274,8 +3275,8 @@ def _e_BodyType(w, o):
                     n += 4
                     _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3337,8 +3338,8 @@ def _e_BodyType(w, o):
                     v <<= 2
                     n += 2
                     if _c15_c2_NotificationMaxDelay < 128: v = (v << 8) | _c15_c2_NotificationMaxDelay; n += 8
-                    elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c15_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c15_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c15_c2_NotificationMaxDelay & 127) << 16) | (((_c15_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c15_c2_NotificationMaxDelay >> 14); n += 24
+                    elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c15_c2_NotificationMaxDelay]; n += 16
+                    elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c15_c2_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
@@ -3378,8 +3379,8 @@ def _e_BodyType(w, o):
                     n += 11
                     _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3391,8 +3392,8 @@ def _e_BodyType(w, o):
                     n += 4
                     _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3418,8 +3419,8 @@ def _e_BodyType(w, o):
             v = (v << 8) | (23 << 2)
             n += 8
             if _c16_ServiceID < 128: v = (v << 8) | _c16_ServiceID; n += 8
-            elif _c16_ServiceID < 16384: v = (v << 16) | ((_c16_ServiceID & 127) << 8) | 32768 | (_c16_ServiceID >> 7); n += 16
-            elif _c16_ServiceID < 2097152: v = (v << 24) | ((_c16_ServiceID & 127) << 16) | (((_c16_ServiceID >> 7) & 127) << 8) | 8421376 | (_c16_ServiceID >> 14); n += 24
+            elif _c16_ServiceID < 16384: v = (v << 16) | _V2[_c16_ServiceID]; n += 16
+            elif _c16_ServiceID < 2097152: v = (v << 24) | ((_V2[_c16_ServiceID & 16383] | 128) << 8) | (_c16_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c16_ServiceID); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -3442,8 +3443,8 @@ def _e_BodyType(w, o):
                 v = (v << 10) | (_c17_i1 << 3)
                 n += 10
                 if _c17_ServiceID < 128: v = (v << 8) | _c17_ServiceID; n += 8
-                elif _c17_ServiceID < 16384: v = (v << 16) | ((_c17_ServiceID & 127) << 8) | 32768 | (_c17_ServiceID >> 7); n += 16
-                elif _c17_ServiceID < 2097152: v = (v << 24) | ((_c17_ServiceID & 127) << 16) | (((_c17_ServiceID >> 7) & 127) << 8) | 8421376 | (_c17_ServiceID >> 14); n += 24
+                elif _c17_ServiceID < 16384: v = (v << 16) | _V2[_c17_ServiceID]; n += 16
+                elif _c17_ServiceID < 2097152: v = (v << 24) | ((_V2[_c17_ServiceID & 16383] | 128) << 8) | (_c17_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3609,8 +3610,8 @@ def _e_BodyType(w, o):
                     n += 4
                     _m = (-_c22_DateTimeNow - 1 if _c22_DateTimeNow < 0 else _c22_DateTimeNow)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -3769,8 +3770,8 @@ def _e_BodyType(w, o):
                     v <<= 2
                     n += 2
                     if _c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c26_c2_NotificationMaxDelay; n += 8
-                    elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c26_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c26_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c26_c2_NotificationMaxDelay & 127) << 16) | (((_c26_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c26_c2_NotificationMaxDelay >> 14); n += 24
+                    elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c26_c2_NotificationMaxDelay]; n += 16
+                    elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
@@ -3810,8 +3811,8 @@ def _e_BodyType(w, o):
                     n += 11
                     _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3823,8 +3824,8 @@ def _e_BodyType(w, o):
                     n += 4
                     _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -4513,10 +4514,10 @@ def _de17(r):  # ChargingProfileEntryMaxPower
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4540,8 +4541,8 @@ def _ee17(w, o):  # ChargingProfileEntryMaxPower
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -4561,10 +4562,10 @@ def _de18(r):  # ChargingProfileEntryStart
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4586,8 +4587,8 @@ def _ee18(w, o):  # ChargingProfileEntryStart
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -4720,10 +4721,10 @@ def _de22(r):  # DateTimeNow
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4747,8 +4748,8 @@ def _ee22(w, o):  # DateTimeNow
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -4768,10 +4769,10 @@ def _de23(r):  # DepartureTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4793,8 +4794,8 @@ def _ee23(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -5414,10 +5415,10 @@ def _de48(r):  # HMACOutputLength
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5440,8 +5441,8 @@ def _ee48(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -5535,10 +5536,10 @@ def _de51(r):  # MeterStatus
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5562,8 +5563,8 @@ def _ee51(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -5639,10 +5640,10 @@ def _de54(r):  # NotificationMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5664,8 +5665,8 @@ def _ee54(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -5849,10 +5850,10 @@ def _de60(r):  # PMax
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5876,8 +5877,8 @@ def _ee60(w, o):  # PMax
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -5899,10 +5900,10 @@ def _de61(r):  # PMaxScheduleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5926,8 +5927,8 @@ def _ee61(w, o):  # PMaxScheduleID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -5949,10 +5950,10 @@ def _de62(r):  # ParameterSetID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5976,8 +5977,8 @@ def _ee62(w, o):  # ParameterSetID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6193,10 +6194,10 @@ def _de71(r):  # RetryCounter
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6220,8 +6221,8 @@ def _ee71(w, o):  # RetryCounter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6280,10 +6281,10 @@ def _de73(r):  # SAScheduleTupleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6307,8 +6308,8 @@ def _ee73(w, o):  # SAScheduleTupleID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6330,10 +6331,10 @@ def _de74(r):  # SAScheduleTupleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6357,8 +6358,8 @@ def _ee74(w, o):  # SAScheduleTupleID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6452,10 +6453,10 @@ def _de77(r):  # SalesTariffID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6479,8 +6480,8 @@ def _ee77(w, o):  # SalesTariffID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6598,10 +6599,10 @@ def _de82(r):  # ServiceID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6623,8 +6624,8 @@ def _ee82(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6644,10 +6645,10 @@ def _de83(r):  # ServiceID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6669,8 +6670,8 @@ def _ee83(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6914,10 +6915,10 @@ def _de90(r):  # TMeter
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6941,8 +6942,8 @@ def _ee90(w, o):  # TMeter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -6987,10 +6988,10 @@ def _de92(r):  # Value
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7014,8 +7015,8 @@ def _ee92(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -7177,10 +7178,10 @@ def _de97(r):  # X509SerialNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7203,8 +7204,8 @@ def _ee97(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -7329,10 +7330,10 @@ def _de101(r):  # amount
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7354,8 +7355,8 @@ def _ee101(w, o):  # amount
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -7459,10 +7460,10 @@ def _de106(r):  # duration
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7484,8 +7485,8 @@ def _ee106(w, o):  # duration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -7507,10 +7508,10 @@ def _de107(r):  # intValue
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7534,8 +7535,8 @@ def _ee107(w, o):  # intValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -7557,10 +7558,10 @@ def _de108(r):  # shortValue
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7584,8 +7585,8 @@ def _ee108(w, o):  # shortValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -7605,10 +7606,10 @@ def _de109(r):  # start
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7630,8 +7631,8 @@ def _ee109(w, o):  # start
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -7651,10 +7652,10 @@ def _de110(r):  # startValue
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7676,8 +7677,8 @@ def _ee110(w, o):  # startValue
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1

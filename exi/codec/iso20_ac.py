@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_ac' (ISO 15118-20 AC)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import iso20_ac, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -40,10 +41,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -80,10 +81,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -116,10 +117,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -152,10 +153,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -194,10 +195,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -230,10 +231,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -268,10 +269,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -308,10 +309,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -344,10 +345,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -389,10 +390,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -458,8 +459,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -482,8 +483,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -503,8 +504,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -524,8 +525,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -548,8 +549,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -569,8 +570,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -593,8 +594,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -617,8 +618,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -638,8 +639,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -664,8 +665,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -717,10 +718,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -757,10 +758,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -793,10 +794,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -829,10 +830,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -871,10 +872,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -907,10 +908,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -945,10 +946,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -985,10 +986,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1021,10 +1022,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1057,10 +1058,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1099,10 +1100,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1135,10 +1136,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1173,10 +1174,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1213,10 +1214,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1249,10 +1250,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1285,10 +1286,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1321,10 +1322,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1357,10 +1358,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1402,10 +1403,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1438,10 +1439,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1474,10 +1475,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1510,10 +1511,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1555,10 +1556,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1591,10 +1592,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1627,10 +1628,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1672,10 +1673,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1708,10 +1709,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1753,10 +1754,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1834,8 +1835,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -1858,8 +1859,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1879,8 +1880,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1900,8 +1901,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1924,8 +1925,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1945,8 +1946,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1969,8 +1970,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1993,8 +1994,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2014,8 +2015,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2035,8 +2036,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2059,8 +2060,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2080,8 +2081,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2104,8 +2105,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2128,8 +2129,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2149,8 +2150,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2170,8 +2171,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2191,8 +2192,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2212,8 +2213,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2238,8 +2239,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2259,8 +2260,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2280,8 +2281,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2301,8 +2302,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2327,8 +2328,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2348,8 +2349,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2369,8 +2370,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2395,8 +2396,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2416,8 +2417,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2442,8 +2443,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2504,10 +2505,10 @@ def _d_AC_ChargeLoopReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2661,8 +2662,8 @@ def _e_AC_ChargeLoopReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2816,10 +2817,10 @@ def _d_AC_ChargeLoopResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2880,10 +2881,10 @@ def _d_AC_ChargeLoopResType(r):
                             _c2_NotificationMaxDelay = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_NotificationMaxDelay = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2932,10 +2933,10 @@ def _d_AC_ChargeLoopResType(r):
                             _c3_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3020,10 +3021,10 @@ def _d_AC_ChargeLoopResType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3099,10 +3100,10 @@ def _d_AC_ChargeLoopResType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3172,10 +3173,10 @@ def _d_AC_ChargeLoopResType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3323,8 +3324,8 @@ def _e_AC_ChargeLoopResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3370,8 +3371,8 @@ def _e_AC_ChargeLoopResType(w, o):
                 v <<= 6
                 n += 6
                 if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
@@ -3414,8 +3415,8 @@ def _e_AC_ChargeLoopResType(w, o):
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3500,8 +3501,8 @@ def _e_AC_ChargeLoopResType(w, o):
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3577,8 +3578,8 @@ def _e_AC_ChargeLoopResType(w, o):
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3645,8 +3646,8 @@ def _e_AC_ChargeLoopResType(w, o):
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3791,10 +3792,10 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3893,8 +3894,8 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3991,10 +3992,10 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4103,8 +4104,8 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4203,10 +4204,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4243,10 +4244,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4279,10 +4280,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4315,10 +4316,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4357,10 +4358,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4393,10 +4394,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4431,10 +4432,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4471,10 +4472,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4507,10 +4508,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4543,10 +4544,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4585,10 +4586,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4621,10 +4622,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4659,10 +4660,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4699,10 +4700,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4735,10 +4736,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4771,10 +4772,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4813,10 +4814,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4849,10 +4850,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4887,10 +4888,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c19_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c19_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4927,10 +4928,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4963,10 +4964,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5008,10 +5009,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5089,8 +5090,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5114,8 +5115,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5136,8 +5137,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5158,8 +5159,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5183,8 +5184,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5205,8 +5206,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5230,8 +5231,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5255,8 +5256,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5277,8 +5278,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5299,8 +5300,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5324,8 +5325,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5346,8 +5347,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5371,8 +5372,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5396,8 +5397,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5418,8 +5419,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5440,8 +5441,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5465,8 +5466,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5487,8 +5488,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5512,8 +5513,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5537,8 +5538,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5559,8 +5560,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5587,8 +5588,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5649,10 +5650,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5689,10 +5690,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5725,10 +5726,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5761,10 +5762,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5803,10 +5804,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5839,10 +5840,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5877,10 +5878,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5917,10 +5918,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5953,10 +5954,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5989,10 +5990,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6031,10 +6032,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6067,10 +6068,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6105,10 +6106,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6145,10 +6146,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6181,10 +6182,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6217,10 +6218,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6253,10 +6254,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6289,10 +6290,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6325,10 +6326,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6367,10 +6368,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6403,10 +6404,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6439,10 +6440,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6475,10 +6476,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6511,10 +6512,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6553,10 +6554,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6589,10 +6590,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6625,10 +6626,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6661,10 +6662,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6703,10 +6704,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6739,10 +6740,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6775,10 +6776,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6817,10 +6818,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6853,10 +6854,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6891,10 +6892,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c34_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c34_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6931,10 +6932,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6967,10 +6968,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7003,10 +7004,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7045,10 +7046,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7081,10 +7082,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7119,10 +7120,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c40_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c40_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7159,10 +7160,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7195,10 +7196,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7240,10 +7241,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7333,8 +7334,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7358,8 +7359,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7380,8 +7381,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7402,8 +7403,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7427,8 +7428,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7449,8 +7450,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7474,8 +7475,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7499,8 +7500,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7521,8 +7522,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7543,8 +7544,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7568,8 +7569,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7590,8 +7591,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7615,8 +7616,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7640,8 +7641,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7662,8 +7663,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7684,8 +7685,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7706,8 +7707,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7728,8 +7729,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7750,8 +7751,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7775,8 +7776,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7797,8 +7798,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7819,8 +7820,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7841,8 +7842,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7863,8 +7864,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7888,8 +7889,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7910,8 +7911,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7932,8 +7933,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7954,8 +7955,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7979,8 +7980,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8001,8 +8002,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8023,8 +8024,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8048,8 +8049,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8070,8 +8071,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8095,8 +8096,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8120,8 +8121,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8142,8 +8143,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8164,8 +8165,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8189,8 +8190,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8211,8 +8212,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8236,8 +8237,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8261,8 +8262,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8283,8 +8284,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8311,8 +8312,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8379,10 +8380,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8406,10 +8407,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8442,10 +8443,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8480,10 +8481,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8511,10 +8512,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8542,10 +8543,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8582,10 +8583,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8618,10 +8619,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8654,10 +8655,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8696,10 +8697,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8732,10 +8733,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8770,10 +8771,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8810,10 +8811,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8846,10 +8847,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8882,10 +8883,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8924,10 +8925,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8960,10 +8961,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8998,10 +8999,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c17_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c17_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9038,10 +9039,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9074,10 +9075,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9110,10 +9111,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9152,10 +9153,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9188,10 +9189,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9226,10 +9227,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c23_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c23_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9266,10 +9267,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9302,10 +9303,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9338,10 +9339,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9380,10 +9381,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9416,10 +9417,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9454,10 +9455,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c29_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c29_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9494,10 +9495,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9530,10 +9531,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9566,10 +9567,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9608,10 +9609,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9644,10 +9645,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9682,10 +9683,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c35_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c35_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9722,10 +9723,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9758,10 +9759,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9794,10 +9795,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9830,10 +9831,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9875,10 +9876,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9911,10 +9912,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9947,10 +9948,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9992,10 +9993,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10028,10 +10029,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c44_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c44_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10073,10 +10074,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                         _c45_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c45_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10169,8 +10170,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
@@ -10188,8 +10189,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -10210,8 +10211,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -10235,8 +10236,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
@@ -10254,8 +10255,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
@@ -10273,8 +10274,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10298,8 +10299,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10320,8 +10321,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10342,8 +10343,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10367,8 +10368,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10389,8 +10390,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10414,8 +10415,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10439,8 +10440,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10461,8 +10462,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10483,8 +10484,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10508,8 +10509,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10530,8 +10531,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10555,8 +10556,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10580,8 +10581,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10602,8 +10603,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10624,8 +10625,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10649,8 +10650,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10671,8 +10672,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10696,8 +10697,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10721,8 +10722,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10743,8 +10744,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10765,8 +10766,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10790,8 +10791,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10812,8 +10813,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10837,8 +10838,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10862,8 +10863,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10884,8 +10885,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10906,8 +10907,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10931,8 +10932,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10953,8 +10954,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10978,8 +10979,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11003,8 +11004,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11025,8 +11026,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11047,8 +11048,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11069,8 +11070,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11097,8 +11098,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11119,8 +11120,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11141,8 +11142,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11169,8 +11170,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11191,8 +11192,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11219,8 +11220,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11276,10 +11277,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11322,10 +11323,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_AckMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11354,10 +11355,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11410,10 +11411,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11442,10 +11443,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11489,10 +11490,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11521,10 +11522,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11559,10 +11560,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11591,10 +11592,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11629,10 +11630,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11670,10 +11671,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c6_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c6_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11706,10 +11707,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c7_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c7_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11742,10 +11743,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c8_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c8_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11778,10 +11779,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c9_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c9_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11817,10 +11818,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c10_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c10_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11853,10 +11854,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c11_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c11_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11889,10 +11890,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c12_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11925,10 +11926,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11970,10 +11971,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12006,10 +12007,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12042,10 +12043,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12078,10 +12079,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12114,10 +12115,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12150,10 +12151,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12186,10 +12187,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12231,10 +12232,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12267,10 +12268,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12303,10 +12304,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12339,10 +12340,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12375,10 +12376,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12411,10 +12412,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12456,10 +12457,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12492,10 +12493,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12528,10 +12529,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12564,10 +12565,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12600,10 +12601,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12645,10 +12646,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12681,10 +12682,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12717,10 +12718,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12753,10 +12754,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12798,10 +12799,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12834,10 +12835,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12870,10 +12871,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12915,10 +12916,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12951,10 +12952,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12996,10 +12997,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13070,8 +13071,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
             v <<= 4
             n += 4
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -13097,8 +13098,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
             v = (v << 4) | (3 << 1)
             n += 4
             if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -13119,8 +13120,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13149,8 +13150,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -13171,8 +13172,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13194,8 +13195,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -13216,8 +13217,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13232,8 +13233,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v <<= 3
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -13254,8 +13255,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13279,8 +13280,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13304,8 +13305,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13326,8 +13327,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13348,8 +13349,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13370,8 +13371,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13392,8 +13393,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13414,8 +13415,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13436,8 +13437,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13458,8 +13459,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13486,8 +13487,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13508,8 +13509,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13530,8 +13531,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13552,8 +13553,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13574,8 +13575,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13596,8 +13597,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13618,8 +13619,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13646,8 +13647,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13668,8 +13669,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13690,8 +13691,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13712,8 +13713,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13734,8 +13735,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13756,8 +13757,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13784,8 +13785,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13806,8 +13807,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13828,8 +13829,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13850,8 +13851,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13872,8 +13873,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13900,8 +13901,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13922,8 +13923,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13944,8 +13945,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13966,8 +13967,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13994,8 +13995,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14016,8 +14017,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14038,8 +14039,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14066,8 +14067,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14088,8 +14089,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14116,8 +14117,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14186,10 +14187,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14222,10 +14223,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14258,10 +14259,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14294,10 +14295,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14330,10 +14331,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14369,10 +14370,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14405,10 +14406,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14441,10 +14442,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14477,10 +14478,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14513,10 +14514,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14556,10 +14557,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c11_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c11_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14592,10 +14593,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c12_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14628,10 +14629,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14664,10 +14665,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14703,10 +14704,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c15_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c15_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14739,10 +14740,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c16_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c16_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14775,10 +14776,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c17_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c17_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14811,10 +14812,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c18_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c18_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14847,10 +14848,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c19_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c19_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14889,10 +14890,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14925,10 +14926,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14961,10 +14962,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14997,10 +14998,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15033,10 +15034,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15069,10 +15070,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15105,10 +15106,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15141,10 +15142,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15183,10 +15184,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15219,10 +15220,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15255,10 +15256,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15291,10 +15292,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15327,10 +15328,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15363,10 +15364,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15399,10 +15400,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15441,10 +15442,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15477,10 +15478,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15513,10 +15514,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15549,10 +15550,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15585,10 +15586,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15621,10 +15622,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15663,10 +15664,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15699,10 +15700,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15735,10 +15736,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15771,10 +15772,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c44_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c44_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15807,10 +15808,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c45_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c45_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15849,10 +15850,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c46_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c46_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15885,10 +15886,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c47_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c47_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15921,10 +15922,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c48_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c48_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c48_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c48_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15957,10 +15958,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c49_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c49_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c49_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c49_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15999,10 +16000,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c50_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c50_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c50_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c50_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16035,10 +16036,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c51_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c51_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c51_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c51_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16071,10 +16072,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c52_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c52_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c52_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c52_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16113,10 +16114,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c53_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c53_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c53_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c53_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16149,10 +16150,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c54_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c54_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c54_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c54_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16187,10 +16188,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c55_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c55_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c55_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c55_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16228,10 +16229,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c56_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c56_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c56_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c56_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16264,10 +16265,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c57_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c57_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c57_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c57_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16300,10 +16301,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c58_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c58_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c58_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c58_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16336,10 +16337,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c59_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c59_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c59_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c59_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16372,10 +16373,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c60_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c60_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c60_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c60_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16408,10 +16409,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c61_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c61_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c61_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c61_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16447,10 +16448,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c62_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c62_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c62_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c62_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16483,10 +16484,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c63_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c63_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c63_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c63_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16519,10 +16520,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c64_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c64_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c64_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c64_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16555,10 +16556,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c65_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c65_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c65_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c65_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16591,10 +16592,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c66_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c66_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c66_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c66_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16637,10 +16638,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c67_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c67_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c67_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c67_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16673,10 +16674,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c68_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c68_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c68_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c68_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16709,10 +16710,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c69_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c69_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c69_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c69_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16745,10 +16746,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c70_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c70_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c70_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c70_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16781,10 +16782,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c71_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c71_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c71_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c71_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16820,10 +16821,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c72_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c72_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c72_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c72_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16856,10 +16857,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c73_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c73_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c73_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c73_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16892,10 +16893,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c74_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c74_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c74_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c74_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16928,10 +16929,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c75_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c75_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c75_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c75_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c75_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16964,10 +16965,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c76_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c76_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c76_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c76_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c76_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17010,10 +17011,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c77_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c77_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c77_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c77_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c77_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17046,10 +17047,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c78_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c78_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c78_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c78_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c78_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17082,10 +17083,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c79_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c79_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c79_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c79_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c79_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17118,10 +17119,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c80_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c80_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c80_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c80_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c80_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17154,10 +17155,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c81_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c81_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c81_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c81_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c81_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17193,10 +17194,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c82_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c82_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c82_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c82_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c82_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17229,10 +17230,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c83_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c83_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c83_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c83_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c83_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17265,10 +17266,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c84_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c84_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c84_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c84_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c84_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17301,10 +17302,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c85_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c85_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c85_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c85_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c85_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17347,10 +17348,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c86_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c86_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c86_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c86_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c86_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17383,10 +17384,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c87_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c87_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c87_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c87_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c87_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c87_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17419,10 +17420,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c88_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c88_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c88_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c88_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c88_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c88_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17455,10 +17456,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c89_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c89_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c89_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c89_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c89_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c89_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17494,10 +17495,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c90_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c90_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c90_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c90_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c90_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c90_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17530,10 +17531,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c91_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c91_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c91_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c91_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c91_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c91_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17566,10 +17567,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c92_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c92_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c92_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c92_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c92_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c92_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17602,10 +17603,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                             _c93_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c93_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c93_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c93_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c93_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c93_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17647,10 +17648,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c94_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c94_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c94_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c94_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c94_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c94_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17683,10 +17684,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c95_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c95_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c95_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c95_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c95_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c95_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17719,10 +17720,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c96_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c96_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c96_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c96_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c96_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c96_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17755,10 +17756,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c97_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c97_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c97_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c97_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c97_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c97_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17791,10 +17792,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c98_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c98_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c98_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c98_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c98_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c98_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17827,10 +17828,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c99_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c99_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c99_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c99_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c99_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c99_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17863,10 +17864,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c100_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c100_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c100_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c100_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c100_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c100_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17908,10 +17909,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c101_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c101_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c101_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c101_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c101_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c101_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17944,10 +17945,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c102_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c102_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c102_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c102_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c102_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c102_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17980,10 +17981,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c103_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c103_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c103_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c103_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c103_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c103_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18016,10 +18017,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c104_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c104_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c104_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c104_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c104_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c104_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18052,10 +18053,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c105_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c105_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c105_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c105_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c105_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c105_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18088,10 +18089,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c106_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c106_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c106_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c106_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c106_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c106_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18133,10 +18134,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c107_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c107_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c107_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c107_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c107_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c107_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18169,10 +18170,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c108_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c108_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c108_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c108_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c108_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c108_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18205,10 +18206,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c109_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c109_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c109_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c109_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c109_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c109_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18241,10 +18242,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c110_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c110_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c110_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c110_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c110_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c110_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18277,10 +18278,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c111_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c111_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c111_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c111_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c111_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c111_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18322,10 +18323,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c112_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c112_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c112_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c112_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c112_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c112_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18358,10 +18359,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c113_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c113_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c113_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c113_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c113_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c113_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18394,10 +18395,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c114_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c114_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c114_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c114_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c114_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c114_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18430,10 +18431,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c115_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c115_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c115_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c115_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c115_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c115_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18475,10 +18476,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c116_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c116_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c116_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c116_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c116_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c116_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18511,10 +18512,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c117_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c117_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c117_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c117_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c117_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c117_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18547,10 +18548,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c118_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c118_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c118_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c118_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c118_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c118_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18592,10 +18593,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c119_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c119_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c119_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c119_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c119_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c119_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18628,10 +18629,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c120_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c120_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c120_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c120_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c120_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c120_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18673,10 +18674,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c121_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c121_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c121_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c121_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c121_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c121_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18772,8 +18773,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18794,8 +18795,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18816,8 +18817,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18838,8 +18839,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18860,8 +18861,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18882,8 +18883,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18904,8 +18905,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18926,8 +18927,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18948,8 +18949,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18970,8 +18971,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18995,8 +18996,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19017,8 +19018,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19039,8 +19040,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19061,8 +19062,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19083,8 +19084,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19105,8 +19106,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19127,8 +19128,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19149,8 +19150,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19171,8 +19172,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19196,8 +19197,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19218,8 +19219,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19240,8 +19241,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19262,8 +19263,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19284,8 +19285,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19306,8 +19307,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19328,8 +19329,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19350,8 +19351,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19375,8 +19376,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19397,8 +19398,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19419,8 +19420,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19441,8 +19442,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19463,8 +19464,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19485,8 +19486,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19507,8 +19508,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19532,8 +19533,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19554,8 +19555,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19576,8 +19577,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19598,8 +19599,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19620,8 +19621,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19642,8 +19643,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19667,8 +19668,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19689,8 +19690,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19711,8 +19712,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19733,8 +19734,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19755,8 +19756,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19780,8 +19781,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19802,8 +19803,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19824,8 +19825,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c48_Value - 1 if _c48_Value < 0 else _c48_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19846,8 +19847,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c49_Value - 1 if _c49_Value < 0 else _c49_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19871,8 +19872,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c50_Value - 1 if _c50_Value < 0 else _c50_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19893,8 +19894,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c51_Value - 1 if _c51_Value < 0 else _c51_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19915,8 +19916,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c52_Value - 1 if _c52_Value < 0 else _c52_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19940,8 +19941,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c53_Value - 1 if _c53_Value < 0 else _c53_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19962,8 +19963,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c54_Value - 1 if _c54_Value < 0 else _c54_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19987,8 +19988,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c55_Value - 1 if _c55_Value < 0 else _c55_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20012,8 +20013,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c56_Value - 1 if _c56_Value < 0 else _c56_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20034,8 +20035,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c57_Value - 1 if _c57_Value < 0 else _c57_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20056,8 +20057,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c58_Value - 1 if _c58_Value < 0 else _c58_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20078,8 +20079,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c59_Value - 1 if _c59_Value < 0 else _c59_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20100,8 +20101,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c60_Value - 1 if _c60_Value < 0 else _c60_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20122,8 +20123,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c61_Value - 1 if _c61_Value < 0 else _c61_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20144,8 +20145,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c62_Value - 1 if _c62_Value < 0 else _c62_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20166,8 +20167,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20188,8 +20189,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20210,8 +20211,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c65_Value - 1 if _c65_Value < 0 else _c65_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20232,8 +20233,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c66_Value - 1 if _c66_Value < 0 else _c66_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20260,8 +20261,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c67_Value - 1 if _c67_Value < 0 else _c67_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20282,8 +20283,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c68_Value - 1 if _c68_Value < 0 else _c68_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20304,8 +20305,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c69_Value - 1 if _c69_Value < 0 else _c69_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20326,8 +20327,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c70_Value - 1 if _c70_Value < 0 else _c70_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20348,8 +20349,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c71_Value - 1 if _c71_Value < 0 else _c71_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20370,8 +20371,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c72_Value - 1 if _c72_Value < 0 else _c72_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20392,8 +20393,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c73_Value - 1 if _c73_Value < 0 else _c73_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20414,8 +20415,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c74_Value - 1 if _c74_Value < 0 else _c74_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20436,8 +20437,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c75_Value - 1 if _c75_Value < 0 else _c75_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20458,8 +20459,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c76_Value - 1 if _c76_Value < 0 else _c76_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20486,8 +20487,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c77_Value - 1 if _c77_Value < 0 else _c77_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20508,8 +20509,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c78_Value - 1 if _c78_Value < 0 else _c78_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20530,8 +20531,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c79_Value - 1 if _c79_Value < 0 else _c79_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20552,8 +20553,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c80_Value - 1 if _c80_Value < 0 else _c80_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20574,8 +20575,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c81_Value - 1 if _c81_Value < 0 else _c81_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20596,8 +20597,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c82_Value - 1 if _c82_Value < 0 else _c82_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20618,8 +20619,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c83_Value - 1 if _c83_Value < 0 else _c83_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20640,8 +20641,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c84_Value - 1 if _c84_Value < 0 else _c84_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20662,8 +20663,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20690,8 +20691,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20712,8 +20713,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c87_Value - 1 if _c87_Value < 0 else _c87_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20734,8 +20735,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c88_Value - 1 if _c88_Value < 0 else _c88_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20756,8 +20757,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c89_Value - 1 if _c89_Value < 0 else _c89_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20778,8 +20779,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c90_Value - 1 if _c90_Value < 0 else _c90_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20800,8 +20801,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20822,8 +20823,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c92_Value - 1 if _c92_Value < 0 else _c92_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20844,8 +20845,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c93_Value - 1 if _c93_Value < 0 else _c93_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20872,8 +20873,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c94_Value - 1 if _c94_Value < 0 else _c94_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20894,8 +20895,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c95_Value - 1 if _c95_Value < 0 else _c95_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20916,8 +20917,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c96_Value - 1 if _c96_Value < 0 else _c96_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20938,8 +20939,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20960,8 +20961,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -20982,8 +20983,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c99_Value - 1 if _c99_Value < 0 else _c99_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21004,8 +21005,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c100_Value - 1 if _c100_Value < 0 else _c100_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21032,8 +21033,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c101_Value - 1 if _c101_Value < 0 else _c101_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21054,8 +21055,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c102_Value - 1 if _c102_Value < 0 else _c102_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21076,8 +21077,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21098,8 +21099,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c104_Value - 1 if _c104_Value < 0 else _c104_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21120,8 +21121,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c105_Value - 1 if _c105_Value < 0 else _c105_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21142,8 +21143,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c106_Value - 1 if _c106_Value < 0 else _c106_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21170,8 +21171,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c107_Value - 1 if _c107_Value < 0 else _c107_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21192,8 +21193,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c108_Value - 1 if _c108_Value < 0 else _c108_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21214,8 +21215,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c109_Value - 1 if _c109_Value < 0 else _c109_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21236,8 +21237,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c110_Value - 1 if _c110_Value < 0 else _c110_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21258,8 +21259,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c111_Value - 1 if _c111_Value < 0 else _c111_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21286,8 +21287,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c112_Value - 1 if _c112_Value < 0 else _c112_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21308,8 +21309,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c113_Value - 1 if _c113_Value < 0 else _c113_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21330,8 +21331,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c114_Value - 1 if _c114_Value < 0 else _c114_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21352,8 +21353,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c115_Value - 1 if _c115_Value < 0 else _c115_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21380,8 +21381,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c116_Value - 1 if _c116_Value < 0 else _c116_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21402,8 +21403,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c117_Value - 1 if _c117_Value < 0 else _c117_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21424,8 +21425,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c118_Value - 1 if _c118_Value < 0 else _c118_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21452,8 +21453,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c119_Value - 1 if _c119_Value < 0 else _c119_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21474,8 +21475,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c120_Value - 1 if _c120_Value < 0 else _c120_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21502,8 +21503,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c121_Value - 1 if _c121_Value < 0 else _c121_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -21560,10 +21561,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21596,10 +21597,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21632,10 +21633,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21668,10 +21669,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21704,10 +21705,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21743,10 +21744,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21779,10 +21780,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21815,10 +21816,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21851,10 +21852,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21897,10 +21898,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c10_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c10_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21933,10 +21934,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c11_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c11_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21969,10 +21970,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c12_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22005,10 +22006,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22044,10 +22045,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22080,10 +22081,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c15_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c15_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22116,10 +22117,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c16_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c16_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22152,10 +22153,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                             _c17_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c17_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22197,10 +22198,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22233,10 +22234,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22269,10 +22270,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22305,10 +22306,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22341,10 +22342,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22377,10 +22378,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22413,10 +22414,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22458,10 +22459,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22494,10 +22495,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22530,10 +22531,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22566,10 +22567,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22602,10 +22603,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22638,10 +22639,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22683,10 +22684,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22719,10 +22720,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22755,10 +22756,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22791,10 +22792,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22827,10 +22828,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22872,10 +22873,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22908,10 +22909,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22944,10 +22945,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22980,10 +22981,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23025,10 +23026,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23061,10 +23062,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23097,10 +23098,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23142,10 +23143,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23178,10 +23179,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c44_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c44_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23223,10 +23224,10 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c45_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c45_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23298,8 +23299,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23319,8 +23320,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23340,8 +23341,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23361,8 +23362,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23382,8 +23383,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23403,8 +23404,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23424,8 +23425,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23445,8 +23446,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23466,8 +23467,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23492,8 +23493,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23513,8 +23514,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23534,8 +23535,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23555,8 +23556,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23576,8 +23577,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23597,8 +23598,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23618,8 +23619,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23639,8 +23640,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23665,8 +23666,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23686,8 +23687,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23707,8 +23708,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23728,8 +23729,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23749,8 +23750,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23770,8 +23771,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23791,8 +23792,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23817,8 +23818,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23838,8 +23839,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23859,8 +23860,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23880,8 +23881,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23901,8 +23902,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23922,8 +23923,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23948,8 +23949,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23969,8 +23970,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -23990,8 +23991,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24011,8 +24012,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24032,8 +24033,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24058,8 +24059,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24079,8 +24080,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24100,8 +24101,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24121,8 +24122,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24147,8 +24148,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24168,8 +24169,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24189,8 +24190,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24215,8 +24216,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24236,8 +24237,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24262,8 +24263,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -24319,10 +24320,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24346,10 +24347,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24382,10 +24383,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24420,10 +24421,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24451,10 +24452,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24482,10 +24483,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24522,10 +24523,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24558,10 +24559,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24594,10 +24595,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24636,10 +24637,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24672,10 +24673,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24710,10 +24711,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24750,10 +24751,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24786,10 +24787,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24822,10 +24823,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24864,10 +24865,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24900,10 +24901,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24938,10 +24939,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c17_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c17_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24978,10 +24979,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25014,10 +25015,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25050,10 +25051,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25092,10 +25093,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25128,10 +25129,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25166,10 +25167,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c23_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c23_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25206,10 +25207,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25242,10 +25243,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25287,10 +25288,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25367,8 +25368,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
@@ -25386,8 +25387,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -25408,8 +25409,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -25433,8 +25434,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
@@ -25452,8 +25453,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
@@ -25471,8 +25472,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25496,8 +25497,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25518,8 +25519,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25540,8 +25541,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25565,8 +25566,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25587,8 +25588,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25612,8 +25613,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25637,8 +25638,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25659,8 +25660,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25681,8 +25682,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25706,8 +25707,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25728,8 +25729,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25753,8 +25754,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25778,8 +25779,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25800,8 +25801,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25822,8 +25823,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25847,8 +25848,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25869,8 +25870,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25894,8 +25895,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25919,8 +25920,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25941,8 +25942,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -25969,8 +25970,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -26026,10 +26027,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26072,10 +26073,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_AckMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26104,10 +26105,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26160,10 +26161,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26192,10 +26193,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26239,10 +26240,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26271,10 +26272,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26309,10 +26310,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26341,10 +26342,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26379,10 +26380,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26420,10 +26421,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c6_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c6_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26456,10 +26457,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c7_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c7_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26492,10 +26493,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c8_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c8_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26528,10 +26529,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c9_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c9_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26567,10 +26568,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c10_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c10_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26603,10 +26604,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c11_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c11_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26639,10 +26640,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c12_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26675,10 +26676,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26720,10 +26721,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26756,10 +26757,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26792,10 +26793,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26828,10 +26829,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26864,10 +26865,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26900,10 +26901,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26936,10 +26937,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26981,10 +26982,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27017,10 +27018,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27053,10 +27054,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27089,10 +27090,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27125,10 +27126,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27161,10 +27162,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27206,10 +27207,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27242,10 +27243,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27278,10 +27279,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27314,10 +27315,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27350,10 +27351,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27395,10 +27396,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27431,10 +27432,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27467,10 +27468,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27503,10 +27504,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27548,10 +27549,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27584,10 +27585,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27620,10 +27621,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27665,10 +27666,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27701,10 +27702,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27746,10 +27747,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27820,8 +27821,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
             v <<= 4
             n += 4
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -27847,8 +27848,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
             v = (v << 4) | (3 << 1)
             n += 4
             if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -27869,8 +27870,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -27899,8 +27900,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -27921,8 +27922,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -27944,8 +27945,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -27966,8 +27967,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -27982,8 +27983,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v <<= 3
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -28004,8 +28005,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28029,8 +28030,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28054,8 +28055,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28076,8 +28077,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28098,8 +28099,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28120,8 +28121,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28142,8 +28143,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28164,8 +28165,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28186,8 +28187,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28208,8 +28209,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28236,8 +28237,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28258,8 +28259,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28280,8 +28281,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28302,8 +28303,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28324,8 +28325,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28346,8 +28347,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28368,8 +28369,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28396,8 +28397,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28418,8 +28419,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28440,8 +28441,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28462,8 +28463,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28484,8 +28485,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28506,8 +28507,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28534,8 +28535,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28556,8 +28557,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28578,8 +28579,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28600,8 +28601,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28622,8 +28623,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28650,8 +28651,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28672,8 +28673,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28694,8 +28695,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28716,8 +28717,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28744,8 +28745,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28766,8 +28767,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28788,8 +28789,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28816,8 +28817,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28838,8 +28839,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28866,8 +28867,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -28930,10 +28931,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28966,10 +28967,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29002,10 +29003,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29038,10 +29039,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29074,10 +29075,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29113,10 +29114,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29149,10 +29150,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29185,10 +29186,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29221,10 +29222,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29257,10 +29258,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29300,10 +29301,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c11_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c11_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29336,10 +29337,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c12_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29372,10 +29373,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29408,10 +29409,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29447,10 +29448,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c15_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c15_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29483,10 +29484,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c16_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c16_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29519,10 +29520,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c17_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c17_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29555,10 +29556,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c18_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c18_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29591,10 +29592,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                             _c19_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c19_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29633,10 +29634,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29669,10 +29670,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29705,10 +29706,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29741,10 +29742,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29777,10 +29778,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29813,10 +29814,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29849,10 +29850,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29885,10 +29886,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29927,10 +29928,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29963,10 +29964,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29999,10 +30000,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30035,10 +30036,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30071,10 +30072,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30107,10 +30108,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30143,10 +30144,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30185,10 +30186,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30221,10 +30222,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30257,10 +30258,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30293,10 +30294,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30329,10 +30330,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30365,10 +30366,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30407,10 +30408,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30443,10 +30444,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30479,10 +30480,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30515,10 +30516,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c44_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c44_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30551,10 +30552,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c45_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c45_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30593,10 +30594,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c46_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c46_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30629,10 +30630,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c47_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c47_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30665,10 +30666,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c48_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c48_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c48_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c48_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30701,10 +30702,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c49_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c49_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c49_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c49_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30743,10 +30744,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c50_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c50_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c50_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c50_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30779,10 +30780,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c51_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c51_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c51_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c51_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30815,10 +30816,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c52_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c52_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c52_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c52_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30857,10 +30858,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c53_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c53_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c53_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c53_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30893,10 +30894,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c54_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c54_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c54_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c54_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30931,10 +30932,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c55_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c55_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c55_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c55_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30971,10 +30972,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c56_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c56_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c56_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c56_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31007,10 +31008,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c57_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c57_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c57_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c57_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31043,10 +31044,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c58_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c58_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c58_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c58_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31079,10 +31080,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c59_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c59_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c59_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c59_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31115,10 +31116,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c60_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c60_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c60_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c60_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31160,10 +31161,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c61_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c61_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c61_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c61_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31196,10 +31197,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c62_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c62_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c62_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c62_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31232,10 +31233,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c63_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c63_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c63_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c63_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31268,10 +31269,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c64_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c64_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c64_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c64_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31313,10 +31314,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c65_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c65_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c65_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c65_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31349,10 +31350,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c66_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c66_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c66_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c66_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31385,10 +31386,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c67_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c67_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c67_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c67_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31430,10 +31431,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c68_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c68_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c68_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c68_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31466,10 +31467,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c69_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c69_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c69_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c69_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31511,10 +31512,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c70_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c70_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c70_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c70_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -31598,8 +31599,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31620,8 +31621,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31642,8 +31643,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31664,8 +31665,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31686,8 +31687,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31708,8 +31709,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31730,8 +31731,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31752,8 +31753,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31774,8 +31775,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31796,8 +31797,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             n += 18
             _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -31821,8 +31822,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31843,8 +31844,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31865,8 +31866,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31887,8 +31888,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31909,8 +31910,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31931,8 +31932,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31953,8 +31954,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31975,8 +31976,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -31997,8 +31998,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32022,8 +32023,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32044,8 +32045,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32066,8 +32067,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32088,8 +32089,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32110,8 +32111,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32132,8 +32133,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32154,8 +32155,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32176,8 +32177,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32201,8 +32202,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32223,8 +32224,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32245,8 +32246,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32267,8 +32268,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32289,8 +32290,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32311,8 +32312,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32333,8 +32334,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32358,8 +32359,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32380,8 +32381,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32402,8 +32403,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32424,8 +32425,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32446,8 +32447,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32468,8 +32469,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32493,8 +32494,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32515,8 +32516,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32537,8 +32538,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32559,8 +32560,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32581,8 +32582,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32606,8 +32607,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32628,8 +32629,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32650,8 +32651,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c48_Value - 1 if _c48_Value < 0 else _c48_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32672,8 +32673,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c49_Value - 1 if _c49_Value < 0 else _c49_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32697,8 +32698,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c50_Value - 1 if _c50_Value < 0 else _c50_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32719,8 +32720,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c51_Value - 1 if _c51_Value < 0 else _c51_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32741,8 +32742,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c52_Value - 1 if _c52_Value < 0 else _c52_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32766,8 +32767,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c53_Value - 1 if _c53_Value < 0 else _c53_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32788,8 +32789,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c54_Value - 1 if _c54_Value < 0 else _c54_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32813,8 +32814,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c55_Value - 1 if _c55_Value < 0 else _c55_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32838,8 +32839,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c56_Value - 1 if _c56_Value < 0 else _c56_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32860,8 +32861,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c57_Value - 1 if _c57_Value < 0 else _c57_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32882,8 +32883,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c58_Value - 1 if _c58_Value < 0 else _c58_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32904,8 +32905,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c59_Value - 1 if _c59_Value < 0 else _c59_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32926,8 +32927,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c60_Value - 1 if _c60_Value < 0 else _c60_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32954,8 +32955,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c61_Value - 1 if _c61_Value < 0 else _c61_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32976,8 +32977,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c62_Value - 1 if _c62_Value < 0 else _c62_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -32998,8 +32999,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33020,8 +33021,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33048,8 +33049,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c65_Value - 1 if _c65_Value < 0 else _c65_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33070,8 +33071,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c66_Value - 1 if _c66_Value < 0 else _c66_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33092,8 +33093,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c67_Value - 1 if _c67_Value < 0 else _c67_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33120,8 +33121,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c68_Value - 1 if _c68_Value < 0 else _c68_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33142,8 +33143,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c69_Value - 1 if _c69_Value < 0 else _c69_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33170,8 +33171,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c70_Value - 1 if _c70_Value < 0 else _c70_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -33228,10 +33229,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33264,10 +33265,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33300,10 +33301,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33336,10 +33337,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33372,10 +33373,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33411,10 +33412,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33447,10 +33448,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33483,10 +33484,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33519,10 +33520,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33565,10 +33566,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c10_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c10_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33601,10 +33602,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c11_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c11_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33637,10 +33638,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c12_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33673,10 +33674,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33712,10 +33713,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33748,10 +33749,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c15_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c15_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33784,10 +33785,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c16_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c16_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33820,10 +33821,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                             _c17_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c17_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33865,10 +33866,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33901,10 +33902,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33937,10 +33938,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33973,10 +33974,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34009,10 +34010,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34045,10 +34046,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34081,10 +34082,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34126,10 +34127,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34162,10 +34163,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34198,10 +34199,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34234,10 +34235,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34270,10 +34271,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34306,10 +34307,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34351,10 +34352,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34387,10 +34388,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34423,10 +34424,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34459,10 +34460,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34495,10 +34496,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34540,10 +34541,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34576,10 +34577,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34612,10 +34613,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34648,10 +34649,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34693,10 +34694,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34729,10 +34730,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34765,10 +34766,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34810,10 +34811,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34846,10 +34847,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c44_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c44_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34891,10 +34892,10 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c45_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c45_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -34966,8 +34967,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -34987,8 +34988,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35008,8 +35009,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35029,8 +35030,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35050,8 +35051,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35071,8 +35072,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35092,8 +35093,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35113,8 +35114,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35134,8 +35135,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -35160,8 +35161,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35181,8 +35182,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35202,8 +35203,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35223,8 +35224,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35244,8 +35245,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35265,8 +35266,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35286,8 +35287,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35307,8 +35308,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35333,8 +35334,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35354,8 +35355,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35375,8 +35376,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35396,8 +35397,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35417,8 +35418,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35438,8 +35439,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35459,8 +35460,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35485,8 +35486,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35506,8 +35507,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35527,8 +35528,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35548,8 +35549,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35569,8 +35570,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35590,8 +35591,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35616,8 +35617,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35637,8 +35638,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35658,8 +35659,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35679,8 +35680,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35700,8 +35701,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35726,8 +35727,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35747,8 +35748,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35768,8 +35769,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35789,8 +35790,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35815,8 +35816,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35836,8 +35837,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35857,8 +35858,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35883,8 +35884,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35904,8 +35905,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -35930,8 +35931,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -36209,10 +36210,10 @@ def _de11(r):  # AckMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36234,8 +36235,8 @@ def _ee11(w, o):  # AckMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36255,10 +36256,10 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36280,8 +36281,8 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36301,10 +36302,10 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36326,8 +36327,8 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36347,10 +36348,10 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36372,8 +36373,8 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36393,10 +36394,10 @@ def _de15(r):  # ChargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36418,8 +36419,8 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36459,10 +36460,10 @@ def _de17(r):  # DepartureTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36484,8 +36485,8 @@ def _ee17(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36620,10 +36621,10 @@ def _de22(r):  # HMACOutputLength
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36646,8 +36647,8 @@ def _ee22(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36839,10 +36840,10 @@ def _de29(r):  # MeterStatus
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36866,8 +36867,8 @@ def _ee29(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36887,10 +36888,10 @@ def _de30(r):  # MeterTimestamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36912,8 +36913,8 @@ def _ee30(w, o):  # MeterTimestamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -36989,10 +36990,10 @@ def _de33(r):  # NotificationMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37014,8 +37015,8 @@ def _ee33(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37231,10 +37232,10 @@ def _de40(r):  # RemainingTimeToMaximumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37256,8 +37257,8 @@ def _ee40(w, o):  # RemainingTimeToMaximumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37277,10 +37278,10 @@ def _de41(r):  # RemainingTimeToMinimumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37302,8 +37303,8 @@ def _ee41(w, o):  # RemainingTimeToMinimumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37323,10 +37324,10 @@ def _de42(r):  # RemainingTimeToTargetSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37348,8 +37349,8 @@ def _ee42(w, o):  # RemainingTimeToTargetSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37515,10 +37516,10 @@ def _de48(r):  # TaxRuleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37540,8 +37541,8 @@ def _ee48(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37561,10 +37562,10 @@ def _de49(r):  # TimeAnchor
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37586,8 +37587,8 @@ def _ee49(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37607,10 +37608,10 @@ def _de50(r):  # TimeStamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37632,8 +37633,8 @@ def _ee50(w, o):  # TimeStamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37655,10 +37656,10 @@ def _de51(r):  # Value
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37682,8 +37683,8 @@ def _ee51(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -37845,10 +37846,10 @@ def _de56(r):  # X509SerialNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -37871,8 +37872,8 @@ def _ee56(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1

@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_common' (ISO 15118-20 common messages)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import iso20_commonmessages, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -80,10 +81,10 @@ def _d_AbsolutePriceScheduleType(r):
                     f_TimeAnchor = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_TimeAnchor = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -108,10 +109,10 @@ def _d_AbsolutePriceScheduleType(r):
                     f_TimeAnchor = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_TimeAnchor = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -138,10 +139,10 @@ def _d_AbsolutePriceScheduleType(r):
                     f_PriceScheduleID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_PriceScheduleID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -275,10 +276,10 @@ def _d_AbsolutePriceScheduleType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -311,10 +312,10 @@ def _d_AbsolutePriceScheduleType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -365,10 +366,10 @@ def _d_AbsolutePriceScheduleType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -521,8 +522,8 @@ def _e_AbsolutePriceScheduleType(w, o):
             n += 2
             v_Id = None
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -534,8 +535,8 @@ def _e_AbsolutePriceScheduleType(w, o):
             v = (v << 3) | (1 << 1)
             n += 3
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -550,8 +551,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 v <<= 2
                 n += 2
                 if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
-                elif v_PriceScheduleID < 16384: v = (v << 16) | ((v_PriceScheduleID & 127) << 8) | 32768 | (v_PriceScheduleID >> 7); n += 16
-                elif v_PriceScheduleID < 2097152: v = (v << 24) | ((v_PriceScheduleID & 127) << 16) | (((v_PriceScheduleID >> 7) & 127) << 8) | 8421376 | (v_PriceScheduleID >> 14); n += 24
+                elif v_PriceScheduleID < 16384: v = (v << 16) | _V2[v_PriceScheduleID]; n += 16
+                elif v_PriceScheduleID < 2097152: v = (v << 24) | ((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -645,8 +646,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -667,8 +668,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -710,8 +711,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -861,10 +862,10 @@ def _d_AdditionalServiceListType(r):
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -926,10 +927,10 @@ def _d_AdditionalServiceListType(r):
                             _c2_c1_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_c1_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1010,8 +1011,8 @@ def _e_AdditionalServiceListType(w, o):
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -1052,8 +1053,8 @@ def _e_AdditionalServiceListType(w, o):
                     n += 16
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -1121,10 +1122,10 @@ def _d_AdditionalServiceType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1181,8 +1182,8 @@ def _e_AdditionalServiceType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -1231,10 +1232,10 @@ def _d_AuthorizationReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1388,8 +1389,8 @@ def _e_AuthorizationReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -1524,10 +1525,10 @@ def _d_AuthorizationResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1614,8 +1615,8 @@ def _e_AuthorizationResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -1694,10 +1695,10 @@ def _d_AuthorizationSetupReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1771,8 +1772,8 @@ def _e_AuthorizationSetupReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -1844,10 +1845,10 @@ def _d_AuthorizationSetupResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2032,8 +2033,8 @@ def _e_AuthorizationSetupResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2289,10 +2290,10 @@ def _d_CertificateInstallationReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2461,8 +2462,8 @@ def _e_CertificateInstallationReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2613,10 +2614,10 @@ def _d_CertificateInstallationResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2768,8 +2769,8 @@ def _e_CertificateInstallationResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3103,10 +3104,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                 f_DepartureTime = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_DepartureTime = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3157,10 +3158,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3208,10 +3209,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3246,10 +3247,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3282,10 +3283,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3313,10 +3314,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3353,10 +3354,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3389,10 +3390,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3434,10 +3435,10 @@ def _d_Dynamic_SEReqControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3498,8 +3499,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             v <<= 2
             n += 2
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3534,8 +3535,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3564,8 +3565,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3588,8 +3589,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3612,8 +3613,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
@@ -3630,8 +3631,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3654,8 +3655,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3675,8 +3676,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3701,8 +3702,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3747,10 +3748,10 @@ def _d_Dynamic_SEResControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3926,8 +3927,8 @@ def _e_Dynamic_SEResControlModeType(w, o):
             v <<= 4
             n += 4
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -4324,10 +4325,10 @@ def _d_EVAbsolutePriceScheduleType(r):
                 f_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4410,8 +4411,8 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             if not (v_Currency is not None): raise EncodeError('missing content: Currency')
             el = 'Currency'
@@ -4468,10 +4469,10 @@ def _d_EVEnergyOfferType(r):
                 _c1_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4501,10 +4502,10 @@ def _d_EVEnergyOfferType(r):
                 _c2_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4593,8 +4594,8 @@ def _e_EVEnergyOfferType(w, o):
             v <<= 3
             n += 3
             if _c1_TimeAnchor < 128: v = (v << 8) | _c1_TimeAnchor; n += 8
-            elif _c1_TimeAnchor < 16384: v = (v << 16) | ((_c1_TimeAnchor & 127) << 8) | 32768 | (_c1_TimeAnchor >> 7); n += 16
-            elif _c1_TimeAnchor < 2097152: v = (v << 24) | ((_c1_TimeAnchor & 127) << 16) | (((_c1_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c1_TimeAnchor >> 14); n += 24
+            elif _c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c1_TimeAnchor]; n += 16
+            elif _c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c1_TimeAnchor & 16383] | 128) << 8) | (_c1_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_TimeAnchor); v = w.v; n = w.n
             if not (_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
             el = 'EVPowerSchedule/EVPowerScheduleEntries'
@@ -4616,8 +4617,8 @@ def _e_EVEnergyOfferType(w, o):
             v <<= 4
             n += 4
             if _c2_TimeAnchor < 128: v = (v << 8) | _c2_TimeAnchor; n += 8
-            elif _c2_TimeAnchor < 16384: v = (v << 16) | ((_c2_TimeAnchor & 127) << 8) | 32768 | (_c2_TimeAnchor >> 7); n += 16
-            elif _c2_TimeAnchor < 2097152: v = (v << 24) | ((_c2_TimeAnchor & 127) << 16) | (((_c2_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c2_TimeAnchor >> 14); n += 24
+            elif _c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c2_TimeAnchor]; n += 16
+            elif _c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c2_TimeAnchor & 16383] | 128) << 8) | (_c2_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c2_TimeAnchor); v = w.v; n = w.n
             if not (_c2_Currency is not None): raise EncodeError('missing content: Currency')
             el = 'EVAbsolutePriceSchedule/Currency'
@@ -4778,10 +4779,10 @@ def _d_EVPowerProfileType(r):
                 f_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4824,10 +4825,10 @@ def _d_EVPowerProfileType(r):
                         _c2_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4901,8 +4902,8 @@ def _e_EVPowerProfileType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -4937,8 +4938,8 @@ def _e_EVPowerProfileType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_SelectedScheduleTupleID; n += 8
-                    elif _c2_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c2_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c2_SelectedScheduleTupleID >> 7); n += 16
-                    elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c2_SelectedScheduleTupleID & 127) << 16) | (((_c2_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_SelectedScheduleTupleID >> 14); n += 24
+                    elif _c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_SelectedScheduleTupleID]; n += 16
+                    elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -4999,10 +5000,10 @@ def _d_EVPowerScheduleEntryListType(r):
                 _c1_Duration = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Duration = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5026,10 +5027,10 @@ def _d_EVPowerScheduleEntryListType(r):
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5068,10 +5069,10 @@ def _d_EVPowerScheduleEntryListType(r):
                             _c2_Duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_Duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5095,10 +5096,10 @@ def _d_EVPowerScheduleEntryListType(r):
                             _c2_c1_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_c1_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5160,8 +5161,8 @@ def _e_EVPowerScheduleEntryListType(w, o):
             v <<= 3
             n += 3
             if _c1_Duration < 128: v = (v << 8) | _c1_Duration; n += 8
-            elif _c1_Duration < 16384: v = (v << 16) | ((_c1_Duration & 127) << 8) | 32768 | (_c1_Duration >> 7); n += 16
-            elif _c1_Duration < 2097152: v = (v << 24) | ((_c1_Duration & 127) << 16) | (((_c1_Duration >> 7) & 127) << 8) | 8421376 | (_c1_Duration >> 14); n += 24
+            elif _c1_Duration < 16384: v = (v << 16) | _V2[_c1_Duration]; n += 16
+            elif _c1_Duration < 2097152: v = (v << 24) | ((_V2[_c1_Duration & 16383] | 128) << 8) | (_c1_Duration >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_Duration); v = w.v; n = w.n
             if not (_c1_Power is not None): raise EncodeError('missing content: Power')
             el = 'EVPowerScheduleEntry/Power'
@@ -5178,8 +5179,8 @@ def _e_EVPowerScheduleEntryListType(w, o):
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -5201,8 +5202,8 @@ def _e_EVPowerScheduleEntryListType(w, o):
                     v <<= 4
                     n += 4
                     if _c2_Duration < 128: v = (v << 8) | _c2_Duration; n += 8
-                    elif _c2_Duration < 16384: v = (v << 16) | ((_c2_Duration & 127) << 8) | 32768 | (_c2_Duration >> 7); n += 16
-                    elif _c2_Duration < 2097152: v = (v << 24) | ((_c2_Duration & 127) << 16) | (((_c2_Duration >> 7) & 127) << 8) | 8421376 | (_c2_Duration >> 14); n += 24
+                    elif _c2_Duration < 16384: v = (v << 16) | _V2[_c2_Duration]; n += 16
+                    elif _c2_Duration < 2097152: v = (v << 24) | ((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_Duration); v = w.v; n = w.n
                     if not (_c2_Power is not None): raise EncodeError('missing content: Power')
                     el = 'EVPowerScheduleEntry/Power'
@@ -5219,8 +5220,8 @@ def _e_EVPowerScheduleEntryListType(w, o):
                     n += 16
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -5265,10 +5266,10 @@ def _d_EVPowerScheduleEntryType(r):
                 f_Duration = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Duration = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5292,10 +5293,10 @@ def _d_EVPowerScheduleEntryType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5333,8 +5334,8 @@ def _e_EVPowerScheduleEntryType(w, o):
             v <<= 2
             n += 2
             if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((v_Duration & 127) << 16) | (((v_Duration >> 7) & 127) << 8) | 8421376 | (v_Duration >> 14); n += 24
+            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
+            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
             if not (v_Power is not None): raise EncodeError('missing content: Power')
             el = 'Power'
@@ -5351,8 +5352,8 @@ def _e_EVPowerScheduleEntryType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -5382,10 +5383,10 @@ def _d_EVPowerScheduleType(r):
                 f_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5426,8 +5427,8 @@ def _e_EVPowerScheduleType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             if not (v_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
             el = 'EVPowerScheduleEntries'
@@ -5566,10 +5567,10 @@ def _d_EVPriceRuleStackType(r):
                 f_Duration = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Duration = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5593,10 +5594,10 @@ def _d_EVPriceRuleStackType(r):
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5624,10 +5625,10 @@ def _d_EVPriceRuleStackType(r):
                 _c1_c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5670,10 +5671,10 @@ def _d_EVPriceRuleStackType(r):
                             _c2_c1_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_c1_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5701,10 +5702,10 @@ def _d_EVPriceRuleStackType(r):
                             _c2_c2_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_c2_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5763,8 +5764,8 @@ def _e_EVPriceRuleStackType(w, o):
             v <<= 2
             n += 2
             if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((v_Duration & 127) << 16) | (((v_Duration >> 7) & 127) << 8) | 8421376 | (v_Duration >> 14); n += 24
+            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
+            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
             if not (i_EVPriceRule < n_EVPriceRule): raise EncodeError('missing content: EVPriceRule')
             el = 'EVPriceRule'
@@ -5787,8 +5788,8 @@ def _e_EVPriceRuleStackType(w, o):
             v_Duration = None
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'EVPriceRule/PowerRangeStart'
@@ -5805,8 +5806,8 @@ def _e_EVPriceRuleStackType(w, o):
             n += 17
             _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -5837,8 +5838,8 @@ def _e_EVPriceRuleStackType(w, o):
                     n += 17
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
                     el = 'EVPriceRule/PowerRangeStart'
@@ -5855,8 +5856,8 @@ def _e_EVPriceRuleStackType(w, o):
                     n += 17
                     _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -5905,10 +5906,10 @@ def _d_EVPriceRuleType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5936,10 +5937,10 @@ def _d_EVPriceRuleType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5986,8 +5987,8 @@ def _e_EVPriceRuleType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'PowerRangeStart'
@@ -6004,8 +6005,8 @@ def _e_EVPriceRuleType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -6052,10 +6053,10 @@ def _d_MeteringConfirmationReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6154,10 +6155,10 @@ def _d_MeteringConfirmationReqType(r):
                         _c2_c2_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6197,10 +6198,10 @@ def _d_MeteringConfirmationReqType(r):
                         _c2_c4_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c4_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c4_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6275,8 +6276,8 @@ def _e_MeteringConfirmationReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -6368,8 +6369,8 @@ def _e_MeteringConfirmationReqType(w, o):
                     v = (v << 4) | (2 << 2)
                     n += 4
                     if _c2_c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_c2_SelectedScheduleTupleID; n += 8
-                    elif _c2_c2_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c2_c2_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c2_c2_SelectedScheduleTupleID >> 7); n += 16
-                    elif _c2_c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c2_c2_SelectedScheduleTupleID & 127) << 16) | (((_c2_c2_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_c2_SelectedScheduleTupleID >> 14); n += 24
+                    elif _c2_c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_c2_SelectedScheduleTupleID]; n += 16
+                    elif _c2_c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c2_SelectedScheduleTupleID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_c2_SelectedScheduleTupleID); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -6395,8 +6396,8 @@ def _e_MeteringConfirmationReqType(w, o):
                     v = (v << 4) | (1 << 2)
                     n += 4
                     if _c2_c4_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_c4_SelectedScheduleTupleID; n += 8
-                    elif _c2_c4_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c2_c4_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c2_c4_SelectedScheduleTupleID >> 7); n += 16
-                    elif _c2_c4_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c2_c4_SelectedScheduleTupleID & 127) << 16) | (((_c2_c4_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_c4_SelectedScheduleTupleID >> 14); n += 24
+                    elif _c2_c4_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_c4_SelectedScheduleTupleID]; n += 16
+                    elif _c2_c4_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_c4_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c4_SelectedScheduleTupleID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_c4_SelectedScheduleTupleID); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -6464,10 +6465,10 @@ def _d_MeteringConfirmationResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6548,8 +6549,8 @@ def _e_MeteringConfirmationResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -6612,10 +6613,10 @@ def _d_OverstayRuleListType(r):
                     f_OverstayTimeThreshold = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_OverstayTimeThreshold = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_OverstayTimeThreshold = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_OverstayTimeThreshold = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_OverstayTimeThreshold = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6644,10 +6645,10 @@ def _d_OverstayRuleListType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6701,10 +6702,10 @@ def _d_OverstayRuleListType(r):
                         _c2_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6729,10 +6730,10 @@ def _d_OverstayRuleListType(r):
                         _c2_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6763,10 +6764,10 @@ def _d_OverstayRuleListType(r):
                         _c2_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6790,10 +6791,10 @@ def _d_OverstayRuleListType(r):
                         _c2_OverstayFeePeriod = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_OverstayFeePeriod = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6835,10 +6836,10 @@ def _d_OverstayRuleListType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6892,10 +6893,10 @@ def _d_OverstayRuleListType(r):
                             _c4_StartTime = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c4_StartTime = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6920,10 +6921,10 @@ def _d_OverstayRuleListType(r):
                             _c4_StartTime = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c4_StartTime = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6954,10 +6955,10 @@ def _d_OverstayRuleListType(r):
                             _c4_c1_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c4_c1_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6981,10 +6982,10 @@ def _d_OverstayRuleListType(r):
                             _c4_OverstayFeePeriod = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c4_OverstayFeePeriod = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c4_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7046,10 +7047,10 @@ def _d_OverstayRuleListType(r):
                         _c5_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7074,10 +7075,10 @@ def _d_OverstayRuleListType(r):
                         _c5_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7108,10 +7109,10 @@ def _d_OverstayRuleListType(r):
                         _c5_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7135,10 +7136,10 @@ def _d_OverstayRuleListType(r):
                         _c5_OverstayFeePeriod = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_OverstayFeePeriod = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7201,10 +7202,10 @@ def _d_OverstayRuleListType(r):
                                 _c6_StartTime = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_StartTime = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7229,10 +7230,10 @@ def _d_OverstayRuleListType(r):
                                 _c6_StartTime = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_StartTime = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7263,10 +7264,10 @@ def _d_OverstayRuleListType(r):
                                 _c6_c1_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_c1_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7290,10 +7291,10 @@ def _d_OverstayRuleListType(r):
                                 _c6_OverstayFeePeriod = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c6_OverstayFeePeriod = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7353,8 +7354,8 @@ def _e_OverstayRuleListType(w, o):
             v <<= 3
             n += 3
             if v_OverstayTimeThreshold < 128: v = (v << 8) | v_OverstayTimeThreshold; n += 8
-            elif v_OverstayTimeThreshold < 16384: v = (v << 16) | ((v_OverstayTimeThreshold & 127) << 8) | 32768 | (v_OverstayTimeThreshold >> 7); n += 16
-            elif v_OverstayTimeThreshold < 2097152: v = (v << 24) | ((v_OverstayTimeThreshold & 127) << 16) | (((v_OverstayTimeThreshold >> 7) & 127) << 8) | 8421376 | (v_OverstayTimeThreshold >> 14); n += 24
+            elif v_OverstayTimeThreshold < 16384: v = (v << 16) | _V2[v_OverstayTimeThreshold]; n += 16
+            elif v_OverstayTimeThreshold < 2097152: v = (v << 24) | ((_V2[v_OverstayTimeThreshold & 16383] | 128) << 8) | (v_OverstayTimeThreshold >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_OverstayTimeThreshold); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7375,8 +7376,8 @@ def _e_OverstayRuleListType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7407,8 +7408,8 @@ def _e_OverstayRuleListType(w, o):
                 v <<= 3
                 n += 3
                 if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
-                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
-                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
+                elif _c2_StartTime < 16384: v = (v << 16) | _V2[_c2_StartTime]; n += 16
+                elif _c2_StartTime < 2097152: v = (v << 24) | ((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7419,8 +7420,8 @@ def _e_OverstayRuleListType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
-                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
-                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
+                elif _c2_StartTime < 16384: v = (v << 16) | _V2[_c2_StartTime]; n += 16
+                elif _c2_StartTime < 2097152: v = (v << 24) | ((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7443,8 +7444,8 @@ def _e_OverstayRuleListType(w, o):
                     n += 15
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                     el = 'OverstayRule/OverstayFeePeriod'
@@ -7452,8 +7453,8 @@ def _e_OverstayRuleListType(w, o):
                     v <<= 4
                     n += 4
                     if _c2_OverstayFeePeriod < 128: v = (v << 8) | _c2_OverstayFeePeriod; n += 8
-                    elif _c2_OverstayFeePeriod < 16384: v = (v << 16) | ((_c2_OverstayFeePeriod & 127) << 8) | 32768 | (_c2_OverstayFeePeriod >> 7); n += 16
-                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c2_OverstayFeePeriod & 127) << 16) | (((_c2_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c2_OverstayFeePeriod >> 14); n += 24
+                    elif _c2_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c2_OverstayFeePeriod]; n += 16
+                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c2_OverstayFeePeriod & 16383] | 128) << 8) | (_c2_OverstayFeePeriod >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -7481,8 +7482,8 @@ def _e_OverstayRuleListType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7513,8 +7514,8 @@ def _e_OverstayRuleListType(w, o):
                     v <<= 3
                     n += 3
                     if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
-                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
-                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
+                    elif _c4_StartTime < 16384: v = (v << 16) | _V2[_c4_StartTime]; n += 16
+                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7525,8 +7526,8 @@ def _e_OverstayRuleListType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
-                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
-                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
+                    elif _c4_StartTime < 16384: v = (v << 16) | _V2[_c4_StartTime]; n += 16
+                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7549,8 +7550,8 @@ def _e_OverstayRuleListType(w, o):
                         n += 15
                         _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                         el = 'OverstayRule/OverstayFeePeriod'
@@ -7558,8 +7559,8 @@ def _e_OverstayRuleListType(w, o):
                         v <<= 4
                         n += 4
                         if _c4_OverstayFeePeriod < 128: v = (v << 8) | _c4_OverstayFeePeriod; n += 8
-                        elif _c4_OverstayFeePeriod < 16384: v = (v << 16) | ((_c4_OverstayFeePeriod & 127) << 8) | 32768 | (_c4_OverstayFeePeriod >> 7); n += 16
-                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c4_OverstayFeePeriod & 127) << 16) | (((_c4_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c4_OverstayFeePeriod >> 14); n += 24
+                        elif _c4_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c4_OverstayFeePeriod]; n += 16
+                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c4_OverstayFeePeriod & 16383] | 128) << 8) | (_c4_OverstayFeePeriod >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -7597,8 +7598,8 @@ def _e_OverstayRuleListType(w, o):
                     v <<= 3
                     n += 3
                     if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
-                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
-                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
+                    elif _c5_StartTime < 16384: v = (v << 16) | _V2[_c5_StartTime]; n += 16
+                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7609,8 +7610,8 @@ def _e_OverstayRuleListType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
-                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
-                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
+                    elif _c5_StartTime < 16384: v = (v << 16) | _V2[_c5_StartTime]; n += 16
+                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7633,8 +7634,8 @@ def _e_OverstayRuleListType(w, o):
                         n += 15
                         _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                         el = 'OverstayRule/OverstayFeePeriod'
@@ -7642,8 +7643,8 @@ def _e_OverstayRuleListType(w, o):
                         v <<= 4
                         n += 4
                         if _c5_OverstayFeePeriod < 128: v = (v << 8) | _c5_OverstayFeePeriod; n += 8
-                        elif _c5_OverstayFeePeriod < 16384: v = (v << 16) | ((_c5_OverstayFeePeriod & 127) << 8) | 32768 | (_c5_OverstayFeePeriod >> 7); n += 16
-                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c5_OverstayFeePeriod & 127) << 16) | (((_c5_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c5_OverstayFeePeriod >> 14); n += 24
+                        elif _c5_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c5_OverstayFeePeriod]; n += 16
+                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c5_OverstayFeePeriod & 16383] | 128) << 8) | (_c5_OverstayFeePeriod >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -7683,8 +7684,8 @@ def _e_OverstayRuleListType(w, o):
                         v <<= 3
                         n += 3
                         if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
-                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
-                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
+                        elif _c6_StartTime < 16384: v = (v << 16) | _V2[_c6_StartTime]; n += 16
+                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7695,8 +7696,8 @@ def _e_OverstayRuleListType(w, o):
                         v = (v << 3) | (1 << 1)
                         n += 3
                         if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
-                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
-                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
+                        elif _c6_StartTime < 16384: v = (v << 16) | _V2[_c6_StartTime]; n += 16
+                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -7719,8 +7720,8 @@ def _e_OverstayRuleListType(w, o):
                             n += 15
                             _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
                             if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                             el = 'OverstayRule/OverstayFeePeriod'
@@ -7728,8 +7729,8 @@ def _e_OverstayRuleListType(w, o):
                             v <<= 4
                             n += 4
                             if _c6_OverstayFeePeriod < 128: v = (v << 8) | _c6_OverstayFeePeriod; n += 8
-                            elif _c6_OverstayFeePeriod < 16384: v = (v << 16) | ((_c6_OverstayFeePeriod & 127) << 8) | 32768 | (_c6_OverstayFeePeriod >> 7); n += 16
-                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c6_OverstayFeePeriod & 127) << 16) | (((_c6_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c6_OverstayFeePeriod >> 14); n += 24
+                            elif _c6_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c6_OverstayFeePeriod]; n += 16
+                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c6_OverstayFeePeriod & 16383] | 128) << 8) | (_c6_OverstayFeePeriod >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = w.v; n = w.n
                             v <<= 2
                             n += 2
@@ -7800,10 +7801,10 @@ def _d_OverstayRuleType(r):
                     f_StartTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_StartTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7828,10 +7829,10 @@ def _d_OverstayRuleType(r):
                     f_StartTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_StartTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7862,10 +7863,10 @@ def _d_OverstayRuleType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7889,10 +7890,10 @@ def _d_OverstayRuleType(r):
                     f_OverstayFeePeriod = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_OverstayFeePeriod = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7941,8 +7942,8 @@ def _e_OverstayRuleType(w, o):
             v <<= 3
             n += 3
             if v_StartTime < 128: v = (v << 8) | v_StartTime; n += 8
-            elif v_StartTime < 16384: v = (v << 16) | ((v_StartTime & 127) << 8) | 32768 | (v_StartTime >> 7); n += 16
-            elif v_StartTime < 2097152: v = (v << 24) | ((v_StartTime & 127) << 16) | (((v_StartTime >> 7) & 127) << 8) | 8421376 | (v_StartTime >> 14); n += 24
+            elif v_StartTime < 16384: v = (v << 16) | _V2[v_StartTime]; n += 16
+            elif v_StartTime < 2097152: v = (v << 24) | ((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7953,8 +7954,8 @@ def _e_OverstayRuleType(w, o):
             v = (v << 3) | (1 << 1)
             n += 3
             if v_StartTime < 128: v = (v << 8) | v_StartTime; n += 8
-            elif v_StartTime < 16384: v = (v << 16) | ((v_StartTime & 127) << 8) | 32768 | (v_StartTime >> 7); n += 16
-            elif v_StartTime < 2097152: v = (v << 24) | ((v_StartTime & 127) << 16) | (((v_StartTime >> 7) & 127) << 8) | 8421376 | (v_StartTime >> 14); n += 24
+            elif v_StartTime < 16384: v = (v << 16) | _V2[v_StartTime]; n += 16
+            elif v_StartTime < 2097152: v = (v << 24) | ((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7977,8 +7978,8 @@ def _e_OverstayRuleType(w, o):
                 n += 15
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                 el = 'OverstayFeePeriod'
@@ -7986,8 +7987,8 @@ def _e_OverstayRuleType(w, o):
                 v <<= 4
                 n += 4
                 if v_OverstayFeePeriod < 128: v = (v << 8) | v_OverstayFeePeriod; n += 8
-                elif v_OverstayFeePeriod < 16384: v = (v << 16) | ((v_OverstayFeePeriod & 127) << 8) | 32768 | (v_OverstayFeePeriod >> 7); n += 16
-                elif v_OverstayFeePeriod < 2097152: v = (v << 24) | ((v_OverstayFeePeriod & 127) << 16) | (((v_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (v_OverstayFeePeriod >> 14); n += 24
+                elif v_OverstayFeePeriod < 16384: v = (v << 16) | _V2[v_OverstayFeePeriod]; n += 16
+                elif v_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[v_OverstayFeePeriod & 16383] | 128) << 8) | (v_OverstayFeePeriod >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8018,10 +8019,10 @@ def _d_ParameterSetType(r):
                 f_ParameterSetID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ParameterSetID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8094,8 +8095,8 @@ def _e_ParameterSetType(w, o):
             v <<= 2
             n += 2
             if v_ParameterSetID < 128: v = (v << 8) | v_ParameterSetID; n += 8
-            elif v_ParameterSetID < 16384: v = (v << 16) | ((v_ParameterSetID & 127) << 8) | 32768 | (v_ParameterSetID >> 7); n += 16
-            elif v_ParameterSetID < 2097152: v = (v << 24) | ((v_ParameterSetID & 127) << 16) | (((v_ParameterSetID >> 7) & 127) << 8) | 8421376 | (v_ParameterSetID >> 14); n += 24
+            elif v_ParameterSetID < 16384: v = (v << 16) | _V2[v_ParameterSetID]; n += 16
+            elif v_ParameterSetID < 2097152: v = (v << 24) | ((_V2[v_ParameterSetID & 16383] | 128) << 8) | (v_ParameterSetID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = w.v; n = w.n
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
@@ -8197,10 +8198,10 @@ def _d_ParameterType(r):
                         f_shortValue = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_shortValue = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8228,10 +8229,10 @@ def _d_ParameterType(r):
                         f_intValue = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_intValue = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8261,10 +8262,10 @@ def _d_ParameterType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8368,8 +8369,8 @@ def _e_ParameterType(w, o):
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8383,8 +8384,8 @@ def _e_ParameterType(w, o):
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8406,8 +8407,8 @@ def _e_ParameterType(w, o):
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -8688,10 +8689,10 @@ def _d_PowerDeliveryReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8763,10 +8764,10 @@ def _d_PowerDeliveryReqType(r):
                         _c2_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8809,10 +8810,10 @@ def _d_PowerDeliveryReqType(r):
                                 _c2_c2_SelectedScheduleTupleID = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8945,8 +8946,8 @@ def _e_PowerDeliveryReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9001,8 +9002,8 @@ def _e_PowerDeliveryReqType(w, o):
                     v <<= 2
                     n += 2
                     if _c4_TimeAnchor < 128: v = (v << 8) | _c4_TimeAnchor; n += 8
-                    elif _c4_TimeAnchor < 16384: v = (v << 16) | ((_c4_TimeAnchor & 127) << 8) | 32768 | (_c4_TimeAnchor >> 7); n += 16
-                    elif _c4_TimeAnchor < 2097152: v = (v << 24) | ((_c4_TimeAnchor & 127) << 16) | (((_c4_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c4_TimeAnchor >> 14); n += 24
+                    elif _c4_TimeAnchor < 16384: v = (v << 16) | _V2[_c4_TimeAnchor]; n += 16
+                    elif _c4_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -9037,8 +9038,8 @@ def _e_PowerDeliveryReqType(w, o):
                             v <<= 2
                             n += 2
                             if _c4_c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c4_c2_SelectedScheduleTupleID; n += 8
-                            elif _c4_c2_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c4_c2_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c4_c2_SelectedScheduleTupleID >> 7); n += 16
-                            elif _c4_c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c4_c2_SelectedScheduleTupleID & 127) << 16) | (((_c4_c2_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c4_c2_SelectedScheduleTupleID >> 14); n += 24
+                            elif _c4_c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c4_c2_SelectedScheduleTupleID]; n += 16
+                            elif _c4_c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c4_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_c2_SelectedScheduleTupleID >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_c4_c2_SelectedScheduleTupleID); v = w.v; n = w.n
                             v <<= 1
                             n += 1
@@ -9154,10 +9155,10 @@ def _d_PowerDeliveryResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9217,10 +9218,10 @@ def _d_PowerDeliveryResType(r):
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9286,8 +9287,8 @@ def _e_PowerDeliveryResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9333,8 +9334,8 @@ def _e_PowerDeliveryResType(w, o):
                 v <<= 4
                 n += 4
                 if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
@@ -9478,10 +9479,10 @@ def _d_PowerScheduleEntryType(r):
                 f_Duration = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Duration = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9505,10 +9506,10 @@ def _d_PowerScheduleEntryType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9545,10 +9546,10 @@ def _d_PowerScheduleEntryType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9581,10 +9582,10 @@ def _d_PowerScheduleEntryType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9626,10 +9627,10 @@ def _d_PowerScheduleEntryType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9682,8 +9683,8 @@ def _e_PowerScheduleEntryType(w, o):
             v <<= 2
             n += 2
             if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((v_Duration & 127) << 16) | (((v_Duration >> 7) & 127) << 8) | 8421376 | (v_Duration >> 14); n += 24
+            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
+            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
             if not (v_Power is not None): raise EncodeError('missing content: Power')
             el = 'Power'
@@ -9700,8 +9701,8 @@ def _e_PowerScheduleEntryType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -9724,8 +9725,8 @@ def _e_PowerScheduleEntryType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -9745,8 +9746,8 @@ def _e_PowerScheduleEntryType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -9771,8 +9772,8 @@ def _e_PowerScheduleEntryType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -9812,10 +9813,10 @@ def _d_PowerScheduleType(r):
                 f_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9848,10 +9849,10 @@ def _d_PowerScheduleType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9884,10 +9885,10 @@ def _d_PowerScheduleType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9932,10 +9933,10 @@ def _d_PowerScheduleType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10000,8 +10001,8 @@ def _e_PowerScheduleType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -10024,8 +10025,8 @@ def _e_PowerScheduleType(w, o):
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10045,8 +10046,8 @@ def _e_PowerScheduleType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10077,8 +10078,8 @@ def _e_PowerScheduleType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10132,10 +10133,10 @@ def _d_PriceLevelScheduleEntryListType(r):
                 _c1_Duration = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Duration = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10173,10 +10174,10 @@ def _d_PriceLevelScheduleEntryListType(r):
                             _c2_Duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_Duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10237,8 +10238,8 @@ def _e_PriceLevelScheduleEntryListType(w, o):
             v <<= 3
             n += 3
             if _c1_Duration < 128: v = (v << 8) | _c1_Duration; n += 8
-            elif _c1_Duration < 16384: v = (v << 16) | ((_c1_Duration & 127) << 8) | 32768 | (_c1_Duration >> 7); n += 16
-            elif _c1_Duration < 2097152: v = (v << 24) | ((_c1_Duration & 127) << 16) | (((_c1_Duration >> 7) & 127) << 8) | 8421376 | (_c1_Duration >> 14); n += 24
+            elif _c1_Duration < 16384: v = (v << 16) | _V2[_c1_Duration]; n += 16
+            elif _c1_Duration < 2097152: v = (v << 24) | ((_V2[_c1_Duration & 16383] | 128) << 8) | (_c1_Duration >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_Duration); v = w.v; n = w.n
             if not (_c1_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
             el = 'PriceLevelScheduleEntry/PriceLevel'
@@ -10263,8 +10264,8 @@ def _e_PriceLevelScheduleEntryListType(w, o):
                     v <<= 4
                     n += 4
                     if _c2_Duration < 128: v = (v << 8) | _c2_Duration; n += 8
-                    elif _c2_Duration < 16384: v = (v << 16) | ((_c2_Duration & 127) << 8) | 32768 | (_c2_Duration >> 7); n += 16
-                    elif _c2_Duration < 2097152: v = (v << 24) | ((_c2_Duration & 127) << 16) | (((_c2_Duration >> 7) & 127) << 8) | 8421376 | (_c2_Duration >> 14); n += 24
+                    elif _c2_Duration < 16384: v = (v << 16) | _V2[_c2_Duration]; n += 16
+                    elif _c2_Duration < 2097152: v = (v << 24) | ((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_Duration); v = w.v; n = w.n
                     if not (_c2_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
                     el = 'PriceLevelScheduleEntry/PriceLevel'
@@ -10312,10 +10313,10 @@ def _d_PriceLevelScheduleEntryType(r):
                 f_Duration = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Duration = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10352,8 +10353,8 @@ def _e_PriceLevelScheduleEntryType(w, o):
             v <<= 2
             n += 2
             if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((v_Duration & 127) << 16) | (((v_Duration >> 7) & 127) << 8) | 8421376 | (v_Duration >> 14); n += 24
+            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
+            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
             if not (v_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
             el = 'PriceLevel'
@@ -10398,10 +10399,10 @@ def _d_PriceLevelScheduleType(r):
                     f_TimeAnchor = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_TimeAnchor = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10426,10 +10427,10 @@ def _d_PriceLevelScheduleType(r):
                     f_TimeAnchor = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_TimeAnchor = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10456,10 +10457,10 @@ def _d_PriceLevelScheduleType(r):
                     f_PriceScheduleID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_PriceScheduleID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10562,8 +10563,8 @@ def _e_PriceLevelScheduleType(w, o):
             n += 2
             v_Id = None
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -10575,8 +10576,8 @@ def _e_PriceLevelScheduleType(w, o):
             v = (v << 3) | (1 << 1)
             n += 3
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -10591,8 +10592,8 @@ def _e_PriceLevelScheduleType(w, o):
                 v <<= 2
                 n += 2
                 if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
-                elif v_PriceScheduleID < 16384: v = (v << 16) | ((v_PriceScheduleID & 127) << 8) | 32768 | (v_PriceScheduleID >> 7); n += 16
-                elif v_PriceScheduleID < 2097152: v = (v << 24) | ((v_PriceScheduleID & 127) << 16) | (((v_PriceScheduleID >> 7) & 127) << 8) | 8421376 | (v_PriceScheduleID >> 14); n += 24
+                elif v_PriceScheduleID < 16384: v = (v << 16) | _V2[v_PriceScheduleID]; n += 16
+                elif v_PriceScheduleID < 2097152: v = (v << 24) | ((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -10769,10 +10770,10 @@ def _d_PriceRuleStackType(r):
                 f_Duration = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Duration = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10841,8 +10842,8 @@ def _e_PriceRuleStackType(w, o):
             v <<= 2
             n += 2
             if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((v_Duration & 127) << 16) | (((v_Duration >> 7) & 127) << 8) | 8421376 | (v_Duration >> 14); n += 24
+            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
+            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
             if not (i_PriceRule < n_PriceRule): raise EncodeError('missing content: PriceRule')
             el = 'PriceRule'
@@ -10915,10 +10916,10 @@ def _d_PriceRuleType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10955,10 +10956,10 @@ def _d_PriceRuleType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10987,10 +10988,10 @@ def _d_PriceRuleType(r):
                         f_ParkingFeePeriod = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_ParkingFeePeriod = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_ParkingFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11015,10 +11016,10 @@ def _d_PriceRuleType(r):
                         f_CarbonDioxideEmission = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_CarbonDioxideEmission = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11055,10 +11056,10 @@ def _d_PriceRuleType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11093,10 +11094,10 @@ def _d_PriceRuleType(r):
                         f_ParkingFeePeriod = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_ParkingFeePeriod = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_ParkingFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11121,10 +11122,10 @@ def _d_PriceRuleType(r):
                         f_CarbonDioxideEmission = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_CarbonDioxideEmission = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11161,10 +11162,10 @@ def _d_PriceRuleType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11199,10 +11200,10 @@ def _d_PriceRuleType(r):
                         f_CarbonDioxideEmission = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_CarbonDioxideEmission = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11239,10 +11240,10 @@ def _d_PriceRuleType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11289,10 +11290,10 @@ def _d_PriceRuleType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11327,10 +11328,10 @@ def _d_PriceRuleType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11391,8 +11392,8 @@ def _e_PriceRuleType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -11415,8 +11416,8 @@ def _e_PriceRuleType(w, o):
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11427,8 +11428,8 @@ def _e_PriceRuleType(w, o):
                 v = (v << 4) | (1 << 1)
                 n += 4
                 if v_ParkingFeePeriod < 128: v = (v << 8) | v_ParkingFeePeriod; n += 8
-                elif v_ParkingFeePeriod < 16384: v = (v << 16) | ((v_ParkingFeePeriod & 127) << 8) | 32768 | (v_ParkingFeePeriod >> 7); n += 16
-                elif v_ParkingFeePeriod < 2097152: v = (v << 24) | ((v_ParkingFeePeriod & 127) << 16) | (((v_ParkingFeePeriod >> 7) & 127) << 8) | 8421376 | (v_ParkingFeePeriod >> 14); n += 24
+                elif v_ParkingFeePeriod < 16384: v = (v << 16) | _V2[v_ParkingFeePeriod]; n += 16
+                elif v_ParkingFeePeriod < 2097152: v = (v << 24) | ((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11439,8 +11440,8 @@ def _e_PriceRuleType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
-                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | ((v_CarbonDioxideEmission & 127) << 8) | 32768 | (v_CarbonDioxideEmission >> 7); n += 16
-                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((v_CarbonDioxideEmission & 127) << 16) | (((v_CarbonDioxideEmission >> 7) & 127) << 8) | 8421376 | (v_CarbonDioxideEmission >> 14); n += 24
+                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | _V2[v_CarbonDioxideEmission]; n += 16
+                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11466,8 +11467,8 @@ def _e_PriceRuleType(w, o):
                 n += 17
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11481,8 +11482,8 @@ def _e_PriceRuleType(w, o):
                 v <<= 4
                 n += 4
                 if v_ParkingFeePeriod < 128: v = (v << 8) | v_ParkingFeePeriod; n += 8
-                elif v_ParkingFeePeriod < 16384: v = (v << 16) | ((v_ParkingFeePeriod & 127) << 8) | 32768 | (v_ParkingFeePeriod >> 7); n += 16
-                elif v_ParkingFeePeriod < 2097152: v = (v << 24) | ((v_ParkingFeePeriod & 127) << 16) | (((v_ParkingFeePeriod >> 7) & 127) << 8) | 8421376 | (v_ParkingFeePeriod >> 14); n += 24
+                elif v_ParkingFeePeriod < 16384: v = (v << 16) | _V2[v_ParkingFeePeriod]; n += 16
+                elif v_ParkingFeePeriod < 2097152: v = (v << 24) | ((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11493,8 +11494,8 @@ def _e_PriceRuleType(w, o):
                 v = (v << 4) | (1 << 1)
                 n += 4
                 if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
-                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | ((v_CarbonDioxideEmission & 127) << 8) | 32768 | (v_CarbonDioxideEmission >> 7); n += 16
-                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((v_CarbonDioxideEmission & 127) << 16) | (((v_CarbonDioxideEmission >> 7) & 127) << 8) | 8421376 | (v_CarbonDioxideEmission >> 14); n += 24
+                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | _V2[v_CarbonDioxideEmission]; n += 16
+                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11520,8 +11521,8 @@ def _e_PriceRuleType(w, o):
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11535,8 +11536,8 @@ def _e_PriceRuleType(w, o):
                 v <<= 3
                 n += 3
                 if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
-                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | ((v_CarbonDioxideEmission & 127) << 8) | 32768 | (v_CarbonDioxideEmission >> 7); n += 16
-                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((v_CarbonDioxideEmission & 127) << 16) | (((v_CarbonDioxideEmission >> 7) & 127) << 8) | 8421376 | (v_CarbonDioxideEmission >> 14); n += 24
+                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | _V2[v_CarbonDioxideEmission]; n += 16
+                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11562,8 +11563,8 @@ def _e_PriceRuleType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11592,8 +11593,8 @@ def _e_PriceRuleType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11616,8 +11617,8 @@ def _e_PriceRuleType(w, o):
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -11654,10 +11655,10 @@ def _d_PriceScheduleType(r):
                 f_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11677,10 +11678,10 @@ def _d_PriceScheduleType(r):
                 f_PriceScheduleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_PriceScheduleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11747,8 +11748,8 @@ def _e_PriceScheduleType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             if not (v_PriceScheduleID is not None): raise EncodeError('missing content: PriceScheduleID')
             el = 'PriceScheduleID'
@@ -11756,8 +11757,8 @@ def _e_PriceScheduleType(w, o):
             v <<= 3
             n += 3
             if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
-            elif v_PriceScheduleID < 16384: v = (v << 16) | ((v_PriceScheduleID & 127) << 8) | 32768 | (v_PriceScheduleID >> 7); n += 16
-            elif v_PriceScheduleID < 2097152: v = (v << 24) | ((v_PriceScheduleID & 127) << 16) | (((v_PriceScheduleID >> 7) & 127) << 8) | 8421376 | (v_PriceScheduleID >> 14); n += 24
+            elif v_PriceScheduleID < 16384: v = (v << 16) | _V2[v_PriceScheduleID]; n += 16
+            elif v_PriceScheduleID < 2097152: v = (v << 24) | ((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -11825,10 +11826,10 @@ def _d_ScheduleExchangeReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11937,8 +11938,8 @@ def _e_ScheduleExchangeReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -12043,10 +12044,10 @@ def _d_ScheduleExchangeResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12194,8 +12195,8 @@ def _e_ScheduleExchangeResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -12320,10 +12321,10 @@ def _d_ScheduleTupleType(r):
                 f_ScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12460,8 +12461,8 @@ def _e_ScheduleTupleType(w, o):
             v <<= 2
             n += 2
             if v_ScheduleTupleID < 128: v = (v << 8) | v_ScheduleTupleID; n += 8
-            elif v_ScheduleTupleID < 16384: v = (v << 16) | ((v_ScheduleTupleID & 127) << 8) | 32768 | (v_ScheduleTupleID >> 7); n += 16
-            elif v_ScheduleTupleID < 2097152: v = (v << 24) | ((v_ScheduleTupleID & 127) << 16) | (((v_ScheduleTupleID >> 7) & 127) << 8) | 8421376 | (v_ScheduleTupleID >> 14); n += 24
+            elif v_ScheduleTupleID < 16384: v = (v << 16) | _V2[v_ScheduleTupleID]; n += 16
+            elif v_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[v_ScheduleTupleID & 16383] | 128) << 8) | (v_ScheduleTupleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ScheduleTupleID); v = w.v; n = w.n
             if not (v_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
             el = 'ChargingSchedule'
@@ -12598,10 +12599,10 @@ def _d_Scheduled_EVPPTControlModeType(r):
                 f_SelectedScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SelectedScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12653,8 +12654,8 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
             v <<= 2
             n += 2
             if v_SelectedScheduleTupleID < 128: v = (v << 8) | v_SelectedScheduleTupleID; n += 8
-            elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | ((v_SelectedScheduleTupleID & 127) << 8) | 32768 | (v_SelectedScheduleTupleID >> 7); n += 16
-            elif v_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((v_SelectedScheduleTupleID & 127) << 16) | (((v_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (v_SelectedScheduleTupleID >> 14); n += 24
+            elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[v_SelectedScheduleTupleID]; n += 16
+            elif v_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[v_SelectedScheduleTupleID & 16383] | 128) << 8) | (v_SelectedScheduleTupleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -12704,10 +12705,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12736,10 +12737,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12772,10 +12773,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12808,10 +12809,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12840,10 +12841,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c4_c1_TimeAnchor = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_c1_TimeAnchor = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12873,10 +12874,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c4_c2_TimeAnchor = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_c2_TimeAnchor = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12967,10 +12968,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13003,10 +13004,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13039,10 +13040,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13071,10 +13072,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c8_c1_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_c1_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13104,10 +13105,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c8_c2_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_c2_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13198,10 +13199,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13234,10 +13235,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13266,10 +13267,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c11_c1_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_c1_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13299,10 +13300,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c11_c2_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_c2_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13393,10 +13394,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13425,10 +13426,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c13_c1_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_c1_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13458,10 +13459,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c13_c2_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_c2_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13548,10 +13549,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c14_c1_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_c1_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13581,10 +13582,10 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c14_c2_TimeAnchor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_c2_TimeAnchor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13688,8 +13689,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             v <<= 4
             n += 4
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -13709,8 +13710,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13730,8 +13731,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13751,8 +13752,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13773,8 +13774,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             v = (v << 6) | (4 << 3)
             n += 6
             if _c4_c1_TimeAnchor < 128: v = (v << 8) | _c4_c1_TimeAnchor; n += 8
-            elif _c4_c1_TimeAnchor < 16384: v = (v << 16) | ((_c4_c1_TimeAnchor & 127) << 8) | 32768 | (_c4_c1_TimeAnchor >> 7); n += 16
-            elif _c4_c1_TimeAnchor < 2097152: v = (v << 24) | ((_c4_c1_TimeAnchor & 127) << 16) | (((_c4_c1_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c4_c1_TimeAnchor >> 14); n += 24
+            elif _c4_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c4_c1_TimeAnchor]; n += 16
+            elif _c4_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c4_c1_TimeAnchor & 16383] | 128) << 8) | (_c4_c1_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c4_c1_TimeAnchor); v = w.v; n = w.n
             if not (_c4_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
             el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
@@ -13796,8 +13797,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             v <<= 4
             n += 4
             if _c4_c2_TimeAnchor < 128: v = (v << 8) | _c4_c2_TimeAnchor; n += 8
-            elif _c4_c2_TimeAnchor < 16384: v = (v << 16) | ((_c4_c2_TimeAnchor & 127) << 8) | 32768 | (_c4_c2_TimeAnchor >> 7); n += 16
-            elif _c4_c2_TimeAnchor < 2097152: v = (v << 24) | ((_c4_c2_TimeAnchor & 127) << 16) | (((_c4_c2_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c4_c2_TimeAnchor >> 14); n += 24
+            elif _c4_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c4_c2_TimeAnchor]; n += 16
+            elif _c4_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c4_c2_TimeAnchor & 16383] | 128) << 8) | (_c4_c2_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c4_c2_TimeAnchor); v = w.v; n = w.n
             if not (_c4_c2_Currency is not None): raise EncodeError('missing content: Currency')
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
@@ -13849,8 +13850,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13870,8 +13871,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13891,8 +13892,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13913,8 +13914,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 6) | (3 << 3)
                 n += 6
                 if _c8_c1_TimeAnchor < 128: v = (v << 8) | _c8_c1_TimeAnchor; n += 8
-                elif _c8_c1_TimeAnchor < 16384: v = (v << 16) | ((_c8_c1_TimeAnchor & 127) << 8) | 32768 | (_c8_c1_TimeAnchor >> 7); n += 16
-                elif _c8_c1_TimeAnchor < 2097152: v = (v << 24) | ((_c8_c1_TimeAnchor & 127) << 16) | (((_c8_c1_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c8_c1_TimeAnchor >> 14); n += 24
+                elif _c8_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c8_c1_TimeAnchor]; n += 16
+                elif _c8_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c8_c1_TimeAnchor & 16383] | 128) << 8) | (_c8_c1_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c8_c1_TimeAnchor); v = w.v; n = w.n
                 if not (_c8_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
@@ -13936,8 +13937,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v <<= 4
                 n += 4
                 if _c8_c2_TimeAnchor < 128: v = (v << 8) | _c8_c2_TimeAnchor; n += 8
-                elif _c8_c2_TimeAnchor < 16384: v = (v << 16) | ((_c8_c2_TimeAnchor & 127) << 8) | 32768 | (_c8_c2_TimeAnchor >> 7); n += 16
-                elif _c8_c2_TimeAnchor < 2097152: v = (v << 24) | ((_c8_c2_TimeAnchor & 127) << 16) | (((_c8_c2_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c8_c2_TimeAnchor >> 14); n += 24
+                elif _c8_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c8_c2_TimeAnchor]; n += 16
+                elif _c8_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c8_c2_TimeAnchor & 16383] | 128) << 8) | (_c8_c2_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c8_c2_TimeAnchor); v = w.v; n = w.n
                 if not (_c8_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
@@ -13989,8 +13990,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14010,8 +14011,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14032,8 +14033,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 6) | (2 << 3)
                 n += 6
                 if _c11_c1_TimeAnchor < 128: v = (v << 8) | _c11_c1_TimeAnchor; n += 8
-                elif _c11_c1_TimeAnchor < 16384: v = (v << 16) | ((_c11_c1_TimeAnchor & 127) << 8) | 32768 | (_c11_c1_TimeAnchor >> 7); n += 16
-                elif _c11_c1_TimeAnchor < 2097152: v = (v << 24) | ((_c11_c1_TimeAnchor & 127) << 16) | (((_c11_c1_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c11_c1_TimeAnchor >> 14); n += 24
+                elif _c11_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c11_c1_TimeAnchor]; n += 16
+                elif _c11_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c11_c1_TimeAnchor & 16383] | 128) << 8) | (_c11_c1_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c11_c1_TimeAnchor); v = w.v; n = w.n
                 if not (_c11_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
@@ -14055,8 +14056,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v <<= 4
                 n += 4
                 if _c11_c2_TimeAnchor < 128: v = (v << 8) | _c11_c2_TimeAnchor; n += 8
-                elif _c11_c2_TimeAnchor < 16384: v = (v << 16) | ((_c11_c2_TimeAnchor & 127) << 8) | 32768 | (_c11_c2_TimeAnchor >> 7); n += 16
-                elif _c11_c2_TimeAnchor < 2097152: v = (v << 24) | ((_c11_c2_TimeAnchor & 127) << 16) | (((_c11_c2_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c11_c2_TimeAnchor >> 14); n += 24
+                elif _c11_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c11_c2_TimeAnchor]; n += 16
+                elif _c11_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c11_c2_TimeAnchor & 16383] | 128) << 8) | (_c11_c2_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c11_c2_TimeAnchor); v = w.v; n = w.n
                 if not (_c11_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
@@ -14108,8 +14109,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14130,8 +14131,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 5) | (1 << 3)
                 n += 5
                 if _c13_c1_TimeAnchor < 128: v = (v << 8) | _c13_c1_TimeAnchor; n += 8
-                elif _c13_c1_TimeAnchor < 16384: v = (v << 16) | ((_c13_c1_TimeAnchor & 127) << 8) | 32768 | (_c13_c1_TimeAnchor >> 7); n += 16
-                elif _c13_c1_TimeAnchor < 2097152: v = (v << 24) | ((_c13_c1_TimeAnchor & 127) << 16) | (((_c13_c1_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c13_c1_TimeAnchor >> 14); n += 24
+                elif _c13_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c13_c1_TimeAnchor]; n += 16
+                elif _c13_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c13_c1_TimeAnchor & 16383] | 128) << 8) | (_c13_c1_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c13_c1_TimeAnchor); v = w.v; n = w.n
                 if not (_c13_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
@@ -14153,8 +14154,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v <<= 4
                 n += 4
                 if _c13_c2_TimeAnchor < 128: v = (v << 8) | _c13_c2_TimeAnchor; n += 8
-                elif _c13_c2_TimeAnchor < 16384: v = (v << 16) | ((_c13_c2_TimeAnchor & 127) << 8) | 32768 | (_c13_c2_TimeAnchor >> 7); n += 16
-                elif _c13_c2_TimeAnchor < 2097152: v = (v << 24) | ((_c13_c2_TimeAnchor & 127) << 16) | (((_c13_c2_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c13_c2_TimeAnchor >> 14); n += 24
+                elif _c13_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c13_c2_TimeAnchor]; n += 16
+                elif _c13_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c13_c2_TimeAnchor & 16383] | 128) << 8) | (_c13_c2_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c13_c2_TimeAnchor); v = w.v; n = w.n
                 if not (_c13_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
@@ -14207,8 +14208,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v <<= 5
                 n += 5
                 if _c14_c1_TimeAnchor < 128: v = (v << 8) | _c14_c1_TimeAnchor; n += 8
-                elif _c14_c1_TimeAnchor < 16384: v = (v << 16) | ((_c14_c1_TimeAnchor & 127) << 8) | 32768 | (_c14_c1_TimeAnchor >> 7); n += 16
-                elif _c14_c1_TimeAnchor < 2097152: v = (v << 24) | ((_c14_c1_TimeAnchor & 127) << 16) | (((_c14_c1_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c14_c1_TimeAnchor >> 14); n += 24
+                elif _c14_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c14_c1_TimeAnchor]; n += 16
+                elif _c14_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c14_c1_TimeAnchor & 16383] | 128) << 8) | (_c14_c1_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c14_c1_TimeAnchor); v = w.v; n = w.n
                 if not (_c14_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
@@ -14230,8 +14231,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v <<= 4
                 n += 4
                 if _c14_c2_TimeAnchor < 128: v = (v << 8) | _c14_c2_TimeAnchor; n += 8
-                elif _c14_c2_TimeAnchor < 16384: v = (v << 16) | ((_c14_c2_TimeAnchor & 127) << 8) | 32768 | (_c14_c2_TimeAnchor >> 7); n += 16
-                elif _c14_c2_TimeAnchor < 2097152: v = (v << 24) | ((_c14_c2_TimeAnchor & 127) << 16) | (((_c14_c2_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c14_c2_TimeAnchor >> 14); n += 24
+                elif _c14_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c14_c2_TimeAnchor]; n += 16
+                elif _c14_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c14_c2_TimeAnchor & 16383] | 128) << 8) | (_c14_c2_TimeAnchor >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c14_c2_TimeAnchor); v = w.v; n = w.n
                 if not (_c14_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
@@ -14302,10 +14303,10 @@ def _d_Scheduled_SEResControlModeType(r):
                 _c1_ScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14444,10 +14445,10 @@ def _d_Scheduled_SEResControlModeType(r):
                         _c2_ScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_ScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14591,10 +14592,10 @@ def _d_Scheduled_SEResControlModeType(r):
                         _c3_ScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_ScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14751,8 +14752,8 @@ def _e_Scheduled_SEResControlModeType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_ScheduleTupleID < 128: v = (v << 8) | _c1_ScheduleTupleID; n += 8
-                elif _c1_ScheduleTupleID < 16384: v = (v << 16) | ((_c1_ScheduleTupleID & 127) << 8) | 32768 | (_c1_ScheduleTupleID >> 7); n += 16
-                elif _c1_ScheduleTupleID < 2097152: v = (v << 24) | ((_c1_ScheduleTupleID & 127) << 16) | (((_c1_ScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c1_ScheduleTupleID >> 14); n += 24
+                elif _c1_ScheduleTupleID < 16384: v = (v << 16) | _V2[_c1_ScheduleTupleID]; n += 16
+                elif _c1_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c1_ScheduleTupleID & 16383] | 128) << 8) | (_c1_ScheduleTupleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_ScheduleTupleID); v = w.v; n = w.n
                 if not (_c1_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                 el = 'ScheduleTuple/ChargingSchedule'
@@ -14885,8 +14886,8 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     v <<= 2
                     n += 2
                     if _c2_ScheduleTupleID < 128: v = (v << 8) | _c2_ScheduleTupleID; n += 8
-                    elif _c2_ScheduleTupleID < 16384: v = (v << 16) | ((_c2_ScheduleTupleID & 127) << 8) | 32768 | (_c2_ScheduleTupleID >> 7); n += 16
-                    elif _c2_ScheduleTupleID < 2097152: v = (v << 24) | ((_c2_ScheduleTupleID & 127) << 16) | (((_c2_ScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_ScheduleTupleID >> 14); n += 24
+                    elif _c2_ScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_ScheduleTupleID]; n += 16
+                    elif _c2_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_ScheduleTupleID & 16383] | 128) << 8) | (_c2_ScheduleTupleID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_ScheduleTupleID); v = w.v; n = w.n
                     if not (_c2_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                     el = 'ScheduleTuple/ChargingSchedule'
@@ -15022,8 +15023,8 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     v <<= 2
                     n += 2
                     if _c3_ScheduleTupleID < 128: v = (v << 8) | _c3_ScheduleTupleID; n += 8
-                    elif _c3_ScheduleTupleID < 16384: v = (v << 16) | ((_c3_ScheduleTupleID & 127) << 8) | 32768 | (_c3_ScheduleTupleID >> 7); n += 16
-                    elif _c3_ScheduleTupleID < 2097152: v = (v << 24) | ((_c3_ScheduleTupleID & 127) << 16) | (((_c3_ScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c3_ScheduleTupleID >> 14); n += 24
+                    elif _c3_ScheduleTupleID < 16384: v = (v << 16) | _V2[_c3_ScheduleTupleID]; n += 16
+                    elif _c3_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c3_ScheduleTupleID & 16383] | 128) << 8) | (_c3_ScheduleTupleID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_ScheduleTupleID); v = w.v; n = w.n
                     if not (_c3_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                     el = 'ScheduleTuple/ChargingSchedule'
@@ -15170,10 +15171,10 @@ def _d_Scheduled_SMDTControlModeType(r):
                 f_SelectedScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SelectedScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15205,8 +15206,8 @@ def _e_Scheduled_SMDTControlModeType(w, o):
             v <<= 2
             n += 2
             if v_SelectedScheduleTupleID < 128: v = (v << 8) | v_SelectedScheduleTupleID; n += 8
-            elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | ((v_SelectedScheduleTupleID & 127) << 8) | 32768 | (v_SelectedScheduleTupleID >> 7); n += 16
-            elif v_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((v_SelectedScheduleTupleID & 127) << 16) | (((v_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (v_SelectedScheduleTupleID >> 14); n += 24
+            elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[v_SelectedScheduleTupleID]; n += 16
+            elif v_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[v_SelectedScheduleTupleID & 16383] | 128) << 8) | (v_SelectedScheduleTupleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15235,10 +15236,10 @@ def _d_SelectedServiceListType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15258,10 +15259,10 @@ def _d_SelectedServiceListType(r):
                 _c1_ParameterSetID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ParameterSetID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15296,10 +15297,10 @@ def _d_SelectedServiceListType(r):
                             _c2_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15319,10 +15320,10 @@ def _d_SelectedServiceListType(r):
                             _c2_ParameterSetID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_ParameterSetID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15380,8 +15381,8 @@ def _e_SelectedServiceListType(w, o):
             v <<= 3
             n += 3
             if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-            elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
-            elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+            elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
+            elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
             if not (_c1_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
             el = 'SelectedService/ParameterSetID'
@@ -15389,8 +15390,8 @@ def _e_SelectedServiceListType(w, o):
             v <<= 3
             n += 3
             if _c1_ParameterSetID < 128: v = (v << 8) | _c1_ParameterSetID; n += 8
-            elif _c1_ParameterSetID < 16384: v = (v << 16) | ((_c1_ParameterSetID & 127) << 8) | 32768 | (_c1_ParameterSetID >> 7); n += 16
-            elif _c1_ParameterSetID < 2097152: v = (v << 24) | ((_c1_ParameterSetID & 127) << 16) | (((_c1_ParameterSetID >> 7) & 127) << 8) | 8421376 | (_c1_ParameterSetID >> 14); n += 24
+            elif _c1_ParameterSetID < 16384: v = (v << 16) | _V2[_c1_ParameterSetID]; n += 16
+            elif _c1_ParameterSetID < 2097152: v = (v << 24) | ((_V2[_c1_ParameterSetID & 16383] | 128) << 8) | (_c1_ParameterSetID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15412,8 +15413,8 @@ def _e_SelectedServiceListType(w, o):
                     v <<= 4
                     n += 4
                     if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                    elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
-                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                    elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
+                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                     if not (_c2_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
                     el = 'SelectedService/ParameterSetID'
@@ -15421,8 +15422,8 @@ def _e_SelectedServiceListType(w, o):
                     v <<= 3
                     n += 3
                     if _c2_ParameterSetID < 128: v = (v << 8) | _c2_ParameterSetID; n += 8
-                    elif _c2_ParameterSetID < 16384: v = (v << 16) | ((_c2_ParameterSetID & 127) << 8) | 32768 | (_c2_ParameterSetID >> 7); n += 16
-                    elif _c2_ParameterSetID < 2097152: v = (v << 24) | ((_c2_ParameterSetID & 127) << 16) | (((_c2_ParameterSetID >> 7) & 127) << 8) | 8421376 | (_c2_ParameterSetID >> 14); n += 24
+                    elif _c2_ParameterSetID < 16384: v = (v << 16) | _V2[_c2_ParameterSetID]; n += 16
+                    elif _c2_ParameterSetID < 2097152: v = (v << 24) | ((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -15467,10 +15468,10 @@ def _d_SelectedServiceType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15490,10 +15491,10 @@ def _d_SelectedServiceType(r):
                 f_ParameterSetID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ParameterSetID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15527,8 +15528,8 @@ def _e_SelectedServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             if not (v_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
             el = 'ParameterSetID'
@@ -15536,8 +15537,8 @@ def _e_SelectedServiceType(w, o):
             v <<= 3
             n += 3
             if v_ParameterSetID < 128: v = (v << 8) | v_ParameterSetID; n += 8
-            elif v_ParameterSetID < 16384: v = (v << 16) | ((v_ParameterSetID & 127) << 8) | 32768 | (v_ParameterSetID >> 7); n += 16
-            elif v_ParameterSetID < 2097152: v = (v << 24) | ((v_ParameterSetID & 127) << 16) | (((v_ParameterSetID >> 7) & 127) << 8) | 8421376 | (v_ParameterSetID >> 14); n += 24
+            elif v_ParameterSetID < 16384: v = (v << 16) | _V2[v_ParameterSetID]; n += 16
+            elif v_ParameterSetID < 2097152: v = (v << 24) | ((_V2[v_ParameterSetID & 16383] | 128) << 8) | (v_ParameterSetID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15584,10 +15585,10 @@ def _d_ServiceDetailReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15633,10 +15634,10 @@ def _d_ServiceDetailReqType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15686,8 +15687,8 @@ def _e_ServiceDetailReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -15717,8 +15718,8 @@ def _e_ServiceDetailReqType(w, o):
             n += 2
             v_Header = None
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15769,10 +15770,10 @@ def _d_ServiceDetailResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15823,10 +15824,10 @@ def _d_ServiceDetailResType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15887,8 +15888,8 @@ def _e_ServiceDetailResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -15923,8 +15924,8 @@ def _e_ServiceDetailResType(w, o):
             v_Header = None
             v_ResponseCode = None
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             if not (v_ServiceParameterList is not None): raise EncodeError('missing content: ServiceParameterList')
             el = 'ServiceParameterList'
@@ -15981,10 +15982,10 @@ def _d_ServiceDiscoveryReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16076,8 +16077,8 @@ def _e_ServiceDiscoveryReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -16166,10 +16167,10 @@ def _d_ServiceDiscoveryResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16286,8 +16287,8 @@ def _e_ServiceDiscoveryResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -16372,10 +16373,10 @@ def _d_ServiceIDListType(r):
                 _v = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _v = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _v = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16407,10 +16408,10 @@ def _d_ServiceIDListType(r):
                             _v = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _v = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _v = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16460,8 +16461,8 @@ def _e_ServiceIDListType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID[i_ServiceID] < 128: v = (v << 8) | v_ServiceID[i_ServiceID]; n += 8
-            elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | ((v_ServiceID[i_ServiceID] & 127) << 8) | 32768 | (v_ServiceID[i_ServiceID] >> 7); n += 16
-            elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 24) | ((v_ServiceID[i_ServiceID] & 127) << 16) | (((v_ServiceID[i_ServiceID] >> 7) & 127) << 8) | 8421376 | (v_ServiceID[i_ServiceID] >> 14); n += 24
+            elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | _V2[v_ServiceID[i_ServiceID]]; n += 16
+            elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 24) | ((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -16478,8 +16479,8 @@ def _e_ServiceIDListType(w, o):
                     v <<= 3
                     n += 3
                     if v_ServiceID[i_ServiceID] < 128: v = (v << 8) | v_ServiceID[i_ServiceID]; n += 8
-                    elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | ((v_ServiceID[i_ServiceID] & 127) << 8) | 32768 | (v_ServiceID[i_ServiceID] >> 7); n += 16
-                    elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 24) | ((v_ServiceID[i_ServiceID] & 127) << 16) | (((v_ServiceID[i_ServiceID] >> 7) & 127) << 8) | 8421376 | (v_ServiceID[i_ServiceID] >> 14); n += 24
+                    elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | _V2[v_ServiceID[i_ServiceID]]; n += 16
+                    elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 24) | ((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16523,10 +16524,10 @@ def _d_ServiceListType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16564,10 +16565,10 @@ def _d_ServiceListType(r):
                             _c2_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16628,8 +16629,8 @@ def _e_ServiceListType(w, o):
             v <<= 3
             n += 3
             if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-            elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
-            elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+            elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
+            elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
             if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'Service/FreeService'
@@ -16654,8 +16655,8 @@ def _e_ServiceListType(w, o):
                     v <<= 4
                     n += 4
                     if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                    elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
-                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                    elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
+                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                     if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'Service/FreeService'
@@ -16823,10 +16824,10 @@ def _d_ServiceSelectionReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16872,10 +16873,10 @@ def _d_ServiceSelectionReqType(r):
                 _c2_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16895,10 +16896,10 @@ def _d_ServiceSelectionReqType(r):
                 _c2_ParameterSetID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_ParameterSetID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16972,8 +16973,8 @@ def _e_ServiceSelectionReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -17008,8 +17009,8 @@ def _e_ServiceSelectionReqType(w, o):
             n += 3
             v_Header = None
             if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-            elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
-            elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+            elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
+            elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
             if not (_c2_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
             el = 'SelectedEnergyTransferService/ParameterSetID'
@@ -17017,8 +17018,8 @@ def _e_ServiceSelectionReqType(w, o):
             v <<= 3
             n += 3
             if _c2_ParameterSetID < 128: v = (v << 8) | _c2_ParameterSetID; n += 8
-            elif _c2_ParameterSetID < 16384: v = (v << 16) | ((_c2_ParameterSetID & 127) << 8) | 32768 | (_c2_ParameterSetID >> 7); n += 16
-            elif _c2_ParameterSetID < 2097152: v = (v << 24) | ((_c2_ParameterSetID & 127) << 16) | (((_c2_ParameterSetID >> 7) & 127) << 8) | 8421376 | (_c2_ParameterSetID >> 14); n += 24
+            elif _c2_ParameterSetID < 16384: v = (v << 16) | _V2[_c2_ParameterSetID]; n += 16
+            elif _c2_ParameterSetID < 2097152: v = (v << 24) | ((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -17085,10 +17086,10 @@ def _d_ServiceSelectionResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17169,8 +17170,8 @@ def _e_ServiceSelectionResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -17228,10 +17229,10 @@ def _d_ServiceType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17268,8 +17269,8 @@ def _e_ServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
@@ -17319,10 +17320,10 @@ def _d_SessionSetupReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17417,8 +17418,8 @@ def _e_SessionSetupReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -17500,10 +17501,10 @@ def _d_SessionSetupResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17605,8 +17606,8 @@ def _e_SessionSetupResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -17694,10 +17695,10 @@ def _d_SessionStopReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17860,8 +17861,8 @@ def _e_SessionStopReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -17996,10 +17997,10 @@ def _d_SessionStopResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18080,8 +18081,8 @@ def _e_SessionStopResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -18544,10 +18545,10 @@ def _d_SignedMeteringDataType(r):
                         _c2_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18587,10 +18588,10 @@ def _d_SignedMeteringDataType(r):
                         _c4_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18698,8 +18699,8 @@ def _e_SignedMeteringDataType(w, o):
                 v = (v << 4) | (2 << 2)
                 n += 4
                 if _c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_SelectedScheduleTupleID; n += 8
-                elif _c2_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c2_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c2_SelectedScheduleTupleID >> 7); n += 16
-                elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c2_SelectedScheduleTupleID & 127) << 16) | (((_c2_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_SelectedScheduleTupleID >> 14); n += 24
+                elif _c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_SelectedScheduleTupleID]; n += 16
+                elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -18725,8 +18726,8 @@ def _e_SignedMeteringDataType(w, o):
                 v = (v << 4) | (1 << 2)
                 n += 4
                 if _c4_SelectedScheduleTupleID < 128: v = (v << 8) | _c4_SelectedScheduleTupleID; n += 8
-                elif _c4_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c4_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c4_SelectedScheduleTupleID >> 7); n += 16
-                elif _c4_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c4_SelectedScheduleTupleID & 127) << 16) | (((_c4_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c4_SelectedScheduleTupleID >> 14); n += 24
+                elif _c4_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c4_SelectedScheduleTupleID]; n += 16
+                elif _c4_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c4_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_SelectedScheduleTupleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c4_SelectedScheduleTupleID); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19073,10 +19074,10 @@ def _d_TargetPositionType(r):
                 f_TargetOffsetX = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TargetOffsetX = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TargetOffsetX = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TargetOffsetX = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TargetOffsetX = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TargetOffsetX = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19096,10 +19097,10 @@ def _d_TargetPositionType(r):
                 f_TargetOffsetY = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TargetOffsetY = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TargetOffsetY = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TargetOffsetY = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TargetOffsetY = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TargetOffsetY = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19133,8 +19134,8 @@ def _e_TargetPositionType(w, o):
             v <<= 2
             n += 2
             if v_TargetOffsetX < 128: v = (v << 8) | v_TargetOffsetX; n += 8
-            elif v_TargetOffsetX < 16384: v = (v << 16) | ((v_TargetOffsetX & 127) << 8) | 32768 | (v_TargetOffsetX >> 7); n += 16
-            elif v_TargetOffsetX < 2097152: v = (v << 24) | ((v_TargetOffsetX & 127) << 16) | (((v_TargetOffsetX >> 7) & 127) << 8) | 8421376 | (v_TargetOffsetX >> 14); n += 24
+            elif v_TargetOffsetX < 16384: v = (v << 16) | _V2[v_TargetOffsetX]; n += 16
+            elif v_TargetOffsetX < 2097152: v = (v << 24) | ((_V2[v_TargetOffsetX & 16383] | 128) << 8) | (v_TargetOffsetX >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TargetOffsetX); v = w.v; n = w.n
             if not (v_TargetOffsetY is not None): raise EncodeError('missing content: TargetOffsetY')
             el = 'TargetOffsetY'
@@ -19142,8 +19143,8 @@ def _e_TargetPositionType(w, o):
             v <<= 3
             n += 3
             if v_TargetOffsetY < 128: v = (v << 8) | v_TargetOffsetY; n += 8
-            elif v_TargetOffsetY < 16384: v = (v << 16) | ((v_TargetOffsetY & 127) << 8) | 32768 | (v_TargetOffsetY >> 7); n += 16
-            elif v_TargetOffsetY < 2097152: v = (v << 24) | ((v_TargetOffsetY & 127) << 16) | (((v_TargetOffsetY >> 7) & 127) << 8) | 8421376 | (v_TargetOffsetY >> 14); n += 24
+            elif v_TargetOffsetY < 16384: v = (v << 16) | _V2[v_TargetOffsetY]; n += 16
+            elif v_TargetOffsetY < 2097152: v = (v << 24) | ((_V2[v_TargetOffsetY & 16383] | 128) << 8) | (v_TargetOffsetY >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TargetOffsetY); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -19281,10 +19282,10 @@ def _d_TaxRuleType(r):
                 f_TaxRuleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TaxRuleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19333,10 +19334,10 @@ def _d_TaxRuleType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19369,10 +19370,10 @@ def _d_TaxRuleType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19471,8 +19472,8 @@ def _e_TaxRuleType(w, o):
             v <<= 2
             n += 2
             if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
-            elif v_TaxRuleID < 16384: v = (v << 16) | ((v_TaxRuleID & 127) << 8) | 32768 | (v_TaxRuleID >> 7); n += 16
-            elif v_TaxRuleID < 2097152: v = (v << 24) | ((v_TaxRuleID & 127) << 16) | (((v_TaxRuleID >> 7) & 127) << 8) | 8421376 | (v_TaxRuleID >> 14); n += 24
+            elif v_TaxRuleID < 16384: v = (v << 16) | _V2[v_TaxRuleID]; n += 16
+            elif v_TaxRuleID < 2097152: v = (v << 24) | ((_V2[v_TaxRuleID & 16383] | 128) << 8) | (v_TaxRuleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -19505,8 +19506,8 @@ def _e_TaxRuleType(w, o):
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19526,8 +19527,8 @@ def _e_TaxRuleType(w, o):
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -19612,10 +19613,10 @@ def _d_VehicleCheckInReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19686,10 +19687,10 @@ def _d_VehicleCheckInReqType(r):
                         f_VehicleFrame = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_VehicleFrame = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_VehicleFrame = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_VehicleFrame = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_VehicleFrame = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19717,10 +19718,10 @@ def _d_VehicleCheckInReqType(r):
                         f_DeviceOffset = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_DeviceOffset = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_DeviceOffset = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19748,10 +19749,10 @@ def _d_VehicleCheckInReqType(r):
                         f_VehicleTravel = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_VehicleTravel = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19788,10 +19789,10 @@ def _d_VehicleCheckInReqType(r):
                         f_DeviceOffset = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_DeviceOffset = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_DeviceOffset = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19819,10 +19820,10 @@ def _d_VehicleCheckInReqType(r):
                         f_VehicleTravel = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_VehicleTravel = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19859,10 +19860,10 @@ def _d_VehicleCheckInReqType(r):
                         f_VehicleTravel = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_VehicleTravel = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19932,8 +19933,8 @@ def _e_VehicleCheckInReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -19980,8 +19981,8 @@ def _e_VehicleCheckInReqType(w, o):
                 n += 5
                 _m = (-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -19994,8 +19995,8 @@ def _e_VehicleCheckInReqType(w, o):
                 n += 5
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20008,8 +20009,8 @@ def _e_VehicleCheckInReqType(w, o):
                 n += 5
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20028,8 +20029,8 @@ def _e_VehicleCheckInReqType(w, o):
                 n += 4
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20042,8 +20043,8 @@ def _e_VehicleCheckInReqType(w, o):
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20062,8 +20063,8 @@ def _e_VehicleCheckInReqType(w, o):
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20124,10 +20125,10 @@ def _d_VehicleCheckInResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20189,10 +20190,10 @@ def _d_VehicleCheckInResType(r):
                         f_ParkingSpace = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_ParkingSpace = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_ParkingSpace = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_ParkingSpace = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_ParkingSpace = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20220,10 +20221,10 @@ def _d_VehicleCheckInResType(r):
                         f_DeviceLocation = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_DeviceLocation = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_DeviceLocation = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20251,10 +20252,10 @@ def _d_VehicleCheckInResType(r):
                         f_TargetDistance = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TargetDistance = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20291,10 +20292,10 @@ def _d_VehicleCheckInResType(r):
                         f_DeviceLocation = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_DeviceLocation = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_DeviceLocation = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20322,10 +20323,10 @@ def _d_VehicleCheckInResType(r):
                         f_TargetDistance = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TargetDistance = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20362,10 +20363,10 @@ def _d_VehicleCheckInResType(r):
                         f_TargetDistance = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TargetDistance = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20433,8 +20434,8 @@ def _e_VehicleCheckInResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20476,8 +20477,8 @@ def _e_VehicleCheckInResType(w, o):
                 n += 5
                 _m = (-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20490,8 +20491,8 @@ def _e_VehicleCheckInResType(w, o):
                 n += 5
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20504,8 +20505,8 @@ def _e_VehicleCheckInResType(w, o):
                 n += 5
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20524,8 +20525,8 @@ def _e_VehicleCheckInResType(w, o):
                 n += 4
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20538,8 +20539,8 @@ def _e_VehicleCheckInResType(w, o):
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20558,8 +20559,8 @@ def _e_VehicleCheckInResType(w, o):
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20618,10 +20619,10 @@ def _d_VehicleCheckOutReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20672,10 +20673,10 @@ def _d_VehicleCheckOutReqType(r):
                 f_CheckOutTime = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_CheckOutTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_CheckOutTime = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_CheckOutTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_CheckOutTime = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20727,8 +20728,8 @@ def _e_VehicleCheckOutReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -20763,8 +20764,8 @@ def _e_VehicleCheckOutReqType(w, o):
             v_Header = None
             v_EVCheckOutStatus = None
             if v_CheckOutTime < 128: v = (v << 8) | v_CheckOutTime; n += 8
-            elif v_CheckOutTime < 16384: v = (v << 16) | ((v_CheckOutTime & 127) << 8) | 32768 | (v_CheckOutTime >> 7); n += 16
-            elif v_CheckOutTime < 2097152: v = (v << 24) | ((v_CheckOutTime & 127) << 16) | (((v_CheckOutTime >> 7) & 127) << 8) | 8421376 | (v_CheckOutTime >> 14); n += 24
+            elif v_CheckOutTime < 16384: v = (v << 16) | _V2[v_CheckOutTime]; n += 16
+            elif v_CheckOutTime < 2097152: v = (v << 24) | ((_V2[v_CheckOutTime & 16383] | 128) << 8) | (v_CheckOutTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_CheckOutTime); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -20814,10 +20815,10 @@ def _d_VehicleCheckOutResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20907,8 +20908,8 @@ def _e_VehicleCheckOutResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -21359,10 +21360,10 @@ def _de11(r):  # AckMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21384,8 +21385,8 @@ def _ee11(w, o):  # AckMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21527,10 +21528,10 @@ def _de18(r):  # BPT_DischargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21552,8 +21553,8 @@ def _ee18(w, o):  # BPT_DischargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21573,10 +21574,10 @@ def _de19(r):  # BPT_InductiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21598,8 +21599,8 @@ def _ee19(w, o):  # BPT_InductiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21619,10 +21620,10 @@ def _de20(r):  # CapacitiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21644,8 +21645,8 @@ def _ee20(w, o):  # CapacitiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21665,10 +21666,10 @@ def _de21(r):  # CarbonDioxideEmission
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21690,8 +21691,8 @@ def _ee21(w, o):  # CarbonDioxideEmission
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21789,10 +21790,10 @@ def _de25(r):  # ChargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21814,8 +21815,8 @@ def _ee25(w, o):  # ChargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21878,10 +21879,10 @@ def _de28(r):  # CheckOutTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21903,8 +21904,8 @@ def _ee28(w, o):  # CheckOutTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21993,10 +21994,10 @@ def _de31(r):  # DepartureTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22018,8 +22019,8 @@ def _ee31(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22039,10 +22040,10 @@ def _de32(r):  # DepartureTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22064,8 +22065,8 @@ def _ee32(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22087,10 +22088,10 @@ def _de33(r):  # DeviceLocation
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22114,8 +22115,8 @@ def _ee33(w, o):  # DeviceLocation
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22137,10 +22138,10 @@ def _de34(r):  # DeviceOffset
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22164,8 +22165,8 @@ def _ee34(w, o):  # DeviceOffset
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22185,10 +22186,10 @@ def _de35(r):  # Duration
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22210,8 +22211,8 @@ def _ee35(w, o):  # Duration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22737,10 +22738,10 @@ def _de54(r):  # HMACOutputLength
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22763,8 +22764,8 @@ def _ee54(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23034,10 +23035,10 @@ def _de64(r):  # MeterStatus
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23061,8 +23062,8 @@ def _ee64(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23082,10 +23083,10 @@ def _de65(r):  # MeterTimestamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23107,8 +23108,8 @@ def _ee65(w, o):  # MeterTimestamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23205,10 +23206,10 @@ def _de69(r):  # NotificationMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23230,8 +23231,8 @@ def _ee69(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23271,10 +23272,10 @@ def _de71(r):  # OverstayFeePeriod
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23296,8 +23297,8 @@ def _ee71(w, o):  # OverstayFeePeriod
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23354,10 +23355,10 @@ def _de73(r):  # OverstayTimeThreshold
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23379,8 +23380,8 @@ def _ee73(w, o):  # OverstayTimeThreshold
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23505,10 +23506,10 @@ def _de77(r):  # ParameterSetID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23530,8 +23531,8 @@ def _ee77(w, o):  # ParameterSetID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23551,10 +23552,10 @@ def _de78(r):  # ParkingFeePeriod
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23576,8 +23577,8 @@ def _ee78(w, o):  # ParkingFeePeriod
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23622,10 +23623,10 @@ def _de80(r):  # ParkingSpace
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23649,8 +23650,8 @@ def _ee80(w, o):  # ParkingSpace
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23841,10 +23842,10 @@ def _de87(r):  # PriceScheduleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23866,8 +23867,8 @@ def _ee87(w, o):  # PriceScheduleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -23979,10 +23980,10 @@ def _de91(r):  # RemainingTimeToMaximumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24004,8 +24005,8 @@ def _ee91(w, o):  # RemainingTimeToMaximumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24025,10 +24026,10 @@ def _de92(r):  # RemainingTimeToMinimumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24050,8 +24051,8 @@ def _ee92(w, o):  # RemainingTimeToMinimumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24071,10 +24072,10 @@ def _de93(r):  # RemainingTimeToTargetSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24096,8 +24097,8 @@ def _ee93(w, o):  # RemainingTimeToTargetSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24227,10 +24228,10 @@ def _de98(r):  # ScheduleTupleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24252,8 +24253,8 @@ def _ee98(w, o):  # ScheduleTupleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24329,10 +24330,10 @@ def _de101(r):  # SelectedScheduleTupleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24354,8 +24355,8 @@ def _ee101(w, o):  # SelectedScheduleTupleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24375,10 +24376,10 @@ def _de102(r):  # ServiceID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24400,8 +24401,8 @@ def _ee102(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24542,10 +24543,10 @@ def _de107(r):  # StartTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24567,8 +24568,8 @@ def _ee107(w, o):  # StartTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24622,10 +24623,10 @@ def _de109(r):  # TargetDistance
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24649,8 +24650,8 @@ def _ee109(w, o):  # TargetDistance
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24670,10 +24671,10 @@ def _de110(r):  # TargetOffsetX
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24695,8 +24696,8 @@ def _ee110(w, o):  # TargetOffsetX
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24716,10 +24717,10 @@ def _de111(r):  # TargetOffsetY
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24741,8 +24742,8 @@ def _ee111(w, o):  # TargetOffsetY
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24824,10 +24825,10 @@ def _de115(r):  # TaxRuleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24849,8 +24850,8 @@ def _ee115(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24870,10 +24871,10 @@ def _de116(r):  # TaxRuleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24895,8 +24896,8 @@ def _ee116(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24953,10 +24954,10 @@ def _de118(r):  # TimeAnchor
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24978,8 +24979,8 @@ def _ee118(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24999,10 +25000,10 @@ def _de119(r):  # TimeAnchor
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25024,8 +25025,8 @@ def _ee119(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25045,10 +25046,10 @@ def _de120(r):  # TimeStamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25070,8 +25071,8 @@ def _ee120(w, o):  # TimeStamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25093,10 +25094,10 @@ def _de121(r):  # Value
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25120,8 +25121,8 @@ def _ee121(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25143,10 +25144,10 @@ def _de122(r):  # VehicleFrame
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25170,8 +25171,8 @@ def _ee122(w, o):  # VehicleFrame
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25193,10 +25194,10 @@ def _de123(r):  # VehicleTravel
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25220,8 +25221,8 @@ def _ee123(w, o):  # VehicleTravel
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25415,10 +25416,10 @@ def _de129(r):  # X509SerialNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25441,8 +25442,8 @@ def _ee129(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25646,10 +25647,10 @@ def _de136(r):  # intValue
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25673,8 +25674,8 @@ def _ee136(w, o):  # intValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25696,10 +25697,10 @@ def _de137(r):  # shortValue
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25723,8 +25724,8 @@ def _ee137(w, o):  # shortValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1

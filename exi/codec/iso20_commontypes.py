@@ -2,6 +2,7 @@
 """EXI codec for the types of urn:iso:std:iso:15118:-20:CommonTypes."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import iso20_commontypes, xmldsig
 from exi.codec import xmldsig as c_xmldsig
 
@@ -106,10 +107,10 @@ def _d_ChargeLoopReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -216,8 +217,8 @@ def _e_ChargeLoopReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -319,10 +320,10 @@ def _d_ChargeLoopResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -382,10 +383,10 @@ def _d_ChargeLoopResType(r):
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -508,8 +509,8 @@ def _e_ChargeLoopResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -555,8 +556,8 @@ def _e_ChargeLoopResType(w, o):
                 v <<= 5
                 n += 5
                 if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
@@ -674,10 +675,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -751,8 +752,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -820,10 +821,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -904,8 +905,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -967,10 +968,10 @@ def _d_DetailedCostType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -998,10 +999,10 @@ def _d_DetailedCostType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1048,8 +1049,8 @@ def _e_DetailedCostType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
@@ -1066,8 +1067,8 @@ def _e_DetailedCostType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -1097,10 +1098,10 @@ def _d_DetailedTaxType(r):
                 f_TaxRuleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TaxRuleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1124,10 +1125,10 @@ def _d_DetailedTaxType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1165,8 +1166,8 @@ def _e_DetailedTaxType(w, o):
             v <<= 2
             n += 2
             if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
-            elif v_TaxRuleID < 16384: v = (v << 16) | ((v_TaxRuleID & 127) << 8) | 32768 | (v_TaxRuleID >> 7); n += 16
-            elif v_TaxRuleID < 2097152: v = (v << 24) | ((v_TaxRuleID & 127) << 16) | (((v_TaxRuleID >> 7) & 127) << 8) | 8421376 | (v_TaxRuleID >> 14); n += 24
+            elif v_TaxRuleID < 16384: v = (v << 16) | _V2[v_TaxRuleID]; n += 16
+            elif v_TaxRuleID < 2097152: v = (v << 24) | ((_V2[v_TaxRuleID & 16383] | 128) << 8) | (v_TaxRuleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             if not (v_Amount is not None): raise EncodeError('missing content: Amount')
             el = 'Amount'
@@ -1183,8 +1184,8 @@ def _e_DetailedTaxType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -1263,10 +1264,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1294,10 +1295,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1322,10 +1323,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1362,10 +1363,10 @@ def _d_DisplayParametersType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1439,10 +1440,10 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMinimumSOC = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1467,10 +1468,10 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToTargetSOC = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_RemainingTimeToTargetSOC = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1498,10 +1499,10 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMaximumSOC = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1538,10 +1539,10 @@ def _d_DisplayParametersType(r):
                             _c2_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1606,10 +1607,10 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMinimumSOC = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1634,10 +1635,10 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToTargetSOC = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_RemainingTimeToTargetSOC = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1665,10 +1666,10 @@ def _d_DisplayParametersType(r):
                             f_RemainingTimeToMaximumSOC = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1705,10 +1706,10 @@ def _d_DisplayParametersType(r):
                             _c3_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1763,10 +1764,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1791,10 +1792,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1819,10 +1820,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1859,10 +1860,10 @@ def _d_DisplayParametersType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1908,10 +1909,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1936,10 +1937,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1964,10 +1965,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2004,10 +2005,10 @@ def _d_DisplayParametersType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2053,10 +2054,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2081,10 +2082,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2121,10 +2122,10 @@ def _d_DisplayParametersType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2170,10 +2171,10 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2210,10 +2211,10 @@ def _d_DisplayParametersType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2271,10 +2272,10 @@ def _d_DisplayParametersType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2324,10 +2325,10 @@ def _d_DisplayParametersType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2441,8 +2442,8 @@ def _e_DisplayParametersType(w, o):
             v = (v << 5) | (4 << 1)
             n += 5
             if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-            elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-            elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+            elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
+            elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2453,8 +2454,8 @@ def _e_DisplayParametersType(w, o):
             v = (v << 5) | (5 << 1)
             n += 5
             if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-            elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-            elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+            elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
+            elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2465,8 +2466,8 @@ def _e_DisplayParametersType(w, o):
             v = (v << 5) | (6 << 1)
             n += 5
             if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-            elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-            elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+            elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
+            elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2492,8 +2493,8 @@ def _e_DisplayParametersType(w, o):
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -2533,8 +2534,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (3 << 1)
                 n += 5
                 if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2545,8 +2546,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (4 << 1)
                 n += 5
                 if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2557,8 +2558,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (5 << 1)
                 n += 5
                 if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2584,8 +2585,8 @@ def _e_DisplayParametersType(w, o):
                 n += 18
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2619,8 +2620,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (2 << 1)
                 n += 5
                 if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2631,8 +2632,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (3 << 1)
                 n += 5
                 if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2643,8 +2644,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (4 << 1)
                 n += 5
                 if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2670,8 +2671,8 @@ def _e_DisplayParametersType(w, o):
                 n += 18
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2699,8 +2700,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (1 << 1)
                 n += 5
                 if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2711,8 +2712,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (2 << 1)
                 n += 5
                 if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2723,8 +2724,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 5) | (3 << 1)
                 n += 5
                 if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2750,8 +2751,8 @@ def _e_DisplayParametersType(w, o):
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2773,8 +2774,8 @@ def _e_DisplayParametersType(w, o):
                 v <<= 4
                 n += 4
                 if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2785,8 +2786,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 4) | (1 << 1)
                 n += 4
                 if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2797,8 +2798,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2824,8 +2825,8 @@ def _e_DisplayParametersType(w, o):
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2847,8 +2848,8 @@ def _e_DisplayParametersType(w, o):
                 v <<= 4
                 n += 4
                 if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2859,8 +2860,8 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 4) | (1 << 1)
                 n += 4
                 if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2886,8 +2887,8 @@ def _e_DisplayParametersType(w, o):
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2909,8 +2910,8 @@ def _e_DisplayParametersType(w, o):
                 v <<= 4
                 n += 4
                 if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2936,8 +2937,8 @@ def _e_DisplayParametersType(w, o):
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2974,8 +2975,8 @@ def _e_DisplayParametersType(w, o):
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3006,8 +3007,8 @@ def _e_DisplayParametersType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3068,10 +3069,10 @@ def _d_Dynamic_CLReqControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3095,10 +3096,10 @@ def _d_Dynamic_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3131,10 +3132,10 @@ def _d_Dynamic_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3169,10 +3170,10 @@ def _d_Dynamic_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3200,10 +3201,10 @@ def _d_Dynamic_CLReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3246,8 +3247,8 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
@@ -3264,8 +3265,8 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3285,8 +3286,8 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3309,8 +3310,8 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
@@ -3327,8 +3328,8 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -3365,10 +3366,10 @@ def _d_Dynamic_CLResControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3411,10 +3412,10 @@ def _d_Dynamic_CLResControlModeType(r):
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_AckMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3466,10 +3467,10 @@ def _d_Dynamic_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3512,10 +3513,10 @@ def _d_Dynamic_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3549,10 +3550,10 @@ def _d_Dynamic_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3601,8 +3602,8 @@ def _e_Dynamic_CLResControlModeType(w, o):
             v <<= 4
             n += 4
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3625,8 +3626,8 @@ def _e_Dynamic_CLResControlModeType(w, o):
             v = (v << 4) | (3 << 1)
             n += 4
             if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3654,8 +3655,8 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3677,8 +3678,8 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3694,8 +3695,8 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 v <<= 3
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3733,10 +3734,10 @@ def _d_EVSEStatusType(r):
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3775,8 +3776,8 @@ def _e_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -3829,10 +3830,10 @@ def _d_ListOfRootCertificateIDsType(r):
                 _c1_X509SerialNumber = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_X509SerialNumber = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3887,10 +3888,10 @@ def _d_ListOfRootCertificateIDsType(r):
                             _c2_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3958,8 +3959,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
             n += 4
             _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3991,8 +3992,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     n += 4
                     _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -4048,10 +4049,10 @@ def _d_MessageHeaderType(r):
                 f_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4114,8 +4115,8 @@ def _e_MessageHeaderType(w, o):
             v <<= 3
             n += 3
             if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
-            elif v_TimeStamp < 16384: v = (v << 16) | ((v_TimeStamp & 127) << 8) | 32768 | (v_TimeStamp >> 7); n += 16
-            elif v_TimeStamp < 2097152: v = (v << 24) | ((v_TimeStamp & 127) << 16) | (((v_TimeStamp >> 7) & 127) << 8) | 8421376 | (v_TimeStamp >> 14); n += 24
+            elif v_TimeStamp < 16384: v = (v << 16) | _V2[v_TimeStamp]; n += 16
+            elif v_TimeStamp < 2097152: v = (v << 24) | ((_V2[v_TimeStamp & 16383] | 128) << 8) | (v_TimeStamp >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -4186,10 +4187,10 @@ def _d_MeterInfoType(r):
                 f_ChargedEnergyReadingWh = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ChargedEnergyReadingWh = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ChargedEnergyReadingWh = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4218,10 +4219,10 @@ def _d_MeterInfoType(r):
                         f_BPT_DischargedEnergyReadingWh = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4246,10 +4247,10 @@ def _d_MeterInfoType(r):
                         f_CapacitiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4274,10 +4275,10 @@ def _d_MeterInfoType(r):
                         f_BPT_InductiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4324,10 +4325,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4353,10 +4354,10 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterTimestamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4390,10 +4391,10 @@ def _d_MeterInfoType(r):
                         f_CapacitiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4418,10 +4419,10 @@ def _d_MeterInfoType(r):
                         f_BPT_InductiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4468,10 +4469,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4497,10 +4498,10 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterTimestamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4534,10 +4535,10 @@ def _d_MeterInfoType(r):
                         f_BPT_InductiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4584,10 +4585,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4613,10 +4614,10 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterTimestamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4672,10 +4673,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4701,10 +4702,10 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterTimestamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4740,10 +4741,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4769,10 +4770,10 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterTimestamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4806,10 +4807,10 @@ def _d_MeterInfoType(r):
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterTimestamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4876,8 +4877,8 @@ def _e_MeterInfoType(w, o):
             v <<= 3
             n += 3
             if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
-            elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | ((v_ChargedEnergyReadingWh & 127) << 8) | 32768 | (v_ChargedEnergyReadingWh >> 7); n += 16
-            elif v_ChargedEnergyReadingWh < 2097152: v = (v << 24) | ((v_ChargedEnergyReadingWh & 127) << 16) | (((v_ChargedEnergyReadingWh >> 7) & 127) << 8) | 8421376 | (v_ChargedEnergyReadingWh >> 14); n += 24
+            elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | _V2[v_ChargedEnergyReadingWh]; n += 16
+            elif v_ChargedEnergyReadingWh < 2097152: v = (v << 24) | ((_V2[v_ChargedEnergyReadingWh & 16383] | 128) << 8) | (v_ChargedEnergyReadingWh >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -4891,8 +4892,8 @@ def _e_MeterInfoType(w, o):
                 v <<= 4
                 n += 4
                 if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
-                elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | ((v_BPT_DischargedEnergyReadingWh & 127) << 8) | 32768 | (v_BPT_DischargedEnergyReadingWh >> 7); n += 16
-                elif v_BPT_DischargedEnergyReadingWh < 2097152: v = (v << 24) | ((v_BPT_DischargedEnergyReadingWh & 127) << 16) | (((v_BPT_DischargedEnergyReadingWh >> 7) & 127) << 8) | 8421376 | (v_BPT_DischargedEnergyReadingWh >> 14); n += 24
+                elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | _V2[v_BPT_DischargedEnergyReadingWh]; n += 16
+                elif v_BPT_DischargedEnergyReadingWh < 2097152: v = (v << 24) | ((_V2[v_BPT_DischargedEnergyReadingWh & 16383] | 128) << 8) | (v_BPT_DischargedEnergyReadingWh >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4903,8 +4904,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (1 << 1)
                 n += 4
                 if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
-                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
-                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_CapacitiveEnergyReadingVARh & 127) << 16) | (((v_CapacitiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
+                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_CapacitiveEnergyReadingVARh]; n += 16
+                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4915,8 +4916,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
-                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 16) | (((v_BPT_InductiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_BPT_InductiveEnergyReadingVARh]; n += 16
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4939,8 +4940,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4951,8 +4952,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (5 << 1)
                 n += 4
                 if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4968,8 +4969,8 @@ def _e_MeterInfoType(w, o):
                 v <<= 4
                 n += 4
                 if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
-                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
-                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_CapacitiveEnergyReadingVARh & 127) << 16) | (((v_CapacitiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
+                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_CapacitiveEnergyReadingVARh]; n += 16
+                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4980,8 +4981,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (1 << 1)
                 n += 4
                 if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
-                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 16) | (((v_BPT_InductiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_BPT_InductiveEnergyReadingVARh]; n += 16
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5004,8 +5005,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5016,8 +5017,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (4 << 1)
                 n += 4
                 if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5033,8 +5034,8 @@ def _e_MeterInfoType(w, o):
                 v <<= 4
                 n += 4
                 if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
-                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 16) | (((v_BPT_InductiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_BPT_InductiveEnergyReadingVARh]; n += 16
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5057,8 +5058,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5069,8 +5070,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (3 << 1)
                 n += 4
                 if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5098,8 +5099,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5110,8 +5111,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5128,8 +5129,8 @@ def _e_MeterInfoType(w, o):
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5140,8 +5141,8 @@ def _e_MeterInfoType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5157,8 +5158,8 @@ def _e_MeterInfoType(w, o):
                 v <<= 3
                 n += 3
                 if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5200,10 +5201,10 @@ def _d_RationalNumberType(r):
                 f_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5242,8 +5243,8 @@ def _e_RationalNumberType(w, o):
             n += 14
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5277,10 +5278,10 @@ def _d_ReceiptType(r):
                 f_TimeAnchor = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TimeAnchor = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5313,10 +5314,10 @@ def _d_ReceiptType(r):
                         _c1_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5344,10 +5345,10 @@ def _d_ReceiptType(r):
                         _c1_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5383,10 +5384,10 @@ def _d_ReceiptType(r):
                         _c2_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5414,10 +5415,10 @@ def _d_ReceiptType(r):
                         _c2_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5453,10 +5454,10 @@ def _d_ReceiptType(r):
                         _c3_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5484,10 +5485,10 @@ def _d_ReceiptType(r):
                         _c3_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5523,10 +5524,10 @@ def _d_ReceiptType(r):
                         _c4_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5554,10 +5555,10 @@ def _d_ReceiptType(r):
                         _c4_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5589,10 +5590,10 @@ def _d_ReceiptType(r):
                         _c5_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5616,10 +5617,10 @@ def _d_ReceiptType(r):
                         _c5_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5665,10 +5666,10 @@ def _d_ReceiptType(r):
                         _c6_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5696,10 +5697,10 @@ def _d_ReceiptType(r):
                         _c6_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5735,10 +5736,10 @@ def _d_ReceiptType(r):
                         _c7_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5766,10 +5767,10 @@ def _d_ReceiptType(r):
                         _c7_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5805,10 +5806,10 @@ def _d_ReceiptType(r):
                         _c8_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5836,10 +5837,10 @@ def _d_ReceiptType(r):
                         _c8_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5871,10 +5872,10 @@ def _d_ReceiptType(r):
                         _c9_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5898,10 +5899,10 @@ def _d_ReceiptType(r):
                         _c9_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5947,10 +5948,10 @@ def _d_ReceiptType(r):
                         _c10_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5978,10 +5979,10 @@ def _d_ReceiptType(r):
                         _c10_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6017,10 +6018,10 @@ def _d_ReceiptType(r):
                         _c11_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6048,10 +6049,10 @@ def _d_ReceiptType(r):
                         _c11_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6083,10 +6084,10 @@ def _d_ReceiptType(r):
                         _c12_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6110,10 +6111,10 @@ def _d_ReceiptType(r):
                         _c12_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6159,10 +6160,10 @@ def _d_ReceiptType(r):
                         _c13_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6190,10 +6191,10 @@ def _d_ReceiptType(r):
                         _c13_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6225,10 +6226,10 @@ def _d_ReceiptType(r):
                         _c14_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6252,10 +6253,10 @@ def _d_ReceiptType(r):
                         _c14_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6297,10 +6298,10 @@ def _d_ReceiptType(r):
                         _c15_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6324,10 +6325,10 @@ def _d_ReceiptType(r):
                         _c15_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6371,10 +6372,10 @@ def _d_ReceiptType(r):
                             _c16_TaxRuleID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c16_TaxRuleID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c16_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c16_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6398,10 +6399,10 @@ def _d_ReceiptType(r):
                             _c16_c1_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c16_c1_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c16_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6468,8 +6469,8 @@ def _e_ReceiptType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -6498,8 +6499,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c1_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'EnergyCosts/CostPerUnit'
@@ -6516,8 +6517,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6543,8 +6544,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c2_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OccupancyCosts/CostPerUnit'
@@ -6561,8 +6562,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6588,8 +6589,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c3_c1_Value - 1 if _c3_c1_Value < 0 else _c3_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c3_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
@@ -6606,8 +6607,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c3_c2_Value - 1 if _c3_c2_Value < 0 else _c3_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6633,8 +6634,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c4_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
@@ -6651,8 +6652,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6669,8 +6670,8 @@ def _e_ReceiptType(w, o):
                 v = (v << 5) | (4 << 2)
                 n += 5
                 if _c5_TaxRuleID < 128: v = (v << 8) | _c5_TaxRuleID; n += 8
-                elif _c5_TaxRuleID < 16384: v = (v << 16) | ((_c5_TaxRuleID & 127) << 8) | 32768 | (_c5_TaxRuleID >> 7); n += 16
-                elif _c5_TaxRuleID < 2097152: v = (v << 24) | ((_c5_TaxRuleID & 127) << 16) | (((_c5_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c5_TaxRuleID >> 14); n += 24
+                elif _c5_TaxRuleID < 16384: v = (v << 16) | _V2[_c5_TaxRuleID]; n += 16
+                elif _c5_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c5_TaxRuleID & 16383] | 128) << 8) | (_c5_TaxRuleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c5_TaxRuleID); v = w.v; n = w.n
                 if not (_c5_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
@@ -6687,8 +6688,8 @@ def _e_ReceiptType(w, o):
                 n += 16
                 _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6720,8 +6721,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OccupancyCosts/CostPerUnit'
@@ -6738,8 +6739,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6765,8 +6766,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
@@ -6783,8 +6784,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6810,8 +6811,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c8_c1_Value - 1 if _c8_c1_Value < 0 else _c8_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c8_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
@@ -6828,8 +6829,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c8_c2_Value - 1 if _c8_c2_Value < 0 else _c8_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6846,8 +6847,8 @@ def _e_ReceiptType(w, o):
                 v = (v << 5) | (3 << 2)
                 n += 5
                 if _c9_TaxRuleID < 128: v = (v << 8) | _c9_TaxRuleID; n += 8
-                elif _c9_TaxRuleID < 16384: v = (v << 16) | ((_c9_TaxRuleID & 127) << 8) | 32768 | (_c9_TaxRuleID >> 7); n += 16
-                elif _c9_TaxRuleID < 2097152: v = (v << 24) | ((_c9_TaxRuleID & 127) << 16) | (((_c9_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c9_TaxRuleID >> 14); n += 24
+                elif _c9_TaxRuleID < 16384: v = (v << 16) | _V2[_c9_TaxRuleID]; n += 16
+                elif _c9_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c9_TaxRuleID & 16383] | 128) << 8) | (_c9_TaxRuleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c9_TaxRuleID); v = w.v; n = w.n
                 if not (_c9_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
@@ -6864,8 +6865,8 @@ def _e_ReceiptType(w, o):
                 n += 16
                 _m = (-_c9_c1_Value - 1 if _c9_c1_Value < 0 else _c9_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6897,8 +6898,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c10_c1_Value - 1 if _c10_c1_Value < 0 else _c10_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c10_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
@@ -6915,8 +6916,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c10_c2_Value - 1 if _c10_c2_Value < 0 else _c10_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6942,8 +6943,8 @@ def _e_ReceiptType(w, o):
                 n += 18
                 _m = (-_c11_c1_Value - 1 if _c11_c1_Value < 0 else _c11_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c11_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
@@ -6960,8 +6961,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c11_c2_Value - 1 if _c11_c2_Value < 0 else _c11_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6978,8 +6979,8 @@ def _e_ReceiptType(w, o):
                 v = (v << 5) | (2 << 2)
                 n += 5
                 if _c12_TaxRuleID < 128: v = (v << 8) | _c12_TaxRuleID; n += 8
-                elif _c12_TaxRuleID < 16384: v = (v << 16) | ((_c12_TaxRuleID & 127) << 8) | 32768 | (_c12_TaxRuleID >> 7); n += 16
-                elif _c12_TaxRuleID < 2097152: v = (v << 24) | ((_c12_TaxRuleID & 127) << 16) | (((_c12_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c12_TaxRuleID >> 14); n += 24
+                elif _c12_TaxRuleID < 16384: v = (v << 16) | _V2[_c12_TaxRuleID]; n += 16
+                elif _c12_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c12_TaxRuleID & 16383] | 128) << 8) | (_c12_TaxRuleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c12_TaxRuleID); v = w.v; n = w.n
                 if not (_c12_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
@@ -6996,8 +6997,8 @@ def _e_ReceiptType(w, o):
                 n += 16
                 _m = (-_c12_c1_Value - 1 if _c12_c1_Value < 0 else _c12_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -7029,8 +7030,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c13_c1_Value - 1 if _c13_c1_Value < 0 else _c13_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c13_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
@@ -7047,8 +7048,8 @@ def _e_ReceiptType(w, o):
                 n += 17
                 _m = (-_c13_c2_Value - 1 if _c13_c2_Value < 0 else _c13_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -7065,8 +7066,8 @@ def _e_ReceiptType(w, o):
                 v = (v << 4) | (1 << 2)
                 n += 4
                 if _c14_TaxRuleID < 128: v = (v << 8) | _c14_TaxRuleID; n += 8
-                elif _c14_TaxRuleID < 16384: v = (v << 16) | ((_c14_TaxRuleID & 127) << 8) | 32768 | (_c14_TaxRuleID >> 7); n += 16
-                elif _c14_TaxRuleID < 2097152: v = (v << 24) | ((_c14_TaxRuleID & 127) << 16) | (((_c14_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c14_TaxRuleID >> 14); n += 24
+                elif _c14_TaxRuleID < 16384: v = (v << 16) | _V2[_c14_TaxRuleID]; n += 16
+                elif _c14_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c14_TaxRuleID & 16383] | 128) << 8) | (_c14_TaxRuleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c14_TaxRuleID); v = w.v; n = w.n
                 if not (_c14_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
@@ -7083,8 +7084,8 @@ def _e_ReceiptType(w, o):
                 n += 16
                 _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -7107,8 +7108,8 @@ def _e_ReceiptType(w, o):
                 v <<= 4
                 n += 4
                 if _c15_TaxRuleID < 128: v = (v << 8) | _c15_TaxRuleID; n += 8
-                elif _c15_TaxRuleID < 16384: v = (v << 16) | ((_c15_TaxRuleID & 127) << 8) | 32768 | (_c15_TaxRuleID >> 7); n += 16
-                elif _c15_TaxRuleID < 2097152: v = (v << 24) | ((_c15_TaxRuleID & 127) << 16) | (((_c15_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c15_TaxRuleID >> 14); n += 24
+                elif _c15_TaxRuleID < 16384: v = (v << 16) | _V2[_c15_TaxRuleID]; n += 16
+                elif _c15_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c15_TaxRuleID & 16383] | 128) << 8) | (_c15_TaxRuleID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c15_TaxRuleID); v = w.v; n = w.n
                 if not (_c15_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
@@ -7125,8 +7126,8 @@ def _e_ReceiptType(w, o):
                 n += 16
                 _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -7151,8 +7152,8 @@ def _e_ReceiptType(w, o):
                     v <<= 4
                     n += 4
                     if _c16_TaxRuleID < 128: v = (v << 8) | _c16_TaxRuleID; n += 8
-                    elif _c16_TaxRuleID < 16384: v = (v << 16) | ((_c16_TaxRuleID & 127) << 8) | 32768 | (_c16_TaxRuleID >> 7); n += 16
-                    elif _c16_TaxRuleID < 2097152: v = (v << 24) | ((_c16_TaxRuleID & 127) << 16) | (((_c16_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c16_TaxRuleID >> 14); n += 24
+                    elif _c16_TaxRuleID < 16384: v = (v << 16) | _V2[_c16_TaxRuleID]; n += 16
+                    elif _c16_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c16_TaxRuleID & 16383] | 128) << 8) | (_c16_TaxRuleID >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c16_TaxRuleID); v = w.v; n = w.n
                     if not (_c16_Amount is not None): raise EncodeError('missing content: Amount')
                     el = 'TaxCosts/Amount'
@@ -7169,8 +7170,8 @@ def _e_ReceiptType(w, o):
                     n += 16
                     _m = (-_c16_c1_Value - 1 if _c16_c1_Value < 0 else _c16_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -7224,10 +7225,10 @@ def _d_Scheduled_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7260,10 +7261,10 @@ def _d_Scheduled_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7296,10 +7297,10 @@ def _d_Scheduled_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7341,10 +7342,10 @@ def _d_Scheduled_CLReqControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7377,10 +7378,10 @@ def _d_Scheduled_CLReqControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7422,10 +7423,10 @@ def _d_Scheduled_CLReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7485,8 +7486,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7506,8 +7507,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7527,8 +7528,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7553,8 +7554,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7574,8 +7575,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7600,8 +7601,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7684,10 +7685,10 @@ def _d_V2GMessageType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7761,8 +7762,8 @@ def _e_V2GMessageType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7829,10 +7830,10 @@ def _d_V2GRequestType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7906,8 +7907,8 @@ def _e_V2GRequestType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7975,10 +7976,10 @@ def _d_V2GResponseType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8059,8 +8060,8 @@ def _e_V2GResponseType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1

@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_dc' (ISO 15118-20 DC)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import iso20_commontypes, iso20_dc, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -48,10 +49,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -79,10 +80,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -110,10 +111,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -141,10 +142,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -172,10 +173,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c5_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c5_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -203,10 +204,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c6_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c6_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -246,10 +247,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -282,10 +283,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -320,10 +321,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -351,10 +352,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -382,10 +383,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -451,8 +452,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
@@ -470,8 +471,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             v_EVMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
@@ -489,8 +490,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             v_EVMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
@@ -508,8 +509,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             v_EVMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
@@ -527,8 +528,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             v_EVMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
@@ -546,8 +547,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             v_EVMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -575,8 +576,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 v_TargetSOC = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -597,8 +598,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -622,8 +623,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
@@ -641,8 +642,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 v_EVMinimumDischargePower = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVMinimumDischargeCurrent')
                 el = 'EVMinimumDischargeCurrent'
@@ -660,8 +661,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 v_EVMaximumDischargeCurrent = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -707,10 +708,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -738,10 +739,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -769,10 +770,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -800,10 +801,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -831,10 +832,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c5_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c5_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -862,10 +863,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c6_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c6_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -902,10 +903,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -933,10 +934,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -969,10 +970,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1007,10 +1008,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1038,10 +1039,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1069,10 +1070,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1138,8 +1139,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
@@ -1157,8 +1158,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             v_EVSEMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
@@ -1176,8 +1177,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             v_EVSEMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
@@ -1195,8 +1196,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             v_EVSEMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
@@ -1214,8 +1215,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             v_EVSEMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
@@ -1233,8 +1234,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             v_EVSEMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -1258,8 +1259,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
@@ -1277,8 +1278,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 v_EVSEPowerRampLimitation = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1299,8 +1300,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1324,8 +1325,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
@@ -1343,8 +1344,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 v_EVSEMinimumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumDischargeCurrent')
                 el = 'EVSEMinimumDischargeCurrent'
@@ -1362,8 +1363,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 v_EVSEMaximumDischargeCurrent = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -1412,10 +1413,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1439,10 +1440,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1475,10 +1476,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1513,10 +1514,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1544,10 +1545,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1575,10 +1576,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1606,10 +1607,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1637,10 +1638,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1668,10 +1669,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1699,10 +1700,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1730,10 +1731,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1761,10 +1762,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1792,10 +1793,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1832,10 +1833,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1868,10 +1869,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1913,10 +1914,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1989,8 +1990,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
@@ -2008,8 +2009,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -2030,8 +2031,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -2055,8 +2056,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
@@ -2074,8 +2075,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
@@ -2093,8 +2094,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
@@ -2112,8 +2113,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumChargePower = None
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
@@ -2131,8 +2132,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
@@ -2150,8 +2151,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
@@ -2169,8 +2170,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
                 el = 'EVMaximumDischargePower'
@@ -2188,8 +2189,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMinimumVoltage = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumDischargePower is not None): raise EncodeError('missing content: EVMinimumDischargePower')
                 el = 'EVMinimumDischargePower'
@@ -2207,8 +2208,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
@@ -2226,8 +2227,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMinimumDischargePower = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2251,8 +2252,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2273,8 +2274,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2301,8 +2302,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2357,10 +2358,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2403,10 +2404,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_AckMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2435,10 +2436,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2491,10 +2492,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2523,10 +2524,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2570,10 +2571,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2602,10 +2603,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2640,10 +2641,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2672,10 +2673,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2710,10 +2711,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2746,10 +2747,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2777,10 +2778,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2808,10 +2809,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2839,10 +2840,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2870,10 +2871,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2901,10 +2902,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2932,10 +2933,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2994,8 +2995,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             v <<= 4
             n += 4
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3021,8 +3022,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             v = (v << 4) | (3 << 1)
             n += 4
             if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3043,8 +3044,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3073,8 +3074,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3095,8 +3096,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3118,8 +3119,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3140,8 +3141,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3156,8 +3157,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v <<= 3
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3178,8 +3179,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3203,8 +3204,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3228,8 +3229,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
@@ -3247,8 +3248,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
@@ -3266,8 +3267,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
@@ -3285,8 +3286,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumDischargePower is not None): raise EncodeError('missing content: EVSEMinimumDischargePower')
                 el = 'EVSEMinimumDischargePower'
@@ -3304,8 +3305,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMaximumDischargePower = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
@@ -3323,8 +3324,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMinimumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
                 el = 'EVSEMinimumVoltage'
@@ -3342,8 +3343,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMaximumDischargeCurrent = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -3395,10 +3396,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3431,10 +3432,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3467,10 +3468,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3503,10 +3504,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3545,10 +3546,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3581,10 +3582,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3617,10 +3618,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3659,10 +3660,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3695,10 +3696,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3733,10 +3734,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3769,10 +3770,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3810,10 +3811,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c12_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3846,10 +3847,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3882,10 +3883,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3918,10 +3919,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c15_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c15_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3957,10 +3958,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c16_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c16_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3993,10 +3994,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c17_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c17_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4029,10 +4030,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c18_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c18_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4065,10 +4066,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                             _c19_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c19_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4110,10 +4111,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4146,10 +4147,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4182,10 +4183,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4218,10 +4219,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4254,10 +4255,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4290,10 +4291,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4326,10 +4327,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4371,10 +4372,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4407,10 +4408,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4443,10 +4444,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4479,10 +4480,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4515,10 +4516,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4551,10 +4552,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4596,10 +4597,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4632,10 +4633,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4668,10 +4669,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4704,10 +4705,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4740,10 +4741,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c37_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4785,10 +4786,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4821,10 +4822,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4857,10 +4858,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4893,10 +4894,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4938,10 +4939,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4974,10 +4975,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5010,10 +5011,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c44_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c44_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5055,10 +5056,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c45_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c45_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5091,10 +5092,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c46_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c46_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5136,10 +5137,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c47_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c47_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5219,8 +5220,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5241,8 +5242,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5263,8 +5264,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5285,8 +5286,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5310,8 +5311,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5332,8 +5333,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5354,8 +5355,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5379,8 +5380,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5401,8 +5402,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5426,8 +5427,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5451,8 +5452,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5476,8 +5477,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5498,8 +5499,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5520,8 +5521,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5542,8 +5543,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5564,8 +5565,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5586,8 +5587,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5608,8 +5609,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5630,8 +5631,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5658,8 +5659,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5680,8 +5681,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5702,8 +5703,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5724,8 +5725,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5746,8 +5747,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5768,8 +5769,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5790,8 +5791,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5818,8 +5819,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5840,8 +5841,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5862,8 +5863,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5884,8 +5885,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5906,8 +5907,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5928,8 +5929,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5956,8 +5957,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5978,8 +5979,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6000,8 +6001,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6022,8 +6023,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6044,8 +6045,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6072,8 +6073,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6094,8 +6095,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6116,8 +6117,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6138,8 +6139,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6166,8 +6167,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6188,8 +6189,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6210,8 +6211,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6238,8 +6239,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6260,8 +6261,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6288,8 +6289,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6345,10 +6346,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6381,10 +6382,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6417,10 +6418,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6453,10 +6454,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6492,10 +6493,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6528,10 +6529,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6564,10 +6565,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6600,10 +6601,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6645,10 +6646,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6681,10 +6682,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6717,10 +6718,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6753,10 +6754,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6789,10 +6790,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6825,10 +6826,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6861,10 +6862,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6906,10 +6907,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6942,10 +6943,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6978,10 +6979,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7014,10 +7015,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7050,10 +7051,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7086,10 +7087,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7131,10 +7132,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7167,10 +7168,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7203,10 +7204,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7239,10 +7240,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7275,10 +7276,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7320,10 +7321,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c27_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7356,10 +7357,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c28_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7392,10 +7393,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c29_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7428,10 +7429,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7473,10 +7474,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7509,10 +7510,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7545,10 +7546,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7590,10 +7591,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7626,10 +7627,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7671,10 +7672,10 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c36_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7744,8 +7745,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7766,8 +7767,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7788,8 +7789,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7810,8 +7811,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7832,8 +7833,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7854,8 +7855,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7876,8 +7877,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7898,8 +7899,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7926,8 +7927,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7948,8 +7949,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7970,8 +7971,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7992,8 +7993,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8014,8 +8015,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8036,8 +8037,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8058,8 +8059,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8086,8 +8087,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8108,8 +8109,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8130,8 +8131,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8152,8 +8153,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8174,8 +8175,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8196,8 +8197,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8224,8 +8225,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8246,8 +8247,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8268,8 +8269,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8290,8 +8291,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8312,8 +8313,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8340,8 +8341,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8362,8 +8363,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8384,8 +8385,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8406,8 +8407,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8434,8 +8435,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8456,8 +8457,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8478,8 +8479,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8506,8 +8507,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8528,8 +8529,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8556,8 +8557,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8607,10 +8608,10 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8638,10 +8639,10 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8669,10 +8670,10 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8700,10 +8701,10 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8731,10 +8732,10 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 _c5_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c5_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8762,10 +8763,10 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 _c6_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c6_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8841,8 +8842,8 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
@@ -8859,8 +8860,8 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
@@ -8877,8 +8878,8 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
@@ -8895,8 +8896,8 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
@@ -8913,8 +8914,8 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
@@ -8931,8 +8932,8 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -8983,10 +8984,10 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9014,10 +9015,10 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9045,10 +9046,10 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9076,10 +9077,10 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9107,10 +9108,10 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c5_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c5_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9138,10 +9139,10 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c6_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c6_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9178,10 +9179,10 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9244,8 +9245,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
@@ -9262,8 +9263,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
@@ -9280,8 +9281,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
@@ -9298,8 +9299,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
@@ -9316,8 +9317,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
@@ -9334,8 +9335,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             n += 17
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -9358,8 +9359,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -9408,10 +9409,10 @@ def _d_DC_CableCheckReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9485,8 +9486,8 @@ def _e_DC_CableCheckReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9555,10 +9556,10 @@ def _d_DC_CableCheckResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9645,8 +9646,8 @@ def _e_DC_CableCheckResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9733,10 +9734,10 @@ def _d_DC_ChargeLoopReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9814,10 +9815,10 @@ def _d_DC_ChargeLoopReqType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9928,8 +9929,8 @@ def _e_DC_ChargeLoopReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9997,8 +9998,8 @@ def _e_DC_ChargeLoopReqType(w, o):
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10112,10 +10113,10 @@ def _d_DC_ChargeLoopResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10175,10 +10176,10 @@ def _d_DC_ChargeLoopResType(r):
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10227,10 +10228,10 @@ def _d_DC_ChargeLoopResType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10281,10 +10282,10 @@ def _d_DC_ChargeLoopResType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10329,10 +10330,10 @@ def _d_DC_ChargeLoopResType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10367,10 +10368,10 @@ def _d_DC_ChargeLoopResType(r):
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10403,10 +10404,10 @@ def _d_DC_ChargeLoopResType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10541,8 +10542,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -10588,8 +10589,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 v <<= 5
                 n += 5
                 if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
@@ -10632,8 +10633,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10675,8 +10676,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10709,8 +10710,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10734,8 +10735,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -10759,8 +10760,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                 el = 'EVSEPowerLimitAchieved'
@@ -10874,10 +10875,10 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10976,8 +10977,8 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11074,10 +11075,10 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11186,8 +11187,8 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11291,10 +11292,10 @@ def _d_DC_PreChargeReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11348,10 +11349,10 @@ def _d_DC_PreChargeReqType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11379,10 +11380,10 @@ def _d_DC_PreChargeReqType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11440,8 +11441,8 @@ def _e_DC_PreChargeReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11485,8 +11486,8 @@ def _e_DC_PreChargeReqType(w, o):
             v_EVProcessing = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
@@ -11504,8 +11505,8 @@ def _e_DC_PreChargeReqType(w, o):
             v_EVPresentVoltage = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -11555,10 +11556,10 @@ def _d_DC_PreChargeResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11612,10 +11613,10 @@ def _d_DC_PreChargeResType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11671,8 +11672,8 @@ def _e_DC_PreChargeResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11716,8 +11717,8 @@ def _e_DC_PreChargeResType(w, o):
             v_ResponseCode = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -11766,10 +11767,10 @@ def _d_DC_WeldingDetectionReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11850,8 +11851,8 @@ def _e_DC_WeldingDetectionReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11927,10 +11928,10 @@ def _d_DC_WeldingDetectionResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11984,10 +11985,10 @@ def _d_DC_WeldingDetectionResType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12043,8 +12044,8 @@ def _e_DC_WeldingDetectionResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -12088,8 +12089,8 @@ def _e_DC_WeldingDetectionResType(w, o):
             v_ResponseCode = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -12132,10 +12133,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12159,10 +12160,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12195,10 +12196,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12233,10 +12234,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12264,10 +12265,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12295,10 +12296,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12326,10 +12327,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12357,10 +12358,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12388,10 +12389,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12419,10 +12420,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12475,8 +12476,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
@@ -12494,8 +12495,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -12516,8 +12517,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -12541,8 +12542,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
@@ -12560,8 +12561,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
@@ -12579,8 +12580,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
@@ -12598,8 +12599,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumChargePower = None
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
@@ -12617,8 +12618,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
@@ -12636,8 +12637,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
@@ -12655,8 +12656,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 v_EVMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -12699,10 +12700,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12745,10 +12746,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_AckMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12777,10 +12778,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12833,10 +12834,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12865,10 +12866,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12912,10 +12913,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12944,10 +12945,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12982,10 +12983,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_AckMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13014,10 +13015,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13052,10 +13053,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13088,10 +13089,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13119,10 +13120,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13150,10 +13151,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13204,8 +13205,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             v <<= 4
             n += 4
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -13231,8 +13232,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             v = (v << 4) | (3 << 1)
             n += 4
             if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -13253,8 +13254,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13283,8 +13284,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -13305,8 +13306,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13328,8 +13329,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -13350,8 +13351,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13366,8 +13367,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v <<= 3
                 n += 3
                 if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -13388,8 +13389,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13413,8 +13414,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -13438,8 +13439,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
@@ -13457,8 +13458,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
@@ -13476,8 +13477,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v_EVSEMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -13526,10 +13527,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13562,10 +13563,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13598,10 +13599,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13634,10 +13635,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13676,10 +13677,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13712,10 +13713,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13748,10 +13749,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13790,10 +13791,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13826,10 +13827,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13864,10 +13865,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13900,10 +13901,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13940,10 +13941,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13976,10 +13977,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14012,10 +14013,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14048,10 +14049,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14084,10 +14085,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14129,10 +14130,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14165,10 +14166,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14201,10 +14202,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14237,10 +14238,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14282,10 +14283,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14318,10 +14319,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14354,10 +14355,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14399,10 +14400,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14435,10 +14436,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14480,10 +14481,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14557,8 +14558,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -14579,8 +14580,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -14601,8 +14602,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -14623,8 +14624,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -14648,8 +14649,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14670,8 +14671,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14692,8 +14693,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14717,8 +14718,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14739,8 +14740,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14764,8 +14765,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14789,8 +14790,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14814,8 +14815,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14836,8 +14837,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14858,8 +14859,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14880,8 +14881,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14902,8 +14903,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14930,8 +14931,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14952,8 +14953,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14974,8 +14975,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -14996,8 +14997,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15024,8 +15025,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15046,8 +15047,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15068,8 +15069,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15096,8 +15097,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15118,8 +15119,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15146,8 +15147,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15198,10 +15199,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15234,10 +15235,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15270,10 +15271,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15306,10 +15307,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15351,10 +15352,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15387,10 +15388,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15423,10 +15424,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15468,10 +15469,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15504,10 +15505,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15549,10 +15550,10 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15614,8 +15615,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15635,8 +15636,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15656,8 +15657,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15677,8 +15678,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15703,8 +15704,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15724,8 +15725,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15745,8 +15746,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15771,8 +15772,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15792,8 +15793,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -15818,8 +15819,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -16115,10 +16116,10 @@ def _de11(r):  # AckMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16140,8 +16141,8 @@ def _ee11(w, o):  # AckMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16161,10 +16162,10 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16186,8 +16187,8 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16207,10 +16208,10 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16232,8 +16233,8 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16253,10 +16254,10 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16278,8 +16279,8 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16299,10 +16300,10 @@ def _de15(r):  # ChargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16324,8 +16325,8 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16365,10 +16366,10 @@ def _de17(r):  # DepartureTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16390,8 +16391,8 @@ def _ee17(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16632,10 +16633,10 @@ def _de27(r):  # HMACOutputLength
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16658,8 +16659,8 @@ def _ee27(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16851,10 +16852,10 @@ def _de34(r):  # MeterStatus
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16878,8 +16879,8 @@ def _ee34(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16899,10 +16900,10 @@ def _de35(r):  # MeterTimestamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16924,8 +16925,8 @@ def _ee35(w, o):  # MeterTimestamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17001,10 +17002,10 @@ def _de38(r):  # NotificationMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17026,8 +17027,8 @@ def _ee38(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17243,10 +17244,10 @@ def _de45(r):  # RemainingTimeToMaximumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17268,8 +17269,8 @@ def _ee45(w, o):  # RemainingTimeToMaximumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17289,10 +17290,10 @@ def _de46(r):  # RemainingTimeToMinimumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17314,8 +17315,8 @@ def _ee46(w, o):  # RemainingTimeToMinimumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17335,10 +17336,10 @@ def _de47(r):  # RemainingTimeToTargetSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17360,8 +17361,8 @@ def _ee47(w, o):  # RemainingTimeToTargetSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17548,10 +17549,10 @@ def _de54(r):  # TaxRuleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17573,8 +17574,8 @@ def _ee54(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17594,10 +17595,10 @@ def _de55(r):  # TimeAnchor
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17619,8 +17620,8 @@ def _ee55(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17640,10 +17641,10 @@ def _de56(r):  # TimeStamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17665,8 +17666,8 @@ def _ee56(w, o):  # TimeStamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17688,10 +17689,10 @@ def _de57(r):  # Value
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17715,8 +17716,8 @@ def _ee57(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -17878,10 +17879,10 @@ def _de62(r):  # X509SerialNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17904,8 +17905,8 @@ def _ee62(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1

@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_wpt' (ISO 15118-20 WPT)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import iso20_commontypes, iso20_wpt, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -211,10 +212,10 @@ def _d_AlternativeSECCType(r):
                     f_Port = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_Port = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -284,10 +285,10 @@ def _d_AlternativeSECCType(r):
                         f_Port = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_Port = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -339,10 +340,10 @@ def _d_AlternativeSECCType(r):
                         f_Port = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_Port = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -376,10 +377,10 @@ def _d_AlternativeSECCType(r):
                         f_Port = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_Port = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -467,8 +468,8 @@ def _e_AlternativeSECCType(w, o):
             v = (v << 4) | (3 << 1)
             n += 4
             if v_Port < 128: v = (v << 8) | v_Port; n += 8
-            elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
-            elif v_Port < 2097152: v = (v << 24) | ((v_Port & 127) << 16) | (((v_Port >> 7) & 127) << 8) | 8421376 | (v_Port >> 14); n += 24
+            elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
+            elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -510,8 +511,8 @@ def _e_AlternativeSECCType(w, o):
                 v = (v << 4) | (2 << 1)
                 n += 4
                 if v_Port < 128: v = (v << 8) | v_Port; n += 8
-                elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
-                elif v_Port < 2097152: v = (v << 24) | ((v_Port & 127) << 16) | (((v_Port >> 7) & 127) << 8) | 8421376 | (v_Port >> 14); n += 24
+                elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
+                elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -540,8 +541,8 @@ def _e_AlternativeSECCType(w, o):
                 v = (v << 3) | (1 << 1)
                 n += 3
                 if v_Port < 128: v = (v << 8) | v_Port; n += 8
-                elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
-                elif v_Port < 2097152: v = (v << 24) | ((v_Port & 127) << 16) | (((v_Port >> 7) & 127) << 8) | 8421376 | (v_Port >> 14); n += 24
+                elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
+                elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -557,8 +558,8 @@ def _e_AlternativeSECCType(w, o):
                 v <<= 3
                 n += 3
                 if v_Port < 128: v = (v << 8) | v_Port; n += 8
-                elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
-                elif v_Port < 2097152: v = (v << 24) | ((v_Port & 127) << 16) | (((v_Port >> 7) & 127) << 8) | 8421376 | (v_Port >> 14); n += 24
+                elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
+                elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -721,10 +722,10 @@ def _d_WPT_AlignmentCheckReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -788,10 +789,10 @@ def _d_WPT_AlignmentCheckReqType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -914,8 +915,8 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -965,8 +966,8 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                 el = 'EVResultCode'
@@ -1062,10 +1063,10 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1133,10 +1134,10 @@ def _d_WPT_AlignmentCheckResType(r):
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1169,10 +1170,10 @@ def _d_WPT_AlignmentCheckResType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1237,10 +1238,10 @@ def _d_WPT_AlignmentCheckResType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1408,8 +1409,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -1464,8 +1465,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1486,8 +1487,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1526,8 +1527,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1646,10 +1647,10 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1727,10 +1728,10 @@ def _d_WPT_ChargeLoopReqType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1758,10 +1759,10 @@ def _d_WPT_ChargeLoopReqType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1801,10 +1802,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1837,10 +1838,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c5_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1868,10 +1869,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c5_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1899,10 +1900,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c5_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1930,10 +1931,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c5_c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2003,10 +2004,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c6_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2034,10 +2035,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c6_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2065,10 +2066,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c6_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2096,10 +2097,10 @@ def _d_WPT_ChargeLoopReqType(r):
                         _c6_c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2278,8 +2279,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2347,8 +2348,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
                 el = 'EVPCPowerOutput'
@@ -2366,8 +2367,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 v_EVPCPowerRequest = None
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
                 el = 'EVPCChargeDiagnostics'
@@ -2396,8 +2397,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2425,8 +2426,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 18
                 _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
@@ -2443,8 +2444,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
@@ -2461,8 +2462,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
@@ -2479,8 +2480,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c6_c4_Value - 1 if _c6_c4_Value < 0 else _c6_c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -2526,8 +2527,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
@@ -2544,8 +2545,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
@@ -2562,8 +2563,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c7_c3_Value - 1 if _c7_c3_Value < 0 else _c7_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
@@ -2580,8 +2581,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n += 17
                 _m = (-_c7_c4_Value - 1 if _c7_c4_Value < 0 else _c7_c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -2704,10 +2705,10 @@ def _d_WPT_ChargeLoopResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2767,10 +2768,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2819,10 +2820,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2873,10 +2874,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2921,10 +2922,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2959,10 +2960,10 @@ def _d_WPT_ChargeLoopResType(r):
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2999,10 +3000,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3030,10 +3031,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3066,10 +3067,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3104,10 +3105,10 @@ def _d_WPT_ChargeLoopResType(r):
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3149,10 +3150,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3185,10 +3186,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c12_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3255,10 +3256,10 @@ def _d_WPT_ChargeLoopResType(r):
                         _c13_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3442,8 +3443,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3489,8 +3490,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v <<= 5
                 n += 5
                 if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
@@ -3533,8 +3534,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3576,8 +3577,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3610,8 +3611,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3635,8 +3636,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3660,8 +3661,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_SPCMaxOutputPowerLimit is not None): raise EncodeError('missing content: SPCMaxOutputPowerLimit')
                 el = 'SPCMaxOutputPowerLimit'
@@ -3679,8 +3680,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v_SDPowerInput = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3701,8 +3702,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3726,8 +3727,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_SPCChargeDiagnostics is not None): raise EncodeError('missing content: SPCChargeDiagnostics')
                 el = 'SPCChargeDiagnostics'
@@ -3756,8 +3757,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3782,8 +3783,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 18
                 _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -3826,8 +3827,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n += 17
                 _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -3944,10 +3945,10 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3997,10 +3998,10 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4024,10 +4025,10 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 f_SDMaxGroundClearence = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SDMaxGroundClearence = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SDMaxGroundClearence = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4047,10 +4048,10 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 f_SDMinGroundClearence = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SDMinGroundClearence = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SDMinGroundClearence = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4074,10 +4075,10 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4190,8 +4191,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4230,8 +4231,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             v_Header = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxGroundClearence is not None): raise EncodeError('missing content: SDMaxGroundClearence')
             el = 'SDMaxGroundClearence'
@@ -4240,8 +4241,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             n += 4
             v_EVPCMaxReceivablePower = None
             if v_SDMaxGroundClearence < 128: v = (v << 8) | v_SDMaxGroundClearence; n += 8
-            elif v_SDMaxGroundClearence < 16384: v = (v << 16) | ((v_SDMaxGroundClearence & 127) << 8) | 32768 | (v_SDMaxGroundClearence >> 7); n += 16
-            elif v_SDMaxGroundClearence < 2097152: v = (v << 24) | ((v_SDMaxGroundClearence & 127) << 16) | (((v_SDMaxGroundClearence >> 7) & 127) << 8) | 8421376 | (v_SDMaxGroundClearence >> 14); n += 24
+            elif v_SDMaxGroundClearence < 16384: v = (v << 16) | _V2[v_SDMaxGroundClearence]; n += 16
+            elif v_SDMaxGroundClearence < 2097152: v = (v << 24) | ((_V2[v_SDMaxGroundClearence & 16383] | 128) << 8) | (v_SDMaxGroundClearence >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearence); v = w.v; n = w.n
             if not (v_SDMinGroundClearence is not None): raise EncodeError('missing content: SDMinGroundClearence')
             el = 'SDMinGroundClearence'
@@ -4250,8 +4251,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             n += 3
             v_SDMaxGroundClearence = None
             if v_SDMinGroundClearence < 128: v = (v << 8) | v_SDMinGroundClearence; n += 8
-            elif v_SDMinGroundClearence < 16384: v = (v << 16) | ((v_SDMinGroundClearence & 127) << 8) | 32768 | (v_SDMinGroundClearence >> 7); n += 16
-            elif v_SDMinGroundClearence < 2097152: v = (v << 24) | ((v_SDMinGroundClearence & 127) << 16) | (((v_SDMinGroundClearence >> 7) & 127) << 8) | 8421376 | (v_SDMinGroundClearence >> 14); n += 24
+            elif v_SDMinGroundClearence < 16384: v = (v << 16) | _V2[v_SDMinGroundClearence]; n += 16
+            elif v_SDMinGroundClearence < 2097152: v = (v << 24) | ((_V2[v_SDMinGroundClearence & 16383] | 128) << 8) | (v_SDMinGroundClearence >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearence); v = w.v; n = w.n
             if not (v_EVPCNaturalFrequency is not None): raise EncodeError('missing content: EVPCNaturalFrequency')
             el = 'EVPCNaturalFrequency'
@@ -4269,8 +4270,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             v_SDMinGroundClearence = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCDeviceLocalControl is not None): raise EncodeError('missing content: EVPCDeviceLocalControl')
             el = 'EVPCDeviceLocalControl'
@@ -4361,10 +4362,10 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4420,10 +4421,10 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4451,10 +4452,10 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4478,10 +4479,10 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 f_SDMaxGroundClearanceSupport = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SDMaxGroundClearanceSupport = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SDMaxGroundClearanceSupport = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4501,10 +4502,10 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 f_SDMinGroundClearanceSupport = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_SDMinGroundClearanceSupport = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_SDMinGroundClearanceSupport = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4528,10 +4529,10 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4559,10 +4560,10 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 _c5_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c5_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4678,8 +4679,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4728,8 +4729,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             v_PDInputPowerClass = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxOutputPower is not None): raise EncodeError('missing content: SDMaxOutputPower')
             el = 'SDMaxOutputPower'
@@ -4747,8 +4748,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             v_SDMinOutputPower = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxGroundClearanceSupport is not None): raise EncodeError('missing content: SDMaxGroundClearanceSupport')
             el = 'SDMaxGroundClearanceSupport'
@@ -4757,8 +4758,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             n += 4
             v_SDMaxOutputPower = None
             if v_SDMaxGroundClearanceSupport < 128: v = (v << 8) | v_SDMaxGroundClearanceSupport; n += 8
-            elif v_SDMaxGroundClearanceSupport < 16384: v = (v << 16) | ((v_SDMaxGroundClearanceSupport & 127) << 8) | 32768 | (v_SDMaxGroundClearanceSupport >> 7); n += 16
-            elif v_SDMaxGroundClearanceSupport < 2097152: v = (v << 24) | ((v_SDMaxGroundClearanceSupport & 127) << 16) | (((v_SDMaxGroundClearanceSupport >> 7) & 127) << 8) | 8421376 | (v_SDMaxGroundClearanceSupport >> 14); n += 24
+            elif v_SDMaxGroundClearanceSupport < 16384: v = (v << 16) | _V2[v_SDMaxGroundClearanceSupport]; n += 16
+            elif v_SDMaxGroundClearanceSupport < 2097152: v = (v << 24) | ((_V2[v_SDMaxGroundClearanceSupport & 16383] | 128) << 8) | (v_SDMaxGroundClearanceSupport >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearanceSupport); v = w.v; n = w.n
             if not (v_SDMinGroundClearanceSupport is not None): raise EncodeError('missing content: SDMinGroundClearanceSupport')
             el = 'SDMinGroundClearanceSupport'
@@ -4767,8 +4768,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             n += 3
             v_SDMaxGroundClearanceSupport = None
             if v_SDMinGroundClearanceSupport < 128: v = (v << 8) | v_SDMinGroundClearanceSupport; n += 8
-            elif v_SDMinGroundClearanceSupport < 16384: v = (v << 16) | ((v_SDMinGroundClearanceSupport & 127) << 8) | 32768 | (v_SDMinGroundClearanceSupport >> 7); n += 16
-            elif v_SDMinGroundClearanceSupport < 2097152: v = (v << 24) | ((v_SDMinGroundClearanceSupport & 127) << 16) | (((v_SDMinGroundClearanceSupport >> 7) & 127) << 8) | 8421376 | (v_SDMinGroundClearanceSupport >> 14); n += 24
+            elif v_SDMinGroundClearanceSupport < 16384: v = (v << 16) | _V2[v_SDMinGroundClearanceSupport]; n += 16
+            elif v_SDMinGroundClearanceSupport < 2097152: v = (v << 24) | ((_V2[v_SDMinGroundClearanceSupport & 16383] | 128) << 8) | (v_SDMinGroundClearanceSupport >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearanceSupport); v = w.v; n = w.n
             if not (v_PDMinCoilCurrent is not None): raise EncodeError('missing content: PDMinCoilCurrent')
             el = 'PDMinCoilCurrent'
@@ -4786,8 +4787,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             v_SDMinGroundClearanceSupport = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PDMaxCoilCurrent is not None): raise EncodeError('missing content: PDMaxCoilCurrent')
             el = 'PDMaxCoilCurrent'
@@ -4805,8 +4806,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             v_PDMinCoilCurrent = None
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -4871,10 +4872,10 @@ def _d_WPT_CoordinateXYZType(r):
                 f_Coord_X = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Coord_X = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4897,10 +4898,10 @@ def _d_WPT_CoordinateXYZType(r):
                 f_Coord_Y = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Coord_Y = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4923,10 +4924,10 @@ def _d_WPT_CoordinateXYZType(r):
                 f_Coord_Z = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Coord_Z = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4964,8 +4965,8 @@ def _e_WPT_CoordinateXYZType(w, o):
             n += 3
             _m = (-v_Coord_X - 1 if v_Coord_X < 0 else v_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'Coord_Y'
@@ -4974,8 +4975,8 @@ def _e_WPT_CoordinateXYZType(w, o):
             n += 4
             _m = (-v_Coord_Y - 1 if v_Coord_Y < 0 else v_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'Coord_Z'
@@ -4984,8 +4985,8 @@ def _e_WPT_CoordinateXYZType(w, o):
             n += 4
             _m = (-v_Coord_Z - 1 if v_Coord_Z < 0 else v_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5021,10 +5022,10 @@ def _d_WPT_EVPCPowerControlParameterType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5052,10 +5053,10 @@ def _d_WPT_EVPCPowerControlParameterType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5083,10 +5084,10 @@ def _d_WPT_EVPCPowerControlParameterType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5114,10 +5115,10 @@ def _d_WPT_EVPCPowerControlParameterType(r):
                 _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5168,8 +5169,8 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
             el = 'EVPCCoilCurrentInformation'
@@ -5186,8 +5187,8 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
             el = 'EVPCCurrentOutputInformation'
@@ -5204,8 +5205,8 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
             el = 'EVPCVoltageOutputInformation'
@@ -5222,8 +5223,8 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -5381,10 +5382,10 @@ def _d_WPT_FinePositioningReqType(r):
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_TimeStamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5575,8 +5576,8 @@ def _e_WPT_FinePositioningReqType(w, o):
                         v <<= 3
                         n += 3
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -5737,10 +5738,10 @@ def _d_WPT_FinePositioningResType(r):
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_TimeStamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5926,8 +5927,8 @@ def _e_WPT_FinePositioningResType(w, o):
                         v <<= 3
                         n += 3
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -6091,10 +6092,10 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_TimeStamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6166,10 +6167,10 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         f_NaturalOffset = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_NaturalOffset = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_NaturalOffset = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6348,8 +6349,8 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         v <<= 3
                         n += 3
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -6408,8 +6409,8 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                     n += 2
                     v_EVDeviceAlignmentCheckMethodList = None
                     if v_NaturalOffset < 128: v = (v << 8) | v_NaturalOffset; n += 8
-                    elif v_NaturalOffset < 16384: v = (v << 16) | ((v_NaturalOffset & 127) << 8) | 32768 | (v_NaturalOffset >> 7); n += 16
-                    elif v_NaturalOffset < 2097152: v = (v << 24) | ((v_NaturalOffset & 127) << 16) | (((v_NaturalOffset >> 7) & 127) << 8) | 8421376 | (v_NaturalOffset >> 14); n += 24
+                    elif v_NaturalOffset < 16384: v = (v << 16) | _V2[v_NaturalOffset]; n += 16
+                    elif v_NaturalOffset < 2097152: v = (v << 24) | ((_V2[v_NaturalOffset & 16383] | 128) << 8) | (v_NaturalOffset >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -6572,10 +6573,10 @@ def _d_WPT_FinePositioningSetupResType(r):
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_TimeStamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6647,10 +6648,10 @@ def _d_WPT_FinePositioningSetupResType(r):
                         f_NaturalOffset = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_NaturalOffset = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_NaturalOffset = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6829,8 +6830,8 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         v <<= 3
                         n += 3
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -6889,8 +6890,8 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                     n += 2
                     v_PrimaryDeviceAlignmentCheckMethodList = None
                     if v_NaturalOffset < 128: v = (v << 8) | v_NaturalOffset; n += 8
-                    elif v_NaturalOffset < 16384: v = (v << 16) | ((v_NaturalOffset & 127) << 8) | 32768 | (v_NaturalOffset >> 7); n += 16
-                    elif v_NaturalOffset < 2097152: v = (v << 24) | ((v_NaturalOffset & 127) << 16) | (((v_NaturalOffset >> 7) & 127) << 8) | 8421376 | (v_NaturalOffset >> 14); n += 24
+                    elif v_NaturalOffset < 16384: v = (v << 16) | _V2[v_NaturalOffset]; n += 16
+                    elif v_NaturalOffset < 2097152: v = (v << 24) | ((_V2[v_NaturalOffset & 16383] | 128) << 8) | (v_NaturalOffset >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -7096,10 +7097,10 @@ def _d_WPT_LF_DataPackageType(r):
                         _c1_c1_TxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_c1_TxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7123,10 +7124,10 @@ def _d_WPT_LF_DataPackageType(r):
                         _c1_c1_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_c1_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7160,10 +7161,10 @@ def _d_WPT_LF_DataPackageType(r):
                         _c2_c1_RxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_RxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7183,10 +7184,10 @@ def _d_WPT_LF_DataPackageType(r):
                         _c2_c1_c1_c1_TxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7210,10 +7211,10 @@ def _d_WPT_LF_DataPackageType(r):
                         _c2_c1_c1_c1_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_c1_c1_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7285,8 +7286,8 @@ def _e_WPT_LF_DataPackageType(w, o):
                 v <<= 5
                 n += 5
                 if _c1_c1_TxIdentifier < 128: v = (v << 8) | _c1_c1_TxIdentifier; n += 8
-                elif _c1_c1_TxIdentifier < 16384: v = (v << 16) | ((_c1_c1_TxIdentifier & 127) << 8) | 32768 | (_c1_c1_TxIdentifier >> 7); n += 16
-                elif _c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_c1_c1_TxIdentifier & 127) << 16) | (((_c1_c1_TxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_c1_TxIdentifier >> 14); n += 24
+                elif _c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_c1_TxIdentifier]; n += 16
+                elif _c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = w.v; n = w.n
                 if not (_c1_c1_EIRP is not None): raise EncodeError('missing content: EIRP')
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP'
@@ -7303,8 +7304,8 @@ def _e_WPT_LF_DataPackageType(w, o):
                 n += 16
                 _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 5
                 n += 5
@@ -7326,8 +7327,8 @@ def _e_WPT_LF_DataPackageType(w, o):
                 v = (v << 5) | (1 << 3)
                 n += 5
                 if _c2_c1_RxIdentifier < 128: v = (v << 8) | _c2_c1_RxIdentifier; n += 8
-                elif _c2_c1_RxIdentifier < 16384: v = (v << 16) | ((_c2_c1_RxIdentifier & 127) << 8) | 32768 | (_c2_c1_RxIdentifier >> 7); n += 16
-                elif _c2_c1_RxIdentifier < 2097152: v = (v << 24) | ((_c2_c1_RxIdentifier & 127) << 16) | (((_c2_c1_RxIdentifier >> 7) & 127) << 8) | 8421376 | (_c2_c1_RxIdentifier >> 14); n += 24
+                elif _c2_c1_RxIdentifier < 16384: v = (v << 16) | _V2[_c2_c1_RxIdentifier]; n += 16
+                elif _c2_c1_RxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_c1_RxIdentifier & 16383] | 128) << 8) | (_c2_c1_RxIdentifier >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_c1_RxIdentifier); v = w.v; n = w.n
                 if not (_c2_c1_RSSIData is not None): raise EncodeError('missing content: RSSIData')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData'
@@ -7344,8 +7345,8 @@ def _e_WPT_LF_DataPackageType(w, o):
                 v <<= 5
                 n += 5
                 if _c2_c1_c1_c1_TxIdentifier < 128: v = (v << 8) | _c2_c1_c1_c1_TxIdentifier; n += 8
-                elif _c2_c1_c1_c1_TxIdentifier < 16384: v = (v << 16) | ((_c2_c1_c1_c1_TxIdentifier & 127) << 8) | 32768 | (_c2_c1_c1_c1_TxIdentifier >> 7); n += 16
-                elif _c2_c1_c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_c2_c1_c1_c1_TxIdentifier & 127) << 16) | (((_c2_c1_c1_c1_TxIdentifier >> 7) & 127) << 8) | 8421376 | (_c2_c1_c1_c1_TxIdentifier >> 14); n += 24
+                elif _c2_c1_c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c2_c1_c1_c1_TxIdentifier]; n += 16
+                elif _c2_c1_c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c2_c1_c1_c1_TxIdentifier >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_c1_c1_c1_TxIdentifier); v = w.v; n = w.n
                 if not (_c2_c1_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
@@ -7362,8 +7363,8 @@ def _e_WPT_LF_DataPackageType(w, o):
                 n += 16
                 _m = (-_c2_c1_c1_c1_c1_Value - 1 if _c2_c1_c1_c1_c1_Value < 0 else _c2_c1_c1_c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 7
                 n += 7
@@ -7399,10 +7400,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c1_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TxRxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7424,10 +7425,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c1_c1_Coord_X = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Coord_X = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7450,10 +7451,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c1_c1_Coord_Y = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Coord_Y = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7476,10 +7477,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c1_c1_Coord_Z = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Coord_Z = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7506,10 +7507,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c1_c2_Coord_X = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c2_Coord_X = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7532,10 +7533,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c1_c2_Coord_Y = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c2_Coord_Y = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7558,10 +7559,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c1_c2_Coord_Z = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c2_Coord_Z = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7594,10 +7595,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c2_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_TxRxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7619,10 +7620,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c2_c1_Coord_X = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_c1_Coord_X = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7645,10 +7646,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c2_c1_Coord_Y = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_c1_Coord_Y = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7671,10 +7672,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c2_c1_Coord_Z = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_c1_Coord_Z = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7701,10 +7702,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c2_c2_Coord_X = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_c2_Coord_X = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7727,10 +7728,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c2_c2_Coord_Y = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_c2_Coord_Y = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7753,10 +7754,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c2_c2_Coord_Z = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_c2_Coord_Z = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7797,10 +7798,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                             _c3_TxRxIdentifier = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_TxRxIdentifier = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7822,10 +7823,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                             _c3_c1_Coord_X = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_c1_Coord_X = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7848,10 +7849,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                             _c3_c1_Coord_Y = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_c1_Coord_Y = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7874,10 +7875,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                             _c3_c1_Coord_Z = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_c1_Coord_Z = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7904,10 +7905,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                             _c3_c2_Coord_X = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_c2_Coord_X = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7930,10 +7931,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                             _c3_c2_Coord_Y = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_c2_Coord_Y = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7956,10 +7957,10 @@ def _d_WPT_LF_ReceiverDataType(r):
                             _c3_c2_Coord_Z = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_c2_Coord_Z = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8030,8 +8031,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 14
             v_NumberOfReceivers = None
             if _c1_TxRxIdentifier < 128: v = (v << 8) | _c1_TxRxIdentifier; n += 8
-            elif _c1_TxRxIdentifier < 16384: v = (v << 16) | ((_c1_TxRxIdentifier & 127) << 8) | 32768 | (_c1_TxRxIdentifier >> 7); n += 16
-            elif _c1_TxRxIdentifier < 2097152: v = (v << 24) | ((_c1_TxRxIdentifier & 127) << 16) | (((_c1_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_TxRxIdentifier >> 14); n += 24
+            elif _c1_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxRxIdentifier]; n += 16
+            elif _c1_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxRxIdentifier & 16383] | 128) << 8) | (_c1_TxRxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_TxRxIdentifier); v = w.v; n = w.n
             if not (_c1_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
             el = 'RxSpecData/TxRxPosition'
@@ -8046,8 +8047,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 5
             _m = (-_c1_c1_Coord_X - 1 if _c1_c1_Coord_X < 0 else _c1_c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
@@ -8056,8 +8057,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c1_c1_Coord_Y - 1 if _c1_c1_Coord_Y < 0 else _c1_c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
@@ -8066,8 +8067,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c1_c1_Coord_Z - 1 if _c1_c1_Coord_Z < 0 else _c1_c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
@@ -8082,8 +8083,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 6
             _m = (-_c1_c2_Coord_X - 1 if _c1_c2_Coord_X < 0 else _c1_c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
@@ -8092,8 +8093,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c1_c2_Coord_Y - 1 if _c1_c2_Coord_Y < 0 else _c1_c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
@@ -8102,8 +8103,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c1_c2_Coord_Z - 1 if _c1_c2_Coord_Z < 0 else _c1_c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -8120,8 +8121,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             v <<= 3
             n += 3
             if _c2_TxRxIdentifier < 128: v = (v << 8) | _c2_TxRxIdentifier; n += 8
-            elif _c2_TxRxIdentifier < 16384: v = (v << 16) | ((_c2_TxRxIdentifier & 127) << 8) | 32768 | (_c2_TxRxIdentifier >> 7); n += 16
-            elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_c2_TxRxIdentifier & 127) << 16) | (((_c2_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c2_TxRxIdentifier >> 14); n += 24
+            elif _c2_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c2_TxRxIdentifier]; n += 16
+            elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = w.v; n = w.n
             if not (_c2_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
             el = 'RxSpecData/TxRxPosition'
@@ -8136,8 +8137,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 5
             _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
@@ -8146,8 +8147,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
@@ -8156,8 +8157,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
@@ -8172,8 +8173,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 6
             _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
@@ -8182,8 +8183,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
@@ -8192,8 +8193,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             n += 4
             _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -8216,8 +8217,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     v <<= 4
                     n += 4
                     if _c3_TxRxIdentifier < 128: v = (v << 8) | _c3_TxRxIdentifier; n += 8
-                    elif _c3_TxRxIdentifier < 16384: v = (v << 16) | ((_c3_TxRxIdentifier & 127) << 8) | 32768 | (_c3_TxRxIdentifier >> 7); n += 16
-                    elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_c3_TxRxIdentifier & 127) << 16) | (((_c3_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c3_TxRxIdentifier >> 14); n += 24
+                    elif _c3_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c3_TxRxIdentifier]; n += 16
+                    elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = w.v; n = w.n
                     if not (_c3_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                     el = 'RxSpecData/TxRxPosition'
@@ -8232,8 +8233,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     n += 5
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
@@ -8242,8 +8243,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     n += 4
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
@@ -8252,8 +8253,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     n += 4
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'RxSpecData/TxRxOrientation'
@@ -8268,8 +8269,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     n += 6
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
@@ -8278,8 +8279,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     n += 4
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
@@ -8288,8 +8289,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     n += 4
                     _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -8333,10 +8334,10 @@ def _d_WPT_LF_RxDataListType(r):
                 _c1_RxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_RxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8356,10 +8357,10 @@ def _d_WPT_LF_RxDataListType(r):
                 _c1_c1_c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_c1_TxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8383,10 +8384,10 @@ def _d_WPT_LF_RxDataListType(r):
                 _c1_c1_c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8435,8 +8436,8 @@ def _e_WPT_LF_RxDataListType(w, o):
             v <<= 3
             n += 3
             if _c1_RxIdentifier < 128: v = (v << 8) | _c1_RxIdentifier; n += 8
-            elif _c1_RxIdentifier < 16384: v = (v << 16) | ((_c1_RxIdentifier & 127) << 8) | 32768 | (_c1_RxIdentifier >> 7); n += 16
-            elif _c1_RxIdentifier < 2097152: v = (v << 24) | ((_c1_RxIdentifier & 127) << 16) | (((_c1_RxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_RxIdentifier >> 14); n += 24
+            elif _c1_RxIdentifier < 16384: v = (v << 16) | _V2[_c1_RxIdentifier]; n += 16
+            elif _c1_RxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_RxIdentifier & 16383] | 128) << 8) | (_c1_RxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_RxIdentifier); v = w.v; n = w.n
             if not (_c1_RSSIData is not None): raise EncodeError('missing content: RSSIData')
             el = 'WPT_LF_RxDataList/RSSIData'
@@ -8453,8 +8454,8 @@ def _e_WPT_LF_RxDataListType(w, o):
             v <<= 5
             n += 5
             if _c1_c1_c1_TxIdentifier < 128: v = (v << 8) | _c1_c1_c1_TxIdentifier; n += 8
-            elif _c1_c1_c1_TxIdentifier < 16384: v = (v << 16) | ((_c1_c1_c1_TxIdentifier & 127) << 8) | 32768 | (_c1_c1_c1_TxIdentifier >> 7); n += 16
-            elif _c1_c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_c1_c1_c1_TxIdentifier & 127) << 16) | (((_c1_c1_c1_TxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_c1_c1_TxIdentifier >> 14); n += 24
+            elif _c1_c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_c1_c1_TxIdentifier]; n += 16
+            elif _c1_c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_c1_TxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_c1_c1_TxIdentifier); v = w.v; n = w.n
             if not (_c1_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
@@ -8471,8 +8472,8 @@ def _e_WPT_LF_RxDataListType(w, o):
             n += 16
             _m = (-_c1_c1_c1_c1_Value - 1 if _c1_c1_c1_c1_Value < 0 else _c1_c1_c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 6
             n += 6
@@ -8502,10 +8503,10 @@ def _d_WPT_LF_RxDataType(r):
                 f_RxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_RxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8525,10 +8526,10 @@ def _d_WPT_LF_RxDataType(r):
                 _c1_c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_TxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8552,10 +8553,10 @@ def _d_WPT_LF_RxDataType(r):
                 _c1_c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8598,8 +8599,8 @@ def _e_WPT_LF_RxDataType(w, o):
             v <<= 2
             n += 2
             if v_RxIdentifier < 128: v = (v << 8) | v_RxIdentifier; n += 8
-            elif v_RxIdentifier < 16384: v = (v << 16) | ((v_RxIdentifier & 127) << 8) | 32768 | (v_RxIdentifier >> 7); n += 16
-            elif v_RxIdentifier < 2097152: v = (v << 24) | ((v_RxIdentifier & 127) << 16) | (((v_RxIdentifier >> 7) & 127) << 8) | 8421376 | (v_RxIdentifier >> 14); n += 24
+            elif v_RxIdentifier < 16384: v = (v << 16) | _V2[v_RxIdentifier]; n += 16
+            elif v_RxIdentifier < 2097152: v = (v << 24) | ((_V2[v_RxIdentifier & 16383] | 128) << 8) | (v_RxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_RxIdentifier); v = w.v; n = w.n
             if not (v_RSSIData is not None): raise EncodeError('missing content: RSSIData')
             el = 'RSSIData'
@@ -8616,8 +8617,8 @@ def _e_WPT_LF_RxDataType(w, o):
             v <<= 5
             n += 5
             if _c1_c1_TxIdentifier < 128: v = (v << 8) | _c1_c1_TxIdentifier; n += 8
-            elif _c1_c1_TxIdentifier < 16384: v = (v << 16) | ((_c1_c1_TxIdentifier & 127) << 8) | 32768 | (_c1_c1_TxIdentifier >> 7); n += 16
-            elif _c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_c1_c1_TxIdentifier & 127) << 16) | (((_c1_c1_TxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_c1_TxIdentifier >> 14); n += 24
+            elif _c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_c1_TxIdentifier]; n += 16
+            elif _c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = w.v; n = w.n
             if not (_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'RSSIData/RSSIDataList/RSSI'
@@ -8634,8 +8635,8 @@ def _e_WPT_LF_RxDataType(w, o):
             n += 16
             _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 5
             n += 5
@@ -8664,10 +8665,10 @@ def _d_WPT_LF_RxRSSIListType(r):
                 _c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8691,10 +8692,10 @@ def _d_WPT_LF_RxRSSIListType(r):
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8738,8 +8739,8 @@ def _e_WPT_LF_RxRSSIListType(w, o):
             v <<= 3
             n += 3
             if _c1_TxIdentifier < 128: v = (v << 8) | _c1_TxIdentifier; n += 8
-            elif _c1_TxIdentifier < 16384: v = (v << 16) | ((_c1_TxIdentifier & 127) << 8) | 32768 | (_c1_TxIdentifier >> 7); n += 16
-            elif _c1_TxIdentifier < 2097152: v = (v << 24) | ((_c1_TxIdentifier & 127) << 16) | (((_c1_TxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_TxIdentifier >> 14); n += 24
+            elif _c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxIdentifier]; n += 16
+            elif _c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_TxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_TxIdentifier); v = w.v; n = w.n
             if not (_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'RSSIDataList/RSSI'
@@ -8756,8 +8757,8 @@ def _e_WPT_LF_RxRSSIListType(w, o):
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
@@ -8787,10 +8788,10 @@ def _d_WPT_LF_RxRSSIType(r):
                 f_TxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8814,10 +8815,10 @@ def _d_WPT_LF_RxRSSIType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8855,8 +8856,8 @@ def _e_WPT_LF_RxRSSIType(w, o):
             v <<= 2
             n += 2
             if v_TxIdentifier < 128: v = (v << 8) | v_TxIdentifier; n += 8
-            elif v_TxIdentifier < 16384: v = (v << 16) | ((v_TxIdentifier & 127) << 8) | 32768 | (v_TxIdentifier >> 7); n += 16
-            elif v_TxIdentifier < 2097152: v = (v << 24) | ((v_TxIdentifier & 127) << 16) | (((v_TxIdentifier >> 7) & 127) << 8) | 8421376 | (v_TxIdentifier >> 14); n += 24
+            elif v_TxIdentifier < 16384: v = (v << 16) | _V2[v_TxIdentifier]; n += 16
+            elif v_TxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxIdentifier & 16383] | 128) << 8) | (v_TxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = w.v; n = w.n
             if not (v_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'RSSI'
@@ -8873,8 +8874,8 @@ def _e_WPT_LF_RxRSSIType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -8989,10 +8990,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9016,10 +9017,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c2_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_TxRxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9041,10 +9042,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c2_c1_Coord_X = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_Coord_X = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9067,10 +9068,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c2_c1_Coord_Y = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_Coord_Y = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9093,10 +9094,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c2_c1_Coord_Z = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_Coord_Z = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9123,10 +9124,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c2_c2_Coord_X = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c2_Coord_X = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9149,10 +9150,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c2_c2_Coord_Y = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c2_Coord_Y = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9175,10 +9176,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c2_c2_Coord_Z = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c2_Coord_Z = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9211,10 +9212,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c3_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_TxRxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9236,10 +9237,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c3_c1_Coord_X = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c1_Coord_X = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9262,10 +9263,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c3_c1_Coord_Y = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c1_Coord_Y = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9288,10 +9289,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c3_c1_Coord_Z = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c1_Coord_Z = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9318,10 +9319,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c3_c2_Coord_X = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c2_Coord_X = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9344,10 +9345,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c3_c2_Coord_Y = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c2_Coord_Y = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9370,10 +9371,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c3_c2_Coord_Z = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_c2_Coord_Z = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9414,10 +9415,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                                 _c4_TxRxIdentifier = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_TxRxIdentifier = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9439,10 +9440,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                                 _c4_c1_Coord_X = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_c1_Coord_X = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9465,10 +9466,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                                 _c4_c1_Coord_Y = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_c1_Coord_Y = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9491,10 +9492,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                                 _c4_c1_Coord_Z = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_c1_Coord_Z = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9521,10 +9522,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                                 _c4_c2_Coord_X = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_c2_Coord_X = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9547,10 +9548,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                                 _c4_c2_Coord_Y = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_c2_Coord_Y = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9573,10 +9574,10 @@ def _d_WPT_LF_TransmitterDataType(r):
                                 _c4_c2_Coord_Z = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c4_c2_Coord_Z = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c4_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9679,8 +9680,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     v_NumberOfTransmitters = None
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
@@ -9695,8 +9696,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 5
                     v_SignalFrequency = None
                     if _c2_TxRxIdentifier < 128: v = (v << 8) | _c2_TxRxIdentifier; n += 8
-                    elif _c2_TxRxIdentifier < 16384: v = (v << 16) | ((_c2_TxRxIdentifier & 127) << 8) | 32768 | (_c2_TxRxIdentifier >> 7); n += 16
-                    elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_c2_TxRxIdentifier & 127) << 16) | (((_c2_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c2_TxRxIdentifier >> 14); n += 24
+                    elif _c2_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c2_TxRxIdentifier]; n += 16
+                    elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = w.v; n = w.n
                     if not (_c2_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                     el = 'TxSpecData/TxRxPosition'
@@ -9711,8 +9712,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 5
                     _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
@@ -9721,8 +9722,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
@@ -9731,8 +9732,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
@@ -9747,8 +9748,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 6
                     _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
@@ -9757,8 +9758,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
@@ -9767,8 +9768,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -9785,8 +9786,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     v <<= 3
                     n += 3
                     if _c3_TxRxIdentifier < 128: v = (v << 8) | _c3_TxRxIdentifier; n += 8
-                    elif _c3_TxRxIdentifier < 16384: v = (v << 16) | ((_c3_TxRxIdentifier & 127) << 8) | 32768 | (_c3_TxRxIdentifier >> 7); n += 16
-                    elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_c3_TxRxIdentifier & 127) << 16) | (((_c3_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c3_TxRxIdentifier >> 14); n += 24
+                    elif _c3_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c3_TxRxIdentifier]; n += 16
+                    elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = w.v; n = w.n
                     if not (_c3_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                     el = 'TxSpecData/TxRxPosition'
@@ -9801,8 +9802,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 5
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
@@ -9811,8 +9812,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
@@ -9821,8 +9822,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
@@ -9837,8 +9838,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 6
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
@@ -9847,8 +9848,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
@@ -9857,8 +9858,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 4
                     _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -9881,8 +9882,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         v <<= 4
                         n += 4
                         if _c4_TxRxIdentifier < 128: v = (v << 8) | _c4_TxRxIdentifier; n += 8
-                        elif _c4_TxRxIdentifier < 16384: v = (v << 16) | ((_c4_TxRxIdentifier & 127) << 8) | 32768 | (_c4_TxRxIdentifier >> 7); n += 16
-                        elif _c4_TxRxIdentifier < 2097152: v = (v << 24) | ((_c4_TxRxIdentifier & 127) << 16) | (((_c4_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c4_TxRxIdentifier >> 14); n += 24
+                        elif _c4_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c4_TxRxIdentifier]; n += 16
+                        elif _c4_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c4_TxRxIdentifier & 16383] | 128) << 8) | (_c4_TxRxIdentifier >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c4_TxRxIdentifier); v = w.v; n = w.n
                         if not (_c4_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                         el = 'TxSpecData/TxRxPosition'
@@ -9897,8 +9898,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         n += 5
                         _m = (-_c4_c1_Coord_X - 1 if _c4_c1_Coord_X < 0 else _c4_c1_Coord_X)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
@@ -9907,8 +9908,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         n += 4
                         _m = (-_c4_c1_Coord_Y - 1 if _c4_c1_Coord_Y < 0 else _c4_c1_Coord_Y)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
@@ -9917,8 +9918,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         n += 4
                         _m = (-_c4_c1_Coord_Z - 1 if _c4_c1_Coord_Z < 0 else _c4_c1_Coord_Z)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                         el = 'TxSpecData/TxRxOrientation'
@@ -9933,8 +9934,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         n += 6
                         _m = (-_c4_c2_Coord_X - 1 if _c4_c2_Coord_X < 0 else _c4_c2_Coord_X)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
@@ -9943,8 +9944,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         n += 4
                         _m = (-_c4_c2_Coord_Y - 1 if _c4_c2_Coord_Y < 0 else _c4_c2_Coord_Y)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
@@ -9953,8 +9954,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         n += 4
                         _m = (-_c4_c2_Coord_Z - 1 if _c4_c2_Coord_Z < 0 else _c4_c2_Coord_Z)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 3
                         n += 3
@@ -10023,10 +10024,10 @@ def _d_WPT_LF_TxDataListType(r):
                 _c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10050,10 +10051,10 @@ def _d_WPT_LF_TxDataListType(r):
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10097,8 +10098,8 @@ def _e_WPT_LF_TxDataListType(w, o):
             v <<= 3
             n += 3
             if _c1_TxIdentifier < 128: v = (v << 8) | _c1_TxIdentifier; n += 8
-            elif _c1_TxIdentifier < 16384: v = (v << 16) | ((_c1_TxIdentifier & 127) << 8) | 32768 | (_c1_TxIdentifier >> 7); n += 16
-            elif _c1_TxIdentifier < 2097152: v = (v << 24) | ((_c1_TxIdentifier & 127) << 16) | (((_c1_TxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_TxIdentifier >> 14); n += 24
+            elif _c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxIdentifier]; n += 16
+            elif _c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_TxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_TxIdentifier); v = w.v; n = w.n
             if not (_c1_EIRP is not None): raise EncodeError('missing content: EIRP')
             el = 'WPT_LF_TxDataList/EIRP'
@@ -10115,8 +10116,8 @@ def _e_WPT_LF_TxDataListType(w, o):
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
@@ -10146,10 +10147,10 @@ def _d_WPT_LF_TxDataType(r):
                 f_TxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10173,10 +10174,10 @@ def _d_WPT_LF_TxDataType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10214,8 +10215,8 @@ def _e_WPT_LF_TxDataType(w, o):
             v <<= 2
             n += 2
             if v_TxIdentifier < 128: v = (v << 8) | v_TxIdentifier; n += 8
-            elif v_TxIdentifier < 16384: v = (v << 16) | ((v_TxIdentifier & 127) << 8) | 32768 | (v_TxIdentifier >> 7); n += 16
-            elif v_TxIdentifier < 2097152: v = (v << 24) | ((v_TxIdentifier & 127) << 16) | (((v_TxIdentifier >> 7) & 127) << 8) | 8421376 | (v_TxIdentifier >> 14); n += 24
+            elif v_TxIdentifier < 16384: v = (v << 16) | _V2[v_TxIdentifier]; n += 16
+            elif v_TxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxIdentifier & 16383] | 128) << 8) | (v_TxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = w.v; n = w.n
             if not (v_EIRP is not None): raise EncodeError('missing content: EIRP')
             el = 'EIRP'
@@ -10232,8 +10233,8 @@ def _e_WPT_LF_TxDataType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -10388,10 +10389,10 @@ def _d_WPT_PairingReqType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10451,10 +10452,10 @@ def _d_WPT_PairingReqType(r):
                         f_ObservedIDCode = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_ObservedIDCode = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10573,8 +10574,8 @@ def _e_WPT_PairingReqType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -10615,8 +10616,8 @@ def _e_WPT_PairingReqType(w, o):
                 v <<= 3
                 n += 3
                 if v_ObservedIDCode < 128: v = (v << 8) | v_ObservedIDCode; n += 8
-                elif v_ObservedIDCode < 16384: v = (v << 16) | ((v_ObservedIDCode & 127) << 8) | 32768 | (v_ObservedIDCode >> 7); n += 16
-                elif v_ObservedIDCode < 2097152: v = (v << 24) | ((v_ObservedIDCode & 127) << 16) | (((v_ObservedIDCode >> 7) & 127) << 8) | 8421376 | (v_ObservedIDCode >> 14); n += 24
+                elif v_ObservedIDCode < 16384: v = (v << 16) | _V2[v_ObservedIDCode]; n += 16
+                elif v_ObservedIDCode < 2097152: v = (v << 24) | ((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = w.v; n = w.n
                 if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                 el = 'EVResultCode'
@@ -10712,10 +10713,10 @@ def _d_WPT_PairingResType(r):
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10779,10 +10780,10 @@ def _d_WPT_PairingResType(r):
                         f_ObservedIDCode = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_ObservedIDCode = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10990,8 +10991,8 @@ def _e_WPT_PairingResType(w, o):
                 v <<= 3
                 n += 3
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11037,8 +11038,8 @@ def _e_WPT_PairingResType(w, o):
                 v <<= 4
                 n += 4
                 if v_ObservedIDCode < 128: v = (v << 8) | v_ObservedIDCode; n += 8
-                elif v_ObservedIDCode < 16384: v = (v << 16) | ((v_ObservedIDCode & 127) << 8) | 32768 | (v_ObservedIDCode >> 7); n += 16
-                elif v_ObservedIDCode < 2097152: v = (v << 24) | ((v_ObservedIDCode & 127) << 16) | (((v_ObservedIDCode >> 7) & 127) << 8) | 8421376 | (v_ObservedIDCode >> 14); n += 24
+                elif v_ObservedIDCode < 16384: v = (v << 16) | _V2[v_ObservedIDCode]; n += 16
+                elif v_ObservedIDCode < 2097152: v = (v << 24) | ((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11172,10 +11173,10 @@ def _d_WPT_SPCPowerControlParameterType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11220,8 +11221,8 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -11256,10 +11257,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         _c1_IndexNumber = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_IndexNumber = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11279,10 +11280,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         _c1_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_TxRxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11311,10 +11312,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         _c2_IndexNumber = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_IndexNumber = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11334,10 +11335,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         _c2_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_TxRxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11374,10 +11375,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                                 _c3_IndexNumber = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_IndexNumber = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11397,10 +11398,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                                 _c3_TxRxIdentifier = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c3_TxRxIdentifier = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11434,10 +11435,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                                 f_PulseSeparationTime = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                f_PulseSeparationTime = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                f_PulseSeparationTime = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11465,10 +11466,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         f_PulseDuration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_PulseDuration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_PulseDuration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11488,10 +11489,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         f_PackageSeparationTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_PackageSeparationTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_PackageSeparationTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11516,10 +11517,10 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         f_PulseSeparationTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_PulseSeparationTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_PulseSeparationTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11568,8 +11569,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_IndexNumber < 128: v = (v << 8) | _c1_IndexNumber; n += 8
-                    elif _c1_IndexNumber < 16384: v = (v << 16) | ((_c1_IndexNumber & 127) << 8) | 32768 | (_c1_IndexNumber >> 7); n += 16
-                    elif _c1_IndexNumber < 2097152: v = (v << 24) | ((_c1_IndexNumber & 127) << 16) | (((_c1_IndexNumber >> 7) & 127) << 8) | 8421376 | (_c1_IndexNumber >> 14); n += 24
+                    elif _c1_IndexNumber < 16384: v = (v << 16) | _V2[_c1_IndexNumber]; n += 16
+                    elif _c1_IndexNumber < 2097152: v = (v << 24) | ((_V2[_c1_IndexNumber & 16383] | 128) << 8) | (_c1_IndexNumber >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_IndexNumber); v = w.v; n = w.n
                     if not (_c1_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
                     el = 'PulseSequenceOrder/TxRxIdentifier'
@@ -11577,8 +11578,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_TxRxIdentifier < 128: v = (v << 8) | _c1_TxRxIdentifier; n += 8
-                    elif _c1_TxRxIdentifier < 16384: v = (v << 16) | ((_c1_TxRxIdentifier & 127) << 8) | 32768 | (_c1_TxRxIdentifier >> 7); n += 16
-                    elif _c1_TxRxIdentifier < 2097152: v = (v << 24) | ((_c1_TxRxIdentifier & 127) << 16) | (((_c1_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_TxRxIdentifier >> 14); n += 24
+                    elif _c1_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxRxIdentifier]; n += 16
+                    elif _c1_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxRxIdentifier & 16383] | 128) << 8) | (_c1_TxRxIdentifier >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_TxRxIdentifier); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -11594,8 +11595,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 3
                     n += 3
                     if _c2_IndexNumber < 128: v = (v << 8) | _c2_IndexNumber; n += 8
-                    elif _c2_IndexNumber < 16384: v = (v << 16) | ((_c2_IndexNumber & 127) << 8) | 32768 | (_c2_IndexNumber >> 7); n += 16
-                    elif _c2_IndexNumber < 2097152: v = (v << 24) | ((_c2_IndexNumber & 127) << 16) | (((_c2_IndexNumber >> 7) & 127) << 8) | 8421376 | (_c2_IndexNumber >> 14); n += 24
+                    elif _c2_IndexNumber < 16384: v = (v << 16) | _V2[_c2_IndexNumber]; n += 16
+                    elif _c2_IndexNumber < 2097152: v = (v << 24) | ((_V2[_c2_IndexNumber & 16383] | 128) << 8) | (_c2_IndexNumber >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_IndexNumber); v = w.v; n = w.n
                     if not (_c2_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
                     el = 'PulseSequenceOrder/TxRxIdentifier'
@@ -11603,8 +11604,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 3
                     n += 3
                     if _c2_TxRxIdentifier < 128: v = (v << 8) | _c2_TxRxIdentifier; n += 8
-                    elif _c2_TxRxIdentifier < 16384: v = (v << 16) | ((_c2_TxRxIdentifier & 127) << 8) | 32768 | (_c2_TxRxIdentifier >> 7); n += 16
-                    elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_c2_TxRxIdentifier & 127) << 16) | (((_c2_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c2_TxRxIdentifier >> 14); n += 24
+                    elif _c2_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c2_TxRxIdentifier]; n += 16
+                    elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -11626,8 +11627,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                         v <<= 4
                         n += 4
                         if _c3_IndexNumber < 128: v = (v << 8) | _c3_IndexNumber; n += 8
-                        elif _c3_IndexNumber < 16384: v = (v << 16) | ((_c3_IndexNumber & 127) << 8) | 32768 | (_c3_IndexNumber >> 7); n += 16
-                        elif _c3_IndexNumber < 2097152: v = (v << 24) | ((_c3_IndexNumber & 127) << 16) | (((_c3_IndexNumber >> 7) & 127) << 8) | 8421376 | (_c3_IndexNumber >> 14); n += 24
+                        elif _c3_IndexNumber < 16384: v = (v << 16) | _V2[_c3_IndexNumber]; n += 16
+                        elif _c3_IndexNumber < 2097152: v = (v << 24) | ((_V2[_c3_IndexNumber & 16383] | 128) << 8) | (_c3_IndexNumber >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c3_IndexNumber); v = w.v; n = w.n
                         if not (_c3_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
                         el = 'PulseSequenceOrder/TxRxIdentifier'
@@ -11635,8 +11636,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                         v <<= 3
                         n += 3
                         if _c3_TxRxIdentifier < 128: v = (v << 8) | _c3_TxRxIdentifier; n += 8
-                        elif _c3_TxRxIdentifier < 16384: v = (v << 16) | ((_c3_TxRxIdentifier & 127) << 8) | 32768 | (_c3_TxRxIdentifier >> 7); n += 16
-                        elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_c3_TxRxIdentifier & 127) << 16) | (((_c3_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (_c3_TxRxIdentifier >> 14); n += 24
+                        elif _c3_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c3_TxRxIdentifier]; n += 16
+                        elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -11651,8 +11652,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                         v = (v << 3) | (1 << 1)
                         n += 3
                         if v_PulseSeparationTime < 128: v = (v << 8) | v_PulseSeparationTime; n += 8
-                        elif v_PulseSeparationTime < 16384: v = (v << 16) | ((v_PulseSeparationTime & 127) << 8) | 32768 | (v_PulseSeparationTime >> 7); n += 16
-                        elif v_PulseSeparationTime < 2097152: v = (v << 24) | ((v_PulseSeparationTime & 127) << 16) | (((v_PulseSeparationTime >> 7) & 127) << 8) | 8421376 | (v_PulseSeparationTime >> 14); n += 24
+                        elif v_PulseSeparationTime < 16384: v = (v << 16) | _V2[v_PulseSeparationTime]; n += 16
+                        elif v_PulseSeparationTime < 2097152: v = (v << 24) | ((_V2[v_PulseSeparationTime & 16383] | 128) << 8) | (v_PulseSeparationTime >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -11668,8 +11669,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 2
                     n += 2
                     if v_PulseDuration < 128: v = (v << 8) | v_PulseDuration; n += 8
-                    elif v_PulseDuration < 16384: v = (v << 16) | ((v_PulseDuration & 127) << 8) | 32768 | (v_PulseDuration >> 7); n += 16
-                    elif v_PulseDuration < 2097152: v = (v << 24) | ((v_PulseDuration & 127) << 16) | (((v_PulseDuration >> 7) & 127) << 8) | 8421376 | (v_PulseDuration >> 14); n += 24
+                    elif v_PulseDuration < 16384: v = (v << 16) | _V2[v_PulseDuration]; n += 16
+                    elif v_PulseDuration < 2097152: v = (v << 24) | ((_V2[v_PulseDuration & 16383] | 128) << 8) | (v_PulseDuration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(v_PulseDuration); v = w.v; n = w.n
                     if not (v_PackageSeparationTime is not None): raise EncodeError('missing content: PackageSeparationTime')
                     el = 'PackageSeparationTime'
@@ -11678,8 +11679,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     n += 3
                     v_PulseDuration = None
                     if v_PackageSeparationTime < 128: v = (v << 8) | v_PackageSeparationTime; n += 8
-                    elif v_PackageSeparationTime < 16384: v = (v << 16) | ((v_PackageSeparationTime & 127) << 8) | 32768 | (v_PackageSeparationTime >> 7); n += 16
-                    elif v_PackageSeparationTime < 2097152: v = (v << 24) | ((v_PackageSeparationTime & 127) << 16) | (((v_PackageSeparationTime >> 7) & 127) << 8) | 8421376 | (v_PackageSeparationTime >> 14); n += 24
+                    elif v_PackageSeparationTime < 16384: v = (v << 16) | _V2[v_PackageSeparationTime]; n += 16
+                    elif v_PackageSeparationTime < 2097152: v = (v << 24) | ((_V2[v_PackageSeparationTime & 16383] | 128) << 8) | (v_PackageSeparationTime >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(v_PackageSeparationTime); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -11695,8 +11696,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 2
                     n += 2
                     if v_PulseSeparationTime < 128: v = (v << 8) | v_PulseSeparationTime; n += 8
-                    elif v_PulseSeparationTime < 16384: v = (v << 16) | ((v_PulseSeparationTime & 127) << 8) | 32768 | (v_PulseSeparationTime >> 7); n += 16
-                    elif v_PulseSeparationTime < 2097152: v = (v << 24) | ((v_PulseSeparationTime & 127) << 16) | (((v_PulseSeparationTime >> 7) & 127) << 8) | 8421376 | (v_PulseSeparationTime >> 14); n += 24
+                    elif v_PulseSeparationTime < 16384: v = (v << 16) | _V2[v_PulseSeparationTime]; n += 16
+                    elif v_PulseSeparationTime < 2097152: v = (v << 24) | ((_V2[v_PulseSeparationTime & 16383] | 128) << 8) | (v_PulseSeparationTime >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11728,10 +11729,10 @@ def _d_WPT_TxRxPulseOrderType(r):
                 f_IndexNumber = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_IndexNumber = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11751,10 +11752,10 @@ def _d_WPT_TxRxPulseOrderType(r):
                 f_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TxRxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11788,8 +11789,8 @@ def _e_WPT_TxRxPulseOrderType(w, o):
             v <<= 2
             n += 2
             if v_IndexNumber < 128: v = (v << 8) | v_IndexNumber; n += 8
-            elif v_IndexNumber < 16384: v = (v << 16) | ((v_IndexNumber & 127) << 8) | 32768 | (v_IndexNumber >> 7); n += 16
-            elif v_IndexNumber < 2097152: v = (v << 24) | ((v_IndexNumber & 127) << 16) | (((v_IndexNumber >> 7) & 127) << 8) | 8421376 | (v_IndexNumber >> 14); n += 24
+            elif v_IndexNumber < 16384: v = (v << 16) | _V2[v_IndexNumber]; n += 16
+            elif v_IndexNumber < 2097152: v = (v << 24) | ((_V2[v_IndexNumber & 16383] | 128) << 8) | (v_IndexNumber >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_IndexNumber); v = w.v; n = w.n
             if not (v_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
             el = 'TxRxIdentifier'
@@ -11797,8 +11798,8 @@ def _e_WPT_TxRxPulseOrderType(w, o):
             v <<= 3
             n += 3
             if v_TxRxIdentifier < 128: v = (v << 8) | v_TxRxIdentifier; n += 8
-            elif v_TxRxIdentifier < 16384: v = (v << 16) | ((v_TxRxIdentifier & 127) << 8) | 32768 | (v_TxRxIdentifier >> 7); n += 16
-            elif v_TxRxIdentifier < 2097152: v = (v << 24) | ((v_TxRxIdentifier & 127) << 16) | (((v_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (v_TxRxIdentifier >> 14); n += 24
+            elif v_TxRxIdentifier < 16384: v = (v << 16) | _V2[v_TxRxIdentifier]; n += 16
+            elif v_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxRxIdentifier & 16383] | 128) << 8) | (v_TxRxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -11829,10 +11830,10 @@ def _d_WPT_TxRxSpecDataType(r):
                 f_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_TxRxIdentifier = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11854,10 +11855,10 @@ def _d_WPT_TxRxSpecDataType(r):
                 _c1_Coord_X = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Coord_X = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11880,10 +11881,10 @@ def _d_WPT_TxRxSpecDataType(r):
                 _c1_Coord_Y = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Coord_Y = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11906,10 +11907,10 @@ def _d_WPT_TxRxSpecDataType(r):
                 _c1_Coord_Z = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Coord_Z = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11936,10 +11937,10 @@ def _d_WPT_TxRxSpecDataType(r):
                 _c2_Coord_X = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Coord_X = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11962,10 +11963,10 @@ def _d_WPT_TxRxSpecDataType(r):
                 _c2_Coord_Y = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Coord_Y = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11988,10 +11989,10 @@ def _d_WPT_TxRxSpecDataType(r):
                 _c2_Coord_Z = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Coord_Z = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12032,8 +12033,8 @@ def _e_WPT_TxRxSpecDataType(w, o):
             v <<= 2
             n += 2
             if v_TxRxIdentifier < 128: v = (v << 8) | v_TxRxIdentifier; n += 8
-            elif v_TxRxIdentifier < 16384: v = (v << 16) | ((v_TxRxIdentifier & 127) << 8) | 32768 | (v_TxRxIdentifier >> 7); n += 16
-            elif v_TxRxIdentifier < 2097152: v = (v << 24) | ((v_TxRxIdentifier & 127) << 16) | (((v_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (v_TxRxIdentifier >> 14); n += 24
+            elif v_TxRxIdentifier < 16384: v = (v << 16) | _V2[v_TxRxIdentifier]; n += 16
+            elif v_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxRxIdentifier & 16383] | 128) << 8) | (v_TxRxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = w.v; n = w.n
             if not (v_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
             el = 'TxRxPosition'
@@ -12048,8 +12049,8 @@ def _e_WPT_TxRxSpecDataType(w, o):
             n += 5
             _m = (-_c1_Coord_X - 1 if _c1_Coord_X < 0 else _c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxPosition/Coord_Y'
@@ -12058,8 +12059,8 @@ def _e_WPT_TxRxSpecDataType(w, o):
             n += 4
             _m = (-_c1_Coord_Y - 1 if _c1_Coord_Y < 0 else _c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxPosition/Coord_Z'
@@ -12068,8 +12069,8 @@ def _e_WPT_TxRxSpecDataType(w, o):
             n += 4
             _m = (-_c1_Coord_Z - 1 if _c1_Coord_Z < 0 else _c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'TxRxOrientation'
@@ -12084,8 +12085,8 @@ def _e_WPT_TxRxSpecDataType(w, o):
             n += 6
             _m = (-_c2_Coord_X - 1 if _c2_Coord_X < 0 else _c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxOrientation/Coord_Y'
@@ -12094,8 +12095,8 @@ def _e_WPT_TxRxSpecDataType(w, o):
             n += 4
             _m = (-_c2_Coord_Y - 1 if _c2_Coord_Y < 0 else _c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxOrientation/Coord_Z'
@@ -12104,8 +12105,8 @@ def _e_WPT_TxRxSpecDataType(w, o):
             n += 4
             _m = (-_c2_Coord_Z - 1 if _c2_Coord_Z < 0 else _c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -12407,10 +12408,10 @@ def _de11(r):  # AckMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12432,8 +12433,8 @@ def _ee11(w, o):  # AckMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12453,10 +12454,10 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12478,8 +12479,8 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12499,10 +12500,10 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12524,8 +12525,8 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12582,10 +12583,10 @@ def _de15(r):  # CapacitiveEnergyReadingVARh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12607,8 +12608,8 @@ def _ee15(w, o):  # CapacitiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12628,10 +12629,10 @@ def _de16(r):  # ChargedEnergyReadingWh
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12653,8 +12654,8 @@ def _ee16(w, o):  # ChargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12696,10 +12697,10 @@ def _de18(r):  # Coord_X
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12723,8 +12724,8 @@ def _ee18(w, o):  # Coord_X
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12746,10 +12747,10 @@ def _de19(r):  # Coord_Y
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12773,8 +12774,8 @@ def _ee19(w, o):  # Coord_Y
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12796,10 +12797,10 @@ def _de20(r):  # Coord_Z
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12823,8 +12824,8 @@ def _ee20(w, o):  # Coord_Z
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -12844,10 +12845,10 @@ def _de21(r):  # DepartureTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12869,8 +12870,8 @@ def _ee21(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13115,10 +13116,10 @@ def _de31(r):  # HMACOutputLength
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13141,8 +13142,8 @@ def _ee31(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13199,10 +13200,10 @@ def _de33(r):  # IndexNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13224,8 +13225,8 @@ def _ee33(w, o):  # IndexNumber
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13454,10 +13455,10 @@ def _de41(r):  # MeterStatus
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13481,8 +13482,8 @@ def _ee41(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13502,10 +13503,10 @@ def _de42(r):  # MeterTimestamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13527,8 +13528,8 @@ def _ee42(w, o):  # MeterTimestamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13604,10 +13605,10 @@ def _de45(r):  # NaturalOffset
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13629,8 +13630,8 @@ def _ee45(w, o):  # NaturalOffset
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13650,10 +13651,10 @@ def _de46(r):  # NotificationMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13675,8 +13676,8 @@ def _ee46(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13756,10 +13757,10 @@ def _de50(r):  # ObservedIDCode
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13781,8 +13782,8 @@ def _ee50(w, o):  # ObservedIDCode
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -13948,10 +13949,10 @@ def _de56(r):  # PackageSeparationTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13973,8 +13974,8 @@ def _ee56(w, o):  # PackageSeparationTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14029,10 +14030,10 @@ def _de58(r):  # Port
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14054,8 +14055,8 @@ def _ee58(w, o):  # Port
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14096,10 +14097,10 @@ def _de60(r):  # PulseDuration
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14121,8 +14122,8 @@ def _ee60(w, o):  # PulseDuration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14142,10 +14143,10 @@ def _de61(r):  # PulseSeparationTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14167,8 +14168,8 @@ def _ee61(w, o):  # PulseSeparationTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14223,10 +14224,10 @@ def _de63(r):  # RemainingTimeToMaximumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14248,8 +14249,8 @@ def _ee63(w, o):  # RemainingTimeToMaximumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14269,10 +14270,10 @@ def _de64(r):  # RemainingTimeToMinimumSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14294,8 +14295,8 @@ def _ee64(w, o):  # RemainingTimeToMinimumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14315,10 +14316,10 @@ def _de65(r):  # RemainingTimeToTargetSOC
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14340,8 +14341,8 @@ def _ee65(w, o):  # RemainingTimeToTargetSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14384,10 +14385,10 @@ def _de67(r):  # RxIdentifier
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14409,8 +14410,8 @@ def _ee67(w, o):  # RxIdentifier
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14467,10 +14468,10 @@ def _de69(r):  # SDMaxGroundClearanceSupport
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14492,8 +14493,8 @@ def _ee69(w, o):  # SDMaxGroundClearanceSupport
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14513,10 +14514,10 @@ def _de70(r):  # SDMaxGroundClearence
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14538,8 +14539,8 @@ def _ee70(w, o):  # SDMaxGroundClearence
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14559,10 +14560,10 @@ def _de71(r):  # SDMinGroundClearanceSupport
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14584,8 +14585,8 @@ def _ee71(w, o):  # SDMinGroundClearanceSupport
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14605,10 +14606,10 @@ def _de72(r):  # SDMinGroundClearence
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14630,8 +14631,8 @@ def _ee72(w, o):  # SDMinGroundClearence
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14834,10 +14835,10 @@ def _de79(r):  # TaxRuleID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14859,8 +14860,8 @@ def _ee79(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14880,10 +14881,10 @@ def _de80(r):  # TimeAnchor
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14905,8 +14906,8 @@ def _ee80(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14926,10 +14927,10 @@ def _de81(r):  # TimeStamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14951,8 +14952,8 @@ def _ee81(w, o):  # TimeStamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14972,10 +14973,10 @@ def _de82(r):  # TxIdentifier
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14997,8 +14998,8 @@ def _ee82(w, o):  # TxIdentifier
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15018,10 +15019,10 @@ def _de83(r):  # TxRxIdentifier
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15043,8 +15044,8 @@ def _ee83(w, o):  # TxRxIdentifier
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15066,10 +15067,10 @@ def _de84(r):  # Value
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15093,8 +15094,8 @@ def _ee84(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15362,10 +15363,10 @@ def _de93(r):  # X509SerialNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15388,8 +15389,8 @@ def _ee93(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1

@@ -2,6 +2,7 @@
 """EXI codec for the types of urn:iso:15118:2:2013:MsgBody."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import iso2_msgbody, iso2_msgdatatypes
 from exi.codec import iso2_msgdatatypes as c_iso2_msgdatatypes
 
@@ -430,10 +431,10 @@ def _d_BodyType(r):
                                 _c5_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c5_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c5_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -972,10 +973,10 @@ def _d_BodyType(r):
                                     _c9_MaxEntriesSAScheduleTuple = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1039,10 +1040,10 @@ def _d_BodyType(r):
                                             _c9_c1_DepartureTime = _y >> 16
                                         elif not _y & 32768:
                                             q -= 16
-                                            _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                            _c9_c1_DepartureTime = _U2[_y >> 8]
                                         elif not _y & 128:
                                             q -= 24
-                                            _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                            _c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                                         else:
                                             r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1351,10 +1352,10 @@ def _d_BodyType(r):
                                 _c13_EVSETimeStamp = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c13_EVSETimeStamp = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c13_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1471,10 +1472,10 @@ def _d_BodyType(r):
                                 _c16_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c16_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1514,10 +1515,10 @@ def _d_BodyType(r):
                                 _c16_c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c16_c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c16_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1566,10 +1567,10 @@ def _d_BodyType(r):
                                 _c17_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c17_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c17_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1658,10 +1659,10 @@ def _d_BodyType(r):
                                 _c17_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c17_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c17_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1697,10 +1698,10 @@ def _d_BodyType(r):
                                 _c18_ServiceID = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c18_ServiceID = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1737,10 +1738,10 @@ def _d_BodyType(r):
                                 _c19_ServiceID = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c19_ServiceID = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c19_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1923,10 +1924,10 @@ def _d_BodyType(r):
                                         _c22_EVSETimeStamp = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c22_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c22_EVSETimeStamp = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c22_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2035,10 +2036,10 @@ def _d_BodyType(r):
                                 _c26_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2127,10 +2128,10 @@ def _d_BodyType(r):
                                 _c26_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c26_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2303,8 +2304,8 @@ def _e_BodyType(w, o):
                 v <<= 2
                 n += 2
                 if _c5_c2_NotificationMaxDelay < 128: v = (v << 8) | _c5_c2_NotificationMaxDelay; n += 8
-                elif _c5_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c5_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c5_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c5_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c5_c2_NotificationMaxDelay & 127) << 16) | (((_c5_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c5_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c5_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c5_c2_NotificationMaxDelay]; n += 16
+                elif _c5_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c5_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c5_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c5_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c5_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
@@ -2710,8 +2711,8 @@ def _e_BodyType(w, o):
                 v <<= 3
                 n += 3
                 if _c9_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | _c9_MaxEntriesSAScheduleTuple; n += 8
-                elif _c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | ((_c9_MaxEntriesSAScheduleTuple & 127) << 8) | 32768 | (_c9_MaxEntriesSAScheduleTuple >> 7); n += 16
-                elif _c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_c9_MaxEntriesSAScheduleTuple & 127) << 16) | (((_c9_MaxEntriesSAScheduleTuple >> 7) & 127) << 8) | 8421376 | (_c9_MaxEntriesSAScheduleTuple >> 14); n += 24
+                elif _c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | _V2[_c9_MaxEntriesSAScheduleTuple]; n += 16
+                elif _c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_V2[_c9_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (_c9_MaxEntriesSAScheduleTuple >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c9_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
                 if not (_c9_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
                 el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
@@ -2763,8 +2764,8 @@ def _e_BodyType(w, o):
                         v <<= 3
                         n += 3
                         if _c9_c3_DepartureTime < 128: v = (v << 8) | _c9_c3_DepartureTime; n += 8
-                        elif _c9_c3_DepartureTime < 16384: v = (v << 16) | ((_c9_c3_DepartureTime & 127) << 8) | 32768 | (_c9_c3_DepartureTime >> 7); n += 16
-                        elif _c9_c3_DepartureTime < 2097152: v = (v << 24) | ((_c9_c3_DepartureTime & 127) << 16) | (((_c9_c3_DepartureTime >> 7) & 127) << 8) | 8421376 | (_c9_c3_DepartureTime >> 14); n += 24
+                        elif _c9_c3_DepartureTime < 16384: v = (v << 16) | _V2[_c9_c3_DepartureTime]; n += 16
+                        elif _c9_c3_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c9_c3_DepartureTime >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -3015,8 +3016,8 @@ def _e_BodyType(w, o):
             n += 4
             _m = (-_c13_EVSETimeStamp - 1 if _c13_EVSETimeStamp < 0 else _c13_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -3113,8 +3114,8 @@ def _e_BodyType(w, o):
             n += 45
             _m = (-_c16_c2_Value - 1 if _c16_c2_Value < 0 else _c16_c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c16_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
@@ -3136,8 +3137,8 @@ def _e_BodyType(w, o):
             n += 18
             _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
@@ -3167,8 +3168,8 @@ def _e_BodyType(w, o):
                 v <<= 2
                 n += 2
                 if _c17_c2_NotificationMaxDelay < 128: v = (v << 8) | _c17_c2_NotificationMaxDelay; n += 8
-                elif _c17_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c17_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c17_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c17_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c17_c2_NotificationMaxDelay & 127) << 16) | (((_c17_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c17_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c17_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c17_c2_NotificationMaxDelay]; n += 16
+                elif _c17_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c17_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c17_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c17_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c17_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
@@ -3232,8 +3233,8 @@ def _e_BodyType(w, o):
             n += 16
             _m = (-_c17_c3_Value - 1 if _c17_c3_Value < 0 else _c17_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
@@ -3248,8 +3249,8 @@ def _e_BodyType(w, o):
             v = (v << 8) | (25 << 2)
             n += 8
             if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
-            elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
-            elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
+            elif _c18_ServiceID < 16384: v = (v << 16) | _V2[_c18_ServiceID]; n += 16
+            elif _c18_ServiceID < 2097152: v = (v << 24) | ((_V2[_c18_ServiceID & 16383] | 128) << 8) | (_c18_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -3272,8 +3273,8 @@ def _e_BodyType(w, o):
                 v = (v << 10) | (_c19_i1 << 3)
                 n += 10
                 if _c19_ServiceID < 128: v = (v << 8) | _c19_ServiceID; n += 8
-                elif _c19_ServiceID < 16384: v = (v << 16) | ((_c19_ServiceID & 127) << 8) | 32768 | (_c19_ServiceID >> 7); n += 16
-                elif _c19_ServiceID < 2097152: v = (v << 24) | ((_c19_ServiceID & 127) << 16) | (((_c19_ServiceID >> 7) & 127) << 8) | 8421376 | (_c19_ServiceID >> 14); n += 24
+                elif _c19_ServiceID < 16384: v = (v << 16) | _V2[_c19_ServiceID]; n += 16
+                elif _c19_ServiceID < 2097152: v = (v << 24) | ((_V2[_c19_ServiceID & 16383] | 128) << 8) | (_c19_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c19_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3411,8 +3412,8 @@ def _e_BodyType(w, o):
                     n += 4
                     _m = (-_c22_EVSETimeStamp - 1 if _c22_EVSETimeStamp < 0 else _c22_EVSETimeStamp)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -3495,8 +3496,8 @@ def _e_BodyType(w, o):
                 v <<= 2
                 n += 2
                 if _c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c26_c2_NotificationMaxDelay; n += 8
-                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c26_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c26_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c26_c2_NotificationMaxDelay & 127) << 16) | (((_c26_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c26_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c26_c2_NotificationMaxDelay]; n += 16
+                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
@@ -3560,8 +3561,8 @@ def _e_BodyType(w, o):
             n += 16
             _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
@@ -3675,10 +3676,10 @@ def _d_CableCheckResType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3786,8 +3787,8 @@ def _e_CableCheckResType(w, o):
                 v <<= 2
                 n += 2
                 if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
@@ -4949,10 +4950,10 @@ def _d_CertificateUpdateResType(r):
                         f_RetryCounter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_RetryCounter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5199,8 +5200,8 @@ def _e_CertificateUpdateResType(w, o):
                 n += 4
                 _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -5240,10 +5241,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     f_MaxEntriesSAScheduleTuple = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_MaxEntriesSAScheduleTuple = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_MaxEntriesSAScheduleTuple = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5307,10 +5308,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_DepartureTime = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_DepartureTime = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5364,8 +5365,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             v <<= 3
             n += 3
             if v_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | v_MaxEntriesSAScheduleTuple; n += 8
-            elif v_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | ((v_MaxEntriesSAScheduleTuple & 127) << 8) | 32768 | (v_MaxEntriesSAScheduleTuple >> 7); n += 16
-            elif v_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((v_MaxEntriesSAScheduleTuple & 127) << 16) | (((v_MaxEntriesSAScheduleTuple >> 7) & 127) << 8) | 8421376 | (v_MaxEntriesSAScheduleTuple >> 14); n += 24
+            elif v_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | _V2[v_MaxEntriesSAScheduleTuple]; n += 16
+            elif v_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_V2[v_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (v_MaxEntriesSAScheduleTuple >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
             if not (v_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
             el = 'RequestedEnergyTransferMode'
@@ -5417,8 +5418,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     v <<= 3
                     n += 3
                     if _c3_DepartureTime < 128: v = (v << 8) | _c3_DepartureTime; n += 8
-                    elif _c3_DepartureTime < 16384: v = (v << 16) | ((_c3_DepartureTime & 127) << 8) | 32768 | (_c3_DepartureTime >> 7); n += 16
-                    elif _c3_DepartureTime < 2097152: v = (v << 24) | ((_c3_DepartureTime & 127) << 16) | (((_c3_DepartureTime >> 7) & 127) << 8) | 8421376 | (_c3_DepartureTime >> 14); n += 24
+                    elif _c3_DepartureTime < 16384: v = (v << 16) | _V2[_c3_DepartureTime]; n += 16
+                    elif _c3_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c3_DepartureTime & 16383] | 128) << 8) | (_c3_DepartureTime >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_DepartureTime); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -5501,10 +5502,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c2_c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5554,10 +5555,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c2_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5597,10 +5598,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c2_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5653,10 +5654,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c4_c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_c1_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5706,10 +5707,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c4_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5749,10 +5750,10 @@ def _d_ChargeParameterDiscoveryResType(r):
                         _c4_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5870,8 +5871,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 v = (v << 6) | (2 << 3)
                 n += 6
                 if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
-                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_c1_NotificationMaxDelay >> 7); n += 16
-                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_c1_NotificationMaxDelay & 127) << 16) | (((_c4_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_c1_NotificationMaxDelay >> 14); n += 24
+                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_c1_NotificationMaxDelay]; n += 16
+                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
@@ -5900,8 +5901,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 n += 27
                 _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
@@ -5923,8 +5924,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 n += 18
                 _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -5967,8 +5968,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 v <<= 5
                 n += 5
                 if _c6_c1_NotificationMaxDelay < 128: v = (v << 8) | _c6_c1_NotificationMaxDelay; n += 8
-                elif _c6_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c6_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c6_c1_NotificationMaxDelay >> 7); n += 16
-                elif _c6_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c6_c1_NotificationMaxDelay & 127) << 16) | (((_c6_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c6_c1_NotificationMaxDelay >> 14); n += 24
+                elif _c6_c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c6_c1_NotificationMaxDelay]; n += 16
+                elif _c6_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c6_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c6_c1_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c6_c1_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c6_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
@@ -5997,8 +5998,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 n += 27
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
@@ -6020,8 +6021,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 n += 18
                 _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6150,10 +6151,10 @@ def _d_ChargingStatusResType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6197,10 +6198,10 @@ def _d_ChargingStatusResType(r):
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6261,10 +6262,10 @@ def _d_ChargingStatusResType(r):
                         _c3_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6319,10 +6320,10 @@ def _d_ChargingStatusResType(r):
                         _c4_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6365,10 +6366,10 @@ def _d_ChargingStatusResType(r):
                     _c5_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6471,8 +6472,8 @@ def _e_ChargingStatusResType(w, o):
                 n += 18
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6503,8 +6504,8 @@ def _e_ChargingStatusResType(w, o):
                 v = (v << 5) | (3 << 2)
                 n += 5
                 if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -6545,8 +6546,8 @@ def _e_ChargingStatusResType(w, o):
                 v = (v << 4) | (2 << 2)
                 n += 4
                 if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_NotificationMaxDelay >> 7); n += 16
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_NotificationMaxDelay & 127) << 16) | (((_c4_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_NotificationMaxDelay >> 14); n += 24
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_NotificationMaxDelay]; n += 16
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -6579,8 +6580,8 @@ def _e_ChargingStatusResType(w, o):
                 v = (v << 4) | (1 << 2)
                 n += 4
                 if _c5_NotificationMaxDelay < 128: v = (v << 8) | _c5_NotificationMaxDelay; n += 8
-                elif _c5_NotificationMaxDelay < 16384: v = (v << 16) | ((_c5_NotificationMaxDelay & 127) << 8) | 32768 | (_c5_NotificationMaxDelay >> 7); n += 16
-                elif _c5_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c5_NotificationMaxDelay & 127) << 16) | (((_c5_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c5_NotificationMaxDelay >> 14); n += 24
+                elif _c5_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c5_NotificationMaxDelay]; n += 16
+                elif _c5_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c5_NotificationMaxDelay & 16383] | 128) << 8) | (_c5_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c5_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c5_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -6607,8 +6608,8 @@ def _e_ChargingStatusResType(w, o):
                 v <<= 3
                 n += 3
                 if _c6_NotificationMaxDelay < 128: v = (v << 8) | _c6_NotificationMaxDelay; n += 8
-                elif _c6_NotificationMaxDelay < 16384: v = (v << 16) | ((_c6_NotificationMaxDelay & 127) << 8) | 32768 | (_c6_NotificationMaxDelay >> 7); n += 16
-                elif _c6_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c6_NotificationMaxDelay & 127) << 16) | (((_c6_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c6_NotificationMaxDelay >> 14); n += 24
+                elif _c6_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c6_NotificationMaxDelay]; n += 16
+                elif _c6_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c6_NotificationMaxDelay & 16383] | 128) << 8) | (_c6_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c6_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c6_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -6693,10 +6694,10 @@ def _d_CurrentDemandReqType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6745,10 +6746,10 @@ def _d_CurrentDemandReqType(r):
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6793,10 +6794,10 @@ def _d_CurrentDemandReqType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6841,10 +6842,10 @@ def _d_CurrentDemandReqType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6911,10 +6912,10 @@ def _d_CurrentDemandReqType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6959,10 +6960,10 @@ def _d_CurrentDemandReqType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7029,10 +7030,10 @@ def _d_CurrentDemandReqType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7129,10 +7130,10 @@ def _d_CurrentDemandReqType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7177,10 +7178,10 @@ def _d_CurrentDemandReqType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7225,10 +7226,10 @@ def _d_CurrentDemandReqType(r):
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7279,10 +7280,10 @@ def _d_CurrentDemandReqType(r):
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7327,10 +7328,10 @@ def _d_CurrentDemandReqType(r):
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7377,10 +7378,10 @@ def _d_CurrentDemandReqType(r):
                     _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7471,8 +7472,8 @@ def _e_CurrentDemandReqType(w, o):
             n += 39
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7500,8 +7501,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 18
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7526,8 +7527,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7552,8 +7553,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 18
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7593,8 +7594,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7619,8 +7620,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7660,8 +7661,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7725,8 +7726,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7751,8 +7752,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7777,8 +7778,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 17
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7806,8 +7807,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 17
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7832,8 +7833,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7861,8 +7862,8 @@ def _e_CurrentDemandReqType(w, o):
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7923,10 +7924,10 @@ def _d_CurrentDemandResType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8015,10 +8016,10 @@ def _d_CurrentDemandResType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8058,10 +8059,10 @@ def _d_CurrentDemandResType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8122,10 +8123,10 @@ def _d_CurrentDemandResType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8170,10 +8171,10 @@ def _d_CurrentDemandResType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8218,10 +8219,10 @@ def _d_CurrentDemandResType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8285,10 +8286,10 @@ def _d_CurrentDemandResType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8333,10 +8334,10 @@ def _d_CurrentDemandResType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8400,10 +8401,10 @@ def _d_CurrentDemandResType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8562,8 +8563,8 @@ def _e_CurrentDemandResType(w, o):
                 v <<= 2
                 n += 2
                 if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
@@ -8627,8 +8628,8 @@ def _e_CurrentDemandResType(w, o):
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
@@ -8650,8 +8651,8 @@ def _e_CurrentDemandResType(w, o):
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
             el = 'EVSECurrentLimitAchieved'
@@ -8688,8 +8689,8 @@ def _e_CurrentDemandResType(w, o):
                 n += 18
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8714,8 +8715,8 @@ def _e_CurrentDemandResType(w, o):
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8740,8 +8741,8 @@ def _e_CurrentDemandResType(w, o):
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8782,8 +8783,8 @@ def _e_CurrentDemandResType(w, o):
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8808,8 +8809,8 @@ def _e_CurrentDemandResType(w, o):
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8850,8 +8851,8 @@ def _e_CurrentDemandResType(w, o):
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -9148,10 +9149,10 @@ def _d_MeteringReceiptResType(r):
                         _c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9197,10 +9198,10 @@ def _d_MeteringReceiptResType(r):
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9276,10 +9277,10 @@ def _d_MeteringReceiptResType(r):
                         _c3_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9350,8 +9351,8 @@ def _e_MeteringReceiptResType(w, o):
                 v <<= 4
                 n += 4
                 if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -9379,8 +9380,8 @@ def _e_MeteringReceiptResType(w, o):
                     v <<= 2
                     n += 2
                     if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                    elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                    elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
@@ -9437,8 +9438,8 @@ def _e_MeteringReceiptResType(w, o):
                 v = (v << 4) | (2 << 2)
                 n += 4
                 if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_NotificationMaxDelay >> 7); n += 16
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_NotificationMaxDelay & 127) << 16) | (((_c4_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_NotificationMaxDelay >> 14); n += 24
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_NotificationMaxDelay]; n += 16
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
@@ -9690,10 +9691,10 @@ def _d_PaymentDetailsResType(r):
                 f_EVSETimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_EVSETimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9743,8 +9744,8 @@ def _e_PaymentDetailsResType(w, o):
             n += 4
             _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -10283,10 +10284,10 @@ def _d_PowerDeliveryResType(r):
                         _c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10332,10 +10333,10 @@ def _d_PowerDeliveryResType(r):
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10411,10 +10412,10 @@ def _d_PowerDeliveryResType(r):
                         _c3_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10485,8 +10486,8 @@ def _e_PowerDeliveryResType(w, o):
                 v <<= 4
                 n += 4
                 if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
@@ -10514,8 +10515,8 @@ def _e_PowerDeliveryResType(w, o):
                     v <<= 2
                     n += 2
                     if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                    elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                    elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
+                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
@@ -10572,8 +10573,8 @@ def _e_PowerDeliveryResType(w, o):
                 v = (v << 4) | (2 << 2)
                 n += 4
                 if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_NotificationMaxDelay >> 7); n += 16
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_NotificationMaxDelay & 127) << 16) | (((_c4_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_NotificationMaxDelay >> 14); n += 24
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_NotificationMaxDelay]; n += 16
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
@@ -10650,10 +10651,10 @@ def _d_PreChargeReqType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10693,10 +10694,10 @@ def _d_PreChargeReqType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10767,8 +10768,8 @@ def _e_PreChargeReqType(w, o):
             n += 39
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
@@ -10790,8 +10791,8 @@ def _e_PreChargeReqType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -10835,10 +10836,10 @@ def _d_PreChargeResType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10927,10 +10928,10 @@ def _d_PreChargeResType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10984,8 +10985,8 @@ def _e_PreChargeResType(w, o):
                 v <<= 2
                 n += 2
                 if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
@@ -11049,8 +11050,8 @@ def _e_PreChargeResType(w, o):
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -11079,10 +11080,10 @@ def _d_ServiceDetailReqType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11114,8 +11115,8 @@ def _e_ServiceDetailReqType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -11151,10 +11152,10 @@ def _d_ServiceDetailResType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11213,8 +11214,8 @@ def _e_ServiceDetailResType(w, o):
             v = (v << 10) | (_i1 << 3)
             n += 10
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -11410,10 +11411,10 @@ def _d_ServiceDiscoveryResType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11588,8 +11589,8 @@ def _e_ServiceDiscoveryResType(w, o):
                 v <<= 2
                 n += 2
                 if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
-                elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
+                elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -11800,10 +11801,10 @@ def _d_SessionSetupResType(r):
                         f_EVSETimeStamp = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_EVSETimeStamp = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11867,8 +11868,8 @@ def _e_SessionSetupResType(w, o):
                 n += 4
                 _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -12066,10 +12067,10 @@ def _d_WeldingDetectionResType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12158,10 +12159,10 @@ def _d_WeldingDetectionResType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12215,8 +12216,8 @@ def _e_WeldingDetectionResType(w, o):
                 v <<= 2
                 n += 2
                 if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
@@ -12280,8 +12281,8 @@ def _e_WeldingDetectionResType(w, o):
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3

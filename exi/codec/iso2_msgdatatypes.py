@@ -2,6 +2,7 @@
 """EXI codec for the types of urn:iso:15118:2:2013:MsgDataTypes."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import iso2_msgdatatypes, xmldsig
 
 _new = object.__new__
@@ -57,10 +58,10 @@ def _d_AC_EVChargeParameterType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -95,10 +96,10 @@ def _d_AC_EVChargeParameterType(r):
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -143,10 +144,10 @@ def _d_AC_EVChargeParameterType(r):
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -193,10 +194,10 @@ def _d_AC_EVChargeParameterType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -236,10 +237,10 @@ def _d_AC_EVChargeParameterType(r):
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -279,10 +280,10 @@ def _d_AC_EVChargeParameterType(r):
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -328,8 +329,8 @@ def _e_AC_EVChargeParameterType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
             el = 'EAmount'
@@ -352,8 +353,8 @@ def _e_AC_EVChargeParameterType(w, o):
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -379,8 +380,8 @@ def _e_AC_EVChargeParameterType(w, o):
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -409,8 +410,8 @@ def _e_AC_EVChargeParameterType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
                 el = 'EVMaxCurrent'
@@ -433,8 +434,8 @@ def _e_AC_EVChargeParameterType(w, o):
                 v_EVMaxVoltage = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
                 el = 'EVMinCurrent'
@@ -457,8 +458,8 @@ def _e_AC_EVChargeParameterType(w, o):
                 v_EVMaxCurrent = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -492,10 +493,10 @@ def _d_AC_EVSEChargeParameterType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -545,10 +546,10 @@ def _d_AC_EVSEChargeParameterType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -588,10 +589,10 @@ def _d_AC_EVSEChargeParameterType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -638,8 +639,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
             v <<= 3
             n += 3
             if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-            elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
-            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
+            elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
+            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
@@ -668,8 +669,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
             n += 27
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
@@ -691,8 +692,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
@@ -723,10 +724,10 @@ def _d_AC_EVSEStatusType(r):
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -774,8 +775,8 @@ def _e_AC_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -970,10 +971,10 @@ def _d_ChargeServiceType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1104,8 +1105,8 @@ def _e_ChargeServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -1216,10 +1217,10 @@ def _d_ChargingProfileType(r):
                 _c1_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ChargingProfileEntryStart = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1254,10 +1255,10 @@ def _d_ChargingProfileType(r):
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1321,10 +1322,10 @@ def _d_ChargingProfileType(r):
                             _c2_ChargingProfileEntryStart = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_ChargingProfileEntryStart = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1359,10 +1360,10 @@ def _d_ChargingProfileType(r):
                             _c2_c1_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_c1_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1448,8 +1449,8 @@ def _e_ChargingProfileType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
-                elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c1_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c1_ChargingProfileEntryStart >> 7); n += 16
-                elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c1_ChargingProfileEntryStart & 127) << 16) | (((_c1_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c1_ChargingProfileEntryStart >> 14); n += 24
+                elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c1_ChargingProfileEntryStart]; n += 16
+                elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c1_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c1_ChargingProfileEntryStart >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
                 if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
@@ -1471,8 +1472,8 @@ def _e_ChargingProfileType(w, o):
                 n += 17
                 _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -1512,8 +1513,8 @@ def _e_ChargingProfileType(w, o):
                         v <<= 2
                         n += 2
                         if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
-                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c2_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c2_ChargingProfileEntryStart >> 7); n += 16
-                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c2_ChargingProfileEntryStart & 127) << 16) | (((_c2_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c2_ChargingProfileEntryStart >> 14); n += 24
+                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c2_ChargingProfileEntryStart]; n += 16
+                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
                         if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
@@ -1535,8 +1536,8 @@ def _e_ChargingProfileType(w, o):
                         n += 17
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -1611,10 +1612,10 @@ def _d_ConsumptionCostType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1651,10 +1652,10 @@ def _d_ConsumptionCostType(r):
                 _c2_amount = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_amount = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_amount = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1716,10 +1717,10 @@ def _d_ConsumptionCostType(r):
                         _c3_amount = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_amount = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1786,10 +1787,10 @@ def _d_ConsumptionCostType(r):
                         _c4_amount = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_amount = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1872,8 +1873,8 @@ def _e_ConsumptionCostType(w, o):
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_Cost < n_Cost): raise EncodeError('missing content: Cost')
             el = 'Cost'
@@ -1894,8 +1895,8 @@ def _e_ConsumptionCostType(w, o):
                 v = (v << 7) | (_c2_i1 << 3)
                 n += 7
                 if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
-                elif _c2_amount < 16384: v = (v << 16) | ((_c2_amount & 127) << 8) | 32768 | (_c2_amount >> 7); n += 16
-                elif _c2_amount < 2097152: v = (v << 24) | ((_c2_amount & 127) << 16) | (((_c2_amount >> 7) & 127) << 8) | 8421376 | (_c2_amount >> 14); n += 24
+                elif _c2_amount < 16384: v = (v << 16) | _V2[_c2_amount]; n += 16
+                elif _c2_amount < 2097152: v = (v << 24) | ((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -1937,8 +1938,8 @@ def _e_ConsumptionCostType(w, o):
                     v = (v << 7) | (_c3_i1 << 3)
                     n += 7
                     if _c3_amount < 128: v = (v << 8) | _c3_amount; n += 8
-                    elif _c3_amount < 16384: v = (v << 16) | ((_c3_amount & 127) << 8) | 32768 | (_c3_amount >> 7); n += 16
-                    elif _c3_amount < 2097152: v = (v << 24) | ((_c3_amount & 127) << 16) | (((_c3_amount >> 7) & 127) << 8) | 8421376 | (_c3_amount >> 14); n += 24
+                    elif _c3_amount < 16384: v = (v << 16) | _V2[_c3_amount]; n += 16
+                    elif _c3_amount < 2097152: v = (v << 24) | ((_V2[_c3_amount & 16383] | 128) << 8) | (_c3_amount >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1983,8 +1984,8 @@ def _e_ConsumptionCostType(w, o):
                     v = (v << 7) | (_c4_i1 << 3)
                     n += 7
                     if _c4_amount < 128: v = (v << 8) | _c4_amount; n += 8
-                    elif _c4_amount < 16384: v = (v << 16) | ((_c4_amount & 127) << 8) | 32768 | (_c4_amount >> 7); n += 16
-                    elif _c4_amount < 2097152: v = (v << 24) | ((_c4_amount & 127) << 16) | (((_c4_amount >> 7) & 127) << 8) | 8421376 | (_c4_amount >> 14); n += 24
+                    elif _c4_amount < 16384: v = (v << 16) | _V2[_c4_amount]; n += 16
+                    elif _c4_amount < 2097152: v = (v << 24) | ((_V2[_c4_amount & 16383] | 128) << 8) | (_c4_amount >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c4_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -2128,10 +2129,10 @@ def _d_CostType(r):
                 f_amount = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_amount = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_amount = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2190,8 +2191,8 @@ def _e_CostType(w, o):
             v = (v << 7) | (_i1 << 3)
             n += 7
             if v_amount < 128: v = (v << 8) | v_amount; n += 8
-            elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
-            elif v_amount < 2097152: v = (v << 24) | ((v_amount & 127) << 16) | (((v_amount >> 7) & 127) << 8) | 8421376 | (v_amount >> 14); n += 24
+            elif v_amount < 16384: v = (v << 16) | _V2[v_amount]; n += 16
+            elif v_amount < 2097152: v = (v << 24) | ((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2244,10 +2245,10 @@ def _d_DC_EVChargeParameterType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2334,10 +2335,10 @@ def _d_DC_EVChargeParameterType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2386,10 +2387,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2429,10 +2430,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c5_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2477,10 +2478,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2531,10 +2532,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2579,10 +2580,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2654,10 +2655,10 @@ def _d_DC_EVChargeParameterType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2784,8 +2785,8 @@ def _e_DC_EVChargeParameterType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'DC_EVStatus'
@@ -2851,8 +2852,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2881,8 +2882,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                 el = 'EVMaximumVoltageLimit'
@@ -2905,8 +2906,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 v_EVMaximumPowerLimit = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2932,8 +2933,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2962,8 +2963,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -2989,8 +2990,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3036,8 +3037,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3274,10 +3275,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3366,10 +3367,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3409,10 +3410,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3452,10 +3453,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3495,10 +3496,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c5_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c5_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3538,10 +3539,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c6_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c6_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3590,10 +3591,10 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3633,10 +3634,10 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3681,10 +3682,10 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3735,10 +3736,10 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3806,8 +3807,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-                elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
-                elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
+                elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
+                elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
                 if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
@@ -3871,8 +3872,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
             el = 'EVSEMaximumPowerLimit'
@@ -3894,8 +3895,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
             el = 'EVSEMaximumVoltageLimit'
@@ -3917,8 +3918,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
             el = 'EVSEMinimumCurrentLimit'
@@ -3940,8 +3941,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
             el = 'EVSEMinimumVoltageLimit'
@@ -3963,8 +3964,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3992,8 +3993,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                 el = 'EVSEPeakCurrentRipple'
@@ -4015,8 +4016,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -4041,8 +4042,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -4070,8 +4071,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -4106,10 +4107,10 @@ def _d_DC_EVSEStatusType(r):
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4193,8 +4194,8 @@ def _e_DC_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -4481,10 +4482,10 @@ def _d_EVChargeParameterType(r):
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    f_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4520,8 +4521,8 @@ def _e_EVChargeParameterType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -4610,10 +4611,10 @@ def _d_EVSEStatusType(r):
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4652,8 +4653,8 @@ def _e_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -4723,10 +4724,10 @@ def _d_EntryType(r):
                     _c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4755,10 +4756,10 @@ def _d_EntryType(r):
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4823,8 +4824,8 @@ def _e_EntryType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -4838,8 +4839,8 @@ def _e_EntryType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -4938,10 +4939,10 @@ def _d_ListOfRootCertificateIDsType(r):
                 _c1_X509SerialNumber = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_X509SerialNumber = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4996,10 +4997,10 @@ def _d_ListOfRootCertificateIDsType(r):
                             _c2_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5067,8 +5068,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
             n += 4
             _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5100,8 +5101,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     n += 4
                     _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -5174,10 +5175,10 @@ def _d_MeterInfoType(r):
                         f_MeterReading = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterReading = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterReading = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5224,10 +5225,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5255,10 +5256,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5315,10 +5316,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5346,10 +5347,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5386,10 +5387,10 @@ def _d_MeterInfoType(r):
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_MeterStatus = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5417,10 +5418,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5457,10 +5458,10 @@ def _d_MeterInfoType(r):
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_TMeter = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5528,8 +5529,8 @@ def _e_MeterInfoType(w, o):
                 v <<= 4
                 n += 4
                 if v_MeterReading < 128: v = (v << 8) | v_MeterReading; n += 8
-                elif v_MeterReading < 16384: v = (v << 16) | ((v_MeterReading & 127) << 8) | 32768 | (v_MeterReading >> 7); n += 16
-                elif v_MeterReading < 2097152: v = (v << 24) | ((v_MeterReading & 127) << 16) | (((v_MeterReading >> 7) & 127) << 8) | 8421376 | (v_MeterReading >> 14); n += 24
+                elif v_MeterReading < 16384: v = (v << 16) | _V2[v_MeterReading]; n += 16
+                elif v_MeterReading < 2097152: v = (v << 24) | ((_V2[v_MeterReading & 16383] | 128) << 8) | (v_MeterReading >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_MeterReading); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5552,8 +5553,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5565,8 +5566,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5594,8 +5595,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5607,8 +5608,8 @@ def _e_MeterInfoType(w, o):
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5625,8 +5626,8 @@ def _e_MeterInfoType(w, o):
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5638,8 +5639,8 @@ def _e_MeterInfoType(w, o):
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5656,8 +5657,8 @@ def _e_MeterInfoType(w, o):
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5798,10 +5799,10 @@ def _d_PMaxScheduleEntryType(r):
                     _c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5830,10 +5831,10 @@ def _d_PMaxScheduleEntryType(r):
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5891,10 +5892,10 @@ def _d_PMaxScheduleEntryType(r):
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5943,8 +5944,8 @@ def _e_PMaxScheduleEntryType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -5958,8 +5959,8 @@ def _e_PMaxScheduleEntryType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -6001,8 +6002,8 @@ def _e_PMaxScheduleEntryType(w, o):
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -6048,10 +6049,10 @@ def _d_PMaxScheduleType(r):
                     _c1_c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6080,10 +6081,10 @@ def _d_PMaxScheduleType(r):
                             _c1_c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6141,10 +6142,10 @@ def _d_PMaxScheduleType(r):
                     _c1_c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6197,10 +6198,10 @@ def _d_PMaxScheduleType(r):
                                 _c2_c1_start = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c1_start = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6229,10 +6230,10 @@ def _d_PMaxScheduleType(r):
                                         _c2_c1_duration = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c2_c1_duration = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6290,10 +6291,10 @@ def _d_PMaxScheduleType(r):
                                 _c2_c3_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c2_c3_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6368,8 +6369,8 @@ def _e_PMaxScheduleType(w, o):
                     v <<= 2
                     n += 2
                     if _c1_c1_start < 128: v = (v << 8) | _c1_c1_start; n += 8
-                    elif _c1_c1_start < 16384: v = (v << 16) | ((_c1_c1_start & 127) << 8) | 32768 | (_c1_c1_start >> 7); n += 16
-                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_c1_c1_start & 127) << 16) | (((_c1_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_c1_start >> 14); n += 24
+                    elif _c1_c1_start < 16384: v = (v << 16) | _V2[_c1_c1_start]; n += 16
+                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -6383,8 +6384,8 @@ def _e_PMaxScheduleType(w, o):
                         v <<= 3
                         n += 3
                         if _c1_c1_duration < 128: v = (v << 8) | _c1_c1_duration; n += 8
-                        elif _c1_c1_duration < 16384: v = (v << 16) | ((_c1_c1_duration & 127) << 8) | 32768 | (_c1_c1_duration >> 7); n += 16
-                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_c1_c1_duration & 127) << 16) | (((_c1_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_c1_duration >> 14); n += 24
+                        elif _c1_c1_duration < 16384: v = (v << 16) | _V2[_c1_c1_duration]; n += 16
+                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -6426,8 +6427,8 @@ def _e_PMaxScheduleType(w, o):
                     n += 16
                     _m = (-_c1_c3_Value - 1 if _c1_c3_Value < 0 else _c1_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
@@ -6465,8 +6466,8 @@ def _e_PMaxScheduleType(w, o):
                             v <<= 2
                             n += 2
                             if _c2_c1_start < 128: v = (v << 8) | _c2_c1_start; n += 8
-                            elif _c2_c1_start < 16384: v = (v << 16) | ((_c2_c1_start & 127) << 8) | 32768 | (_c2_c1_start >> 7); n += 16
-                            elif _c2_c1_start < 2097152: v = (v << 24) | ((_c2_c1_start & 127) << 16) | (((_c2_c1_start >> 7) & 127) << 8) | 8421376 | (_c2_c1_start >> 14); n += 24
+                            elif _c2_c1_start < 16384: v = (v << 16) | _V2[_c2_c1_start]; n += 16
+                            elif _c2_c1_start < 2097152: v = (v << 24) | ((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
                             v <<= 1
                             n += 1
@@ -6480,8 +6481,8 @@ def _e_PMaxScheduleType(w, o):
                                 v <<= 3
                                 n += 3
                                 if _c2_c1_duration < 128: v = (v << 8) | _c2_c1_duration; n += 8
-                                elif _c2_c1_duration < 16384: v = (v << 16) | ((_c2_c1_duration & 127) << 8) | 32768 | (_c2_c1_duration >> 7); n += 16
-                                elif _c2_c1_duration < 2097152: v = (v << 24) | ((_c2_c1_duration & 127) << 16) | (((_c2_c1_duration >> 7) & 127) << 8) | 8421376 | (_c2_c1_duration >> 14); n += 24
+                                elif _c2_c1_duration < 16384: v = (v << 16) | _V2[_c2_c1_duration]; n += 16
+                                elif _c2_c1_duration < 2097152: v = (v << 24) | ((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14); n += 24
                                 else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
                                 v <<= 2
                                 n += 2
@@ -6523,8 +6524,8 @@ def _e_PMaxScheduleType(w, o):
                             n += 16
                             _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
                             if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 3
                             n += 3
@@ -6577,10 +6578,10 @@ def _d_ParameterSetType(r):
                 f_ParameterSetID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ParameterSetID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6655,8 +6656,8 @@ def _e_ParameterSetType(w, o):
             n += 3
             _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
@@ -6757,10 +6758,10 @@ def _d_ParameterType(r):
                         f_shortValue = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_shortValue = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6788,10 +6789,10 @@ def _d_ParameterType(r):
                         f_intValue = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_intValue = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6832,10 +6833,10 @@ def _d_ParameterType(r):
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6938,8 +6939,8 @@ def _e_ParameterType(w, o):
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6953,8 +6954,8 @@ def _e_ParameterType(w, o):
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6981,8 +6982,8 @@ def _e_ParameterType(w, o):
                 n += 18
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
@@ -7128,10 +7129,10 @@ def _d_PhysicalValueType(r):
                 f_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7176,8 +7177,8 @@ def _e_PhysicalValueType(w, o):
             n += 15
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7208,10 +7209,10 @@ def _d_ProfileEntryType(r):
                 f_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ChargingProfileEntryStart = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7246,10 +7247,10 @@ def _d_ProfileEntryType(r):
                 _c1_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7309,8 +7310,8 @@ def _e_ProfileEntryType(w, o):
             v <<= 2
             n += 2
             if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
-            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | ((v_ChargingProfileEntryStart & 127) << 8) | 32768 | (v_ChargingProfileEntryStart >> 7); n += 16
-            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((v_ChargingProfileEntryStart & 127) << 16) | (((v_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (v_ChargingProfileEntryStart >> 14); n += 24
+            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[v_ChargingProfileEntryStart]; n += 16
+            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[v_ChargingProfileEntryStart & 16383] | 128) << 8) | (v_ChargingProfileEntryStart >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
@@ -7332,8 +7333,8 @@ def _e_ProfileEntryType(w, o):
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -7375,10 +7376,10 @@ def _d_RelativeTimeIntervalType(r):
                 f_start = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_start = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_start = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7407,10 +7408,10 @@ def _d_RelativeTimeIntervalType(r):
                         f_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7450,8 +7451,8 @@ def _e_RelativeTimeIntervalType(w, o):
             v <<= 2
             n += 2
             if v_start < 128: v = (v << 8) | v_start; n += 8
-            elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
-            elif v_start < 2097152: v = (v << 24) | ((v_start & 127) << 16) | (((v_start >> 7) & 127) << 8) | 8421376 | (v_start >> 14); n += 24
+            elif v_start < 16384: v = (v << 16) | _V2[v_start]; n += 16
+            elif v_start < 2097152: v = (v << 24) | ((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7465,8 +7466,8 @@ def _e_RelativeTimeIntervalType(w, o):
                 v <<= 3
                 n += 3
                 if v_duration < 128: v = (v << 8) | v_duration; n += 8
-                elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
-                elif v_duration < 2097152: v = (v << 24) | ((v_duration & 127) << 16) | (((v_duration >> 7) & 127) << 8) | 8421376 | (v_duration >> 14); n += 24
+                elif v_duration < 16384: v = (v << 16) | _V2[v_duration]; n += 16
+                elif v_duration < 2097152: v = (v << 24) | ((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7935,10 +7936,10 @@ def _d_SalesTariffEntryType(r):
                     _c1_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    _c1_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7967,10 +7968,10 @@ def _d_SalesTariffEntryType(r):
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8111,8 +8112,8 @@ def _e_SalesTariffEntryType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -8126,8 +8127,8 @@ def _e_SalesTariffEntryType(w, o):
                     v <<= 3
                     n += 3
                     if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -8528,10 +8529,10 @@ def _d_SelectedServiceListType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8562,10 +8563,10 @@ def _d_SelectedServiceListType(r):
                         _c1_ParameterSetID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c1_ParameterSetID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8610,10 +8611,10 @@ def _d_SelectedServiceListType(r):
                             _c2_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8644,10 +8645,10 @@ def _d_SelectedServiceListType(r):
                                     _c2_ParameterSetID = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c2_ParameterSetID = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8714,8 +8715,8 @@ def _e_SelectedServiceListType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -8730,8 +8731,8 @@ def _e_SelectedServiceListType(w, o):
                     n += 4
                     _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -8761,8 +8762,8 @@ def _e_SelectedServiceListType(w, o):
                         v <<= 2
                         n += 2
                         if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                        elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
-                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                        elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
+                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -8777,8 +8778,8 @@ def _e_SelectedServiceListType(w, o):
                             n += 4
                             _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
                             if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
@@ -8829,10 +8830,10 @@ def _d_SelectedServiceType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8863,10 +8864,10 @@ def _d_SelectedServiceType(r):
                         f_ParameterSetID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        f_ParameterSetID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8907,8 +8908,8 @@ def _e_SelectedServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -8923,8 +8924,8 @@ def _e_SelectedServiceType(w, o):
                 n += 4
                 _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -8965,10 +8966,10 @@ def _d_ServiceListType(r):
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                _c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9094,10 +9095,10 @@ def _d_ServiceListType(r):
                             _c2_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9245,8 +9246,8 @@ def _e_ServiceListType(w, o):
                 v <<= 2
                 n += 2
                 if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -9334,8 +9335,8 @@ def _e_ServiceListType(w, o):
                         v <<= 2
                         n += 2
                         if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                        elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
-                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                        elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
+                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -9546,10 +9547,10 @@ def _d_ServiceType(r):
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9671,8 +9672,8 @@ def _e_ServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1

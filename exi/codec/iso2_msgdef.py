@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'iso2' (ISO 15118-2:2014)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi import relaxed as _relaxed
 from exi.model import iso2_msgbody, iso2_msgdatatypes, iso2_msgdef, iso2_msgheader, xmldsig
 from exi.codec import iso2_msgbody as c_iso2_msgbody
@@ -970,10 +971,10 @@ def _de19(r):  # ChargingProfileEntryStart
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -995,8 +996,8 @@ def _ee19(w, o):  # ChargingProfileEntryStart
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -1037,10 +1038,10 @@ def _de21(r):  # DepartureTime
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1062,8 +1063,8 @@ def _ee21(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -1370,10 +1371,10 @@ def _de34(r):  # EVSETimeStamp
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1397,8 +1398,8 @@ def _ee34(w, o):  # EVSETimeStamp
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -1666,10 +1667,10 @@ def _de44(r):  # HMACOutputLength
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1692,8 +1693,8 @@ def _ee44(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -1748,10 +1749,10 @@ def _de46(r):  # MaxEntriesSAScheduleTuple
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1773,8 +1774,8 @@ def _ee46(w, o):  # MaxEntriesSAScheduleTuple
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -1831,10 +1832,10 @@ def _de48(r):  # MeterReading
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1856,8 +1857,8 @@ def _ee48(w, o):  # MeterReading
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -1879,10 +1880,10 @@ def _de49(r):  # MeterStatus
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1906,8 +1907,8 @@ def _ee49(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -1983,10 +1984,10 @@ def _de52(r):  # NotificationMaxDelay
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2008,8 +2009,8 @@ def _ee52(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -2193,10 +2194,10 @@ def _de58(r):  # ParameterSetID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2220,8 +2221,8 @@ def _ee58(w, o):  # ParameterSetID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -2420,10 +2421,10 @@ def _de66(r):  # RetryCounter
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2447,8 +2448,8 @@ def _ee66(w, o):  # RetryCounter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -2701,10 +2702,10 @@ def _de76(r):  # ServiceID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2726,8 +2727,8 @@ def _ee76(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -2747,10 +2748,10 @@ def _de77(r):  # ServiceID
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2772,8 +2773,8 @@ def _ee77(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3017,10 +3018,10 @@ def _de84(r):  # TMeter
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3044,8 +3045,8 @@ def _ee84(w, o):  # TMeter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3090,10 +3091,10 @@ def _de86(r):  # Value
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3117,8 +3118,8 @@ def _ee86(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3280,10 +3281,10 @@ def _de91(r):  # X509SerialNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3306,8 +3307,8 @@ def _ee91(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3432,10 +3433,10 @@ def _de95(r):  # amount
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3457,8 +3458,8 @@ def _ee95(w, o):  # amount
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3562,10 +3563,10 @@ def _de100(r):  # duration
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3587,8 +3588,8 @@ def _ee100(w, o):  # duration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3610,10 +3611,10 @@ def _de101(r):  # intValue
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3637,8 +3638,8 @@ def _ee101(w, o):  # intValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3660,10 +3661,10 @@ def _de102(r):  # shortValue
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3687,8 +3688,8 @@ def _ee102(w, o):  # shortValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -3708,10 +3709,10 @@ def _de103(r):  # start
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3733,8 +3734,8 @@ def _ee103(w, o):  # start
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
-    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
+    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
+    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1

@@ -3,6 +3,7 @@
 and the document and fragment grammars of schema set 'xmldsig' (W3C XML Signature (the -20 SignedInfo fragments))."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
+from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import xmldsig
 
 _new = object.__new__
@@ -8739,10 +8740,10 @@ def _d_SignatureMethodType(r, key):
                             f_HMACOutputLength = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_HMACOutputLength = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_HMACOutputLength = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8788,10 +8789,10 @@ def _d_SignatureMethodType(r, key):
                             f_HMACOutputLength = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            f_HMACOutputLength = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            f_HMACOutputLength = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8894,8 +8895,8 @@ def _e_SignatureMethodType(w, o):
                 n += 5
                 _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -8914,8 +8915,8 @@ def _e_SignatureMethodType(w, o):
                 n += 5
                 _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                 if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -10329,10 +10330,10 @@ def _d_X509DataType(r):
                             _c1_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c1_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c1_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10470,10 +10471,10 @@ def _d_X509DataType(r):
                             _c2_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c2_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10614,10 +10615,10 @@ def _d_X509DataType(r):
                             _c3_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c3_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c3_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10758,10 +10759,10 @@ def _d_X509DataType(r):
                             _c4_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c4_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c4_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c4_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10902,10 +10903,10 @@ def _d_X509DataType(r):
                             _c5_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c5_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c5_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c5_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11046,10 +11047,10 @@ def _d_X509DataType(r):
                             _c6_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c6_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c6_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11190,10 +11191,10 @@ def _d_X509DataType(r):
                             _c7_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c7_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c7_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c7_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11335,10 +11336,10 @@ def _d_X509DataType(r):
                                 _c8_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c8_X509SerialNumber = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c8_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c8_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11485,10 +11486,10 @@ def _d_X509DataType(r):
                                 _c9_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c9_X509SerialNumber = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c9_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11635,10 +11636,10 @@ def _d_X509DataType(r):
                                 _c10_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c10_X509SerialNumber = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c10_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11785,10 +11786,10 @@ def _d_X509DataType(r):
                                 _c11_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c11_X509SerialNumber = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c11_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11935,10 +11936,10 @@ def _d_X509DataType(r):
                                 _c12_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c12_X509SerialNumber = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c12_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12084,10 +12085,10 @@ def _d_X509DataType(r):
                             _c13_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            _c13_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            _c13_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12248,8 +12249,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12325,8 +12326,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12405,8 +12406,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c3_X509SerialNumber - 1 if _c3_X509SerialNumber < 0 else _c3_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12485,8 +12486,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c4_X509SerialNumber - 1 if _c4_X509SerialNumber < 0 else _c4_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12565,8 +12566,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c5_X509SerialNumber - 1 if _c5_X509SerialNumber < 0 else _c5_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12645,8 +12646,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c6_X509SerialNumber - 1 if _c6_X509SerialNumber < 0 else _c6_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12725,8 +12726,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c7_X509SerialNumber - 1 if _c7_X509SerialNumber < 0 else _c7_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12806,8 +12807,8 @@ def _e_X509DataType(w, o):
                         n += 4
                         _m = (-_c8_X509SerialNumber - 1 if _c8_X509SerialNumber < 0 else _c8_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -12891,8 +12892,8 @@ def _e_X509DataType(w, o):
                         n += 4
                         _m = (-_c9_X509SerialNumber - 1 if _c9_X509SerialNumber < 0 else _c9_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -12976,8 +12977,8 @@ def _e_X509DataType(w, o):
                         n += 4
                         _m = (-_c10_X509SerialNumber - 1 if _c10_X509SerialNumber < 0 else _c10_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -13061,8 +13062,8 @@ def _e_X509DataType(w, o):
                         n += 4
                         _m = (-_c11_X509SerialNumber - 1 if _c11_X509SerialNumber < 0 else _c11_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -13146,8 +13147,8 @@ def _e_X509DataType(w, o):
                         n += 4
                         _m = (-_c12_X509SerialNumber - 1 if _c12_X509SerialNumber < 0 else _c12_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
@@ -13230,8 +13231,8 @@ def _e_X509DataType(w, o):
                     n += 4
                     _m = (-_c13_X509SerialNumber - 1 if _c13_X509SerialNumber < 0 else _c13_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -13332,10 +13333,10 @@ def _d_X509IssuerSerialType(r):
                 f_X509SerialNumber = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                f_X509SerialNumber = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                f_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13379,8 +13380,8 @@ def _e_X509IssuerSerialType(w, o):
             n += 4
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13716,10 +13717,10 @@ def _de13(r):  # HMACOutputLength
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13742,8 +13743,8 @@ def _ee13(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14220,10 +14221,10 @@ def _de27(r):  # X509SerialNumber
             val = _y >> 16
         elif not _y & 32768:
             q -= 16
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            val = _U2[_y >> 8]
         elif not _y & 128:
             q -= 24
-            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            val = _U2[_y >> 8] | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14246,8 +14247,8 @@ def _ee27(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
