@@ -493,19 +493,17 @@ def _d_supportedAppProtocolRes(r):
     f_ResponseCode = None
     f_SchemaID = None
     try:
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 25: raise r.deviation('supportedAppProtocolRes', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 100: raise r.deviation('supportedAppProtocolRes', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 3)
+        f_ResponseCode = ((x >> 3) & 3)
         if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(r.end - q))
         else: f_ResponseCode = _E_apphand_responseCodeType[f_ResponseCode]
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)

@@ -52,64 +52,60 @@ def _d_CableCheckReqType(r):
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_EVReady = ((x >> 3) & 1) == 1
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c1_s = 2
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
@@ -119,17 +115,17 @@ def _d_CableCheckReqType(r):
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 1) & 15)
+            _c1_EVErrorCode = ((x >> 2) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
@@ -268,16 +264,16 @@ def _d_CableCheckResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
@@ -285,21 +281,21 @@ def _d_CableCheckResType(r):
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
             _c1_s = 2
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -463,6 +459,9 @@ def _d_CertificateInstallationReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             s = 2
         elif ec == 1:
             el = 'OEMProvisioningCert'
@@ -483,13 +482,13 @@ def _d_CertificateInstallationReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             s = 2
         else:
             raise r.deviation('CertificateInstallationReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             el = 'ListOfRootCertificateIDs'
             r.pos = r.end - q
             f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -649,11 +648,12 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
@@ -889,11 +889,12 @@ def _d_CertificateUpdateReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 1
             if _c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ContractSignatureCertChain/SubCertificates'
                     r.pos = r.end - q
@@ -911,6 +912,9 @@ def _d_CertificateUpdateReqType(r):
             f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
             f_ContractSignatureCertChain.Certificate = _c1_Certificate
             f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain'
@@ -937,11 +941,12 @@ def _d_CertificateUpdateReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c2_s = 1
             if _c2_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ContractSignatureCertChain/SubCertificates'
                     r.pos = r.end - q
@@ -959,13 +964,13 @@ def _d_CertificateUpdateReqType(r):
             f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
             f_ContractSignatureCertChain.Certificate = _c2_Certificate
             f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             s = 2
         else:
             raise r.deviation('CertificateUpdateReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractID'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -1209,11 +1214,12 @@ def _d_CertificateUpdateResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
@@ -1451,19 +1457,17 @@ def _d_ChargeParameterDiscoveryReqType(r):
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
     try:
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'EVRequestedEnergyTransferType'
-        f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
+        f_EVRequestedEnergyTransferType = ((x >> 3) & 7)
         if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(r.end - q))
         else: f_EVRequestedEnergyTransferType = _E_din_msgdatatypes_EVRequestedEnergyTransferType[f_EVRequestedEnergyTransferType]
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -1495,18 +1499,16 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 _c1_c1_Multiplier = None
                 _c1_c1_Unit = None
                 _c1_c1_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EAmount/Multiplier'
-                _c1_c1_Multiplier = ((x >> 1) & 7) + -3
+                _c1_c1_Multiplier = ((x >> 3) & 7) + -3
                 if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -1536,9 +1538,9 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
                         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                         _c1_c1_s = 3
@@ -1567,18 +1569,15 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
                         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                         _c1_c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c1_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c1_s = -1
                 _c1_EAmount = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EAmount.Multiplier = _c1_c1_Multiplier
@@ -1591,18 +1590,16 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 _c1_c2_Multiplier = None
                 _c1_c2_Unit = None
                 _c1_c2_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
-                _c1_c2_Multiplier = ((x >> 1) & 7) + -3
+                _c1_c2_Multiplier = ((x >> 3) & 7) + -3
                 if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_c2_s = 1
                 if _c1_c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -1632,9 +1629,9 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
                         if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                         _c1_c2_s = 3
@@ -1663,18 +1660,15 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
                         if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                         _c1_c2_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c2_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c2_s = -1
                 _c1_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
@@ -1687,18 +1681,16 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 _c1_c3_Multiplier = None
                 _c1_c3_Unit = None
                 _c1_c3_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
-                _c1_c3_Multiplier = ((x >> 1) & 7) + -3
+                _c1_c3_Multiplier = ((x >> 3) & 7) + -3
                 if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_c3_s = 1
                 if _c1_c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -1728,9 +1720,9 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c3_Value = -_c1_c3_Value - 1
                         if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
                         _c1_c3_s = 3
@@ -1759,18 +1751,15 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c3_Value = -_c1_c3_Value - 1
                         if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
                         _c1_c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c3_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c3_s = -1
                 _c1_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
@@ -1783,18 +1772,16 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 _c1_c4_Multiplier = None
                 _c1_c4_Unit = None
                 _c1_c4_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
-                _c1_c4_Multiplier = ((x >> 1) & 7) + -3
+                _c1_c4_Multiplier = ((x >> 3) & 7) + -3
                 if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_c4_s = 1
                 if _c1_c4_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -1824,9 +1811,9 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c4_Value = -_c1_c4_Value - 1
                         if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
                         _c1_c4_s = 3
@@ -1855,26 +1842,23 @@ def _d_ChargeParameterDiscoveryReqType(r):
                             _c1_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c4_Value = -_c1_c4_Value - 1
                         if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
                         _c1_c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c4_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c4_s = -1
                 _c1_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
                 _c1_EVMinCurrent.Unit = _c1_c4_Unit
                 _c1_EVMinCurrent.Value = _c1_c4_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 f_AC_EVChargeParameter = _new(din_msgdatatypes.AC_EVChargeParameterType)
                 f_AC_EVChargeParameter.DepartureTime = _c1_DepartureTime
                 f_AC_EVChargeParameter.EAmount = _c1_EAmount
@@ -1887,20 +1871,20 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 r.pos = r.end - q
                 f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
                 V = r.v; q = r.end - r.pos
-                s = 2
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                s = 2
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 el = 'EVChargeParameter'
                 f_EVChargeParameter = _new(din_msgdatatypes.EVChargeParameterType)
                 s = 2
             else:
                 raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -2216,45 +2200,46 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 1) & 511)]
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12404: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 3) & 511)]
         if _t is None:
             el = 'ResponseCode'
-            f_ResponseCode = ((x >> 5) & 31)
+            f_ResponseCode = ((x >> 7) & 31)
             if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
             else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
             el = 'EVSEProcessing'
-            f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 1) & 1)]
+            f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
         else:
             el = 'EVSEProcessing'
             f_ResponseCode, f_EVSEProcessing = _t
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleList'
                 r.pos = r.end - q
                 f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'SASchedules'
                 f_SASchedules = _new(din_msgdatatypes.SASchedulesType)
+                ec = (x & 3)
                 s = 3
             else:
                 raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
@@ -2307,18 +2292,16 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c2_c2_Multiplier = None
                 _c2_c2_Unit = None
                 _c2_c2_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
-                _c2_c2_Multiplier = ((x >> 1) & 7) + -3
+                _c2_c2_Multiplier = ((x >> 3) & 7) + -3
                 if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c2_c2_s = 1
                 if _c2_c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2348,9 +2331,9 @@ def _d_ChargeParameterDiscoveryResType(r):
                             _c2_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c2_Value = -_c2_c2_Value - 1
                         if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                         _c2_c2_s = 3
@@ -2379,18 +2362,15 @@ def _d_ChargeParameterDiscoveryResType(r):
                             _c2_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c2_Value = -_c2_c2_Value - 1
                         if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                         _c2_c2_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c2_c2_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c2_c2_s = -1
                 _c2_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
@@ -2403,18 +2383,16 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c2_c3_Multiplier = None
                 _c2_c3_Unit = None
                 _c2_c3_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                _c2_c3_Multiplier = ((x >> 1) & 7) + -3
+                _c2_c3_Multiplier = ((x >> 3) & 7) + -3
                 if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c2_c3_s = 1
                 if _c2_c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2444,9 +2422,9 @@ def _d_ChargeParameterDiscoveryResType(r):
                             _c2_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c3_Value = -_c2_c3_Value - 1
                         if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                         _c2_c3_s = 3
@@ -2475,18 +2453,15 @@ def _d_ChargeParameterDiscoveryResType(r):
                             _c2_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c3_Value = -_c2_c3_Value - 1
                         if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                         _c2_c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c2_c3_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c2_c3_s = -1
                 _c2_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
@@ -2499,18 +2474,16 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c2_c4_Multiplier = None
                 _c2_c4_Unit = None
                 _c2_c4_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
-                _c2_c4_Multiplier = ((x >> 1) & 7) + -3
+                _c2_c4_Multiplier = ((x >> 3) & 7) + -3
                 if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c2_c4_s = 1
                 if _c2_c4_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2540,9 +2513,9 @@ def _d_ChargeParameterDiscoveryResType(r):
                             _c2_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c4_Value = -_c2_c4_Value - 1
                         if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
                         _c2_c4_s = 3
@@ -2571,26 +2544,23 @@ def _d_ChargeParameterDiscoveryResType(r):
                             _c2_c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c4_Value = -_c2_c4_Value - 1
                         if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
                         _c2_c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c2_c4_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c2_c4_s = -1
                 _c2_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
                 _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
                 _c2_EVSEMinCurrent.Value = _c2_c4_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 f_AC_EVSEChargeParameter = _new(din_msgdatatypes.AC_EVSEChargeParameterType)
                 f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
                 f_AC_EVSEChargeParameter.EVSEMaxVoltage = _c2_EVSEMaxVoltage
@@ -2602,20 +2572,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 r.pos = r.end - q
                 f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
                 V = r.v; q = r.end - r.pos
-                s = 4
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                s = 4
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
                 f_EVSEChargeParameter = _new(din_msgdatatypes.EVSEChargeParameterType)
                 s = 4
             else:
                 raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3001,33 +2971,30 @@ def _d_ChargingStatusResType(r):
             f_SAScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ChargingStatusResType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
         if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
+        ec = (x & 3)
         s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaxCurrent'
                 _c1_Multiplier = None
                 _c1_Unit = None
                 _c1_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Multiplier'
-                _c1_Multiplier = ((x >> 1) & 7) + -3
+                _c1_Multiplier = ((x >> 3) & 7) + -3
                 if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 1
                 if _c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -3057,9 +3024,9 @@ def _d_ChargingStatusResType(r):
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
                         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
@@ -3088,57 +3055,61 @@ def _d_ChargingStatusResType(r):
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
                         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_s = -1
                 f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
                 f_EVSEMaxCurrent.Unit = _c1_Unit
                 f_EVSEMaxCurrent.Value = _c1_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
                 s = 5
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 6
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
                 s = 5
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 6
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
@@ -3146,15 +3117,15 @@ def _d_ChargingStatusResType(r):
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
-            if x & 13: raise r.deviation('ChargingStatusResType', r.end - q)
+            if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
-            f_ReceiptRequired = ((x >> 1) & 1) == 1
+            f_ReceiptRequired = ((x >> 2) & 1) == 1
             s = 6
         if s == 6:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1911: raise r.deviation('ChargingStatusResType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 887: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus'
             _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
             if _t is None:
@@ -3404,6 +3375,10 @@ def _d_ContractAuthenticationReqType(r):
             r.pos = r.end - q
             f_Id = r.string('Id')
             V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 1
         elif ec == 1:
             el = 'GenChallenge'
@@ -3421,6 +3396,9 @@ def _d_ContractAuthenticationReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
             s = 2
         elif ec == 2:
             pass
@@ -3428,9 +3406,6 @@ def _d_ContractAuthenticationReqType(r):
         else:
             raise r.deviation('ContractAuthenticationReqType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'GenChallenge'
                 q -= 1
@@ -3447,6 +3422,9 @@ def _d_ContractAuthenticationReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                 s = 2
             elif ec == 1:
                 pass
@@ -3454,9 +3432,6 @@ def _d_ContractAuthenticationReqType(r):
             else:
                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3608,64 +3583,60 @@ def _d_CurrentDemandReqType(r):
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_EVReady = ((x >> 3) & 1) == 1
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c1_s = 2
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
@@ -3675,17 +3646,17 @@ def _d_CurrentDemandReqType(r):
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 1) & 15)
+            _c1_EVErrorCode = ((x >> 2) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
@@ -3703,18 +3674,16 @@ def _d_CurrentDemandReqType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -3744,9 +3713,9 @@ def _d_CurrentDemandReqType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -3775,45 +3744,41 @@ def _d_CurrentDemandReqType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c2_Multiplier
         f_EVTargetCurrent.Unit = _c2_Unit
         f_EVTargetCurrent.Value = _c2_Value
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        ec = x
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVMaximumVoltageLimit'
                 _c3_Multiplier = None
                 _c3_Unit = None
                 _c3_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
-                _c3_Multiplier = ((x >> 1) & 7) + -3
+                _c3_Multiplier = ((x >> 3) & 7) + -3
                 if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c3_s = 1
                 if _c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -3843,9 +3808,9 @@ def _d_CurrentDemandReqType(r):
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
                         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
@@ -3874,41 +3839,40 @@ def _d_CurrentDemandReqType(r):
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
                         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c3_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c3_s = -1
                 f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c3_Unit
                 f_EVMaximumVoltageLimit.Value = _c3_Value
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 3
             elif ec == 1:
                 el = 'EVMaximumCurrentLimit'
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
-                _c4_Multiplier = ((x >> 1) & 7) + -3
+                _c4_Multiplier = ((x >> 3) & 7) + -3
                 if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c4_s = 1
                 if _c4_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -3938,9 +3902,9 @@ def _d_CurrentDemandReqType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
@@ -3969,41 +3933,40 @@ def _d_CurrentDemandReqType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c4_Unit
                 f_EVMaximumCurrentLimit.Value = _c4_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 2:
                 el = 'EVMaximumPowerLimit'
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c5_Multiplier = ((x >> 1) & 7) + -3
+                _c5_Multiplier = ((x >> 3) & 7) + -3
                 if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c5_s = 1
                 if _c5_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4033,9 +3996,9 @@ def _d_CurrentDemandReqType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
@@ -4064,63 +4027,60 @@ def _d_CurrentDemandReqType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c5_Unit
                 f_EVMaximumPowerLimit.Value = _c5_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 5
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 4:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVMaximumCurrentLimit'
                 _c6_Multiplier = None
                 _c6_Unit = None
                 _c6_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
-                _c6_Multiplier = ((x >> 1) & 7) + -3
+                _c6_Multiplier = ((x >> 3) & 7) + -3
                 if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c6_s = 1
                 if _c6_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4150,9 +4110,9 @@ def _d_CurrentDemandReqType(r):
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
                         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
@@ -4181,41 +4141,40 @@ def _d_CurrentDemandReqType(r):
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
                         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c6_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c6_s = -1
                 f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c6_Unit
                 f_EVMaximumCurrentLimit.Value = _c6_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'EVMaximumPowerLimit'
                 _c7_Multiplier = None
                 _c7_Unit = None
                 _c7_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c7_Multiplier = ((x >> 1) & 7) + -3
+                _c7_Multiplier = ((x >> 3) & 7) + -3
                 if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c7_s = 1
                 if _c7_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4245,9 +4204,9 @@ def _d_CurrentDemandReqType(r):
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
                         if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
@@ -4276,63 +4235,60 @@ def _d_CurrentDemandReqType(r):
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
                         if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c7_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c7_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c7_Unit
                 f_EVMaximumPowerLimit.Value = _c7_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 5
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVMaximumPowerLimit'
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c8_Multiplier = ((x >> 1) & 7) + -3
+                _c8_Multiplier = ((x >> 3) & 7) + -3
                 if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c8_s = 1
                 if _c8_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4362,9 +4318,9 @@ def _d_CurrentDemandReqType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
@@ -4393,93 +4349,89 @@ def _d_CurrentDemandReqType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c8_Unit
                 f_EVMaximumPowerLimit.Value = _c8_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 5
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 6:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 13: raise r.deviation('CurrentDemandReqType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 1) & 1) == 1
+            f_ChargingComplete = ((x >> 3) & 1) == 1
+            ec = (x & 3)
             s = 7
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'RemainingTimeToFullSoC'
                 _c9_Multiplier = None
                 _c9_Unit = None
                 _c9_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToFullSoC/Multiplier'
-                _c9_Multiplier = ((x >> 1) & 7) + -3
+                _c9_Multiplier = ((x >> 3) & 7) + -3
                 if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c9_s = 1
                 if _c9_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4509,9 +4461,9 @@ def _d_CurrentDemandReqType(r):
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
                         if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
@@ -4540,41 +4492,40 @@ def _d_CurrentDemandReqType(r):
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
                         if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c9_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c9_s = -1
                 f_RemainingTimeToFullSoC = _new(din_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
                 f_RemainingTimeToFullSoC.Unit = _c9_Unit
                 f_RemainingTimeToFullSoC.Value = _c9_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 8
             elif ec == 1:
                 el = 'RemainingTimeToBulkSoC'
                 _c10_Multiplier = None
                 _c10_Unit = None
                 _c10_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c10_Multiplier = ((x >> 1) & 7) + -3
+                _c10_Multiplier = ((x >> 3) & 7) + -3
                 if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c10_s = 1
                 if _c10_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4604,9 +4555,9 @@ def _d_CurrentDemandReqType(r):
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
                         if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
@@ -4635,41 +4586,39 @@ def _d_CurrentDemandReqType(r):
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
                         if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c10_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c10_s = -1
                 f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c10_Unit
                 f_RemainingTimeToBulkSoC.Value = _c10_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
                 s = 9
             elif ec == 2:
                 el = 'EVTargetVoltage'
                 _c11_Multiplier = None
                 _c11_Unit = None
                 _c11_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
-                _c11_Multiplier = ((x >> 1) & 7) + -3
+                _c11_Multiplier = ((x >> 3) & 7) + -3
                 if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c11_s = 1
                 if _c11_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4699,9 +4648,9 @@ def _d_CurrentDemandReqType(r):
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
                         if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
@@ -4730,47 +4679,42 @@ def _d_CurrentDemandReqType(r):
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
                         if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c11_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c11_s = -1
                 f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c11_Multiplier
                 f_EVTargetVoltage.Unit = _c11_Unit
                 f_EVTargetVoltage.Value = _c11_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'RemainingTimeToBulkSoC'
                 _c12_Multiplier = None
                 _c12_Unit = None
                 _c12_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c12_Multiplier = ((x >> 1) & 7) + -3
+                _c12_Multiplier = ((x >> 3) & 7) + -3
                 if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c12_s = 1
                 if _c12_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4800,9 +4744,9 @@ def _d_CurrentDemandReqType(r):
                             _c12_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c12_Value = -_c12_Value - 1
                         if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                         _c12_s = 3
@@ -4831,41 +4775,39 @@ def _d_CurrentDemandReqType(r):
                             _c12_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c12_Value = -_c12_Value - 1
                         if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                         _c12_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c12_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c12_s = -1
                 f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c12_Unit
                 f_RemainingTimeToBulkSoC.Value = _c12_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
                 s = 9
             elif ec == 1:
                 el = 'EVTargetVoltage'
                 _c13_Multiplier = None
                 _c13_Unit = None
                 _c13_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
-                _c13_Multiplier = ((x >> 1) & 7) + -3
+                _c13_Multiplier = ((x >> 3) & 7) + -3
                 if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c13_s = 1
                 if _c13_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4895,9 +4837,9 @@ def _d_CurrentDemandReqType(r):
                             _c13_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c13_Value = -_c13_Value - 1
                         if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                         _c13_s = 3
@@ -4926,46 +4868,41 @@ def _d_CurrentDemandReqType(r):
                             _c13_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c13_Value = -_c13_Value - 1
                         if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                         _c13_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c13_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c13_s = -1
                 f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c13_Multiplier
                 f_EVTargetVoltage.Unit = _c13_Unit
                 f_EVTargetVoltage.Value = _c13_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 9:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
             _c14_Multiplier = None
             _c14_Unit = None
             _c14_Value = None
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Multiplier'
-            _c14_Multiplier = ((x >> 1) & 7) + -3
+            _c14_Multiplier = ((x >> 3) & 7) + -3
             if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
             _c14_s = 1
             if _c14_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 9
                     if q < 0: V, q = r.slideq(q, 9)
@@ -4995,9 +4932,9 @@ def _d_CurrentDemandReqType(r):
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     _c14_s = 3
@@ -5026,28 +4963,25 @@ def _d_CurrentDemandReqType(r):
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     _c14_s = 3
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
             if _c14_s == 3:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 _c14_s = -1
             f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
             f_EVTargetVoltage.Multiplier = _c14_Multiplier
             f_EVTargetVoltage.Unit = _c14_Unit
             f_EVTargetVoltage.Value = _c14_Value
-            s = 10
-        if s == 10:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+            s = 10
+        if s == 10:
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -6008,16 +5942,16 @@ def _d_CurrentDemandResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
@@ -6025,21 +5959,21 @@ def _d_CurrentDemandResType(r):
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
             _c1_s = 2
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -6081,18 +6015,16 @@ def _d_CurrentDemandResType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -6122,9 +6054,9 @@ def _d_CurrentDemandResType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -6153,18 +6085,15 @@ def _d_CurrentDemandResType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
@@ -6177,18 +6106,16 @@ def _d_CurrentDemandResType(r):
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 1) & 7) + -3
+        _c3_Multiplier = ((x >> 3) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c3_s = 1
         if _c3_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -6218,9 +6145,9 @@ def _d_CurrentDemandResType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
@@ -6249,60 +6176,53 @@ def _d_CurrentDemandResType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVSEPresentCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
         f_EVSEPresentCurrent.Unit = _c3_Unit
         f_EVSEPresentCurrent.Value = _c3_Value
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3549: raise r.deviation('CurrentDemandResType', r.end - q)
-        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 1) & 511)]
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28392: raise r.deviation('CurrentDemandResType', r.end - q)
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 4) & 511)]
         if _t is None:
             el = 'EVSECurrentLimitAchieved'
-            f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
+            f_EVSECurrentLimitAchieved = ((x >> 12) & 1) == 1
             el = 'EVSEVoltageLimitAchieved'
-            f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
+            f_EVSEVoltageLimitAchieved = ((x >> 8) & 1) == 1
             el = 'EVSEPowerLimitAchieved'
-            f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
+            f_EVSEPowerLimitAchieved = ((x >> 4) & 1) == 1
         else:
             el = 'EVSEPowerLimitAchieved'
             f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved = _t
+        ec = (x & 7)
         s = 7
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVSEMaximumVoltageLimit'
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 1) & 7) + -3
+                _c4_Multiplier = ((x >> 3) & 7) + -3
                 if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c4_s = 1
                 if _c4_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -6332,9 +6252,9 @@ def _d_CurrentDemandResType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
@@ -6363,41 +6283,40 @@ def _d_CurrentDemandResType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
                 f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
                 f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 8
             elif ec == 1:
                 el = 'EVSEMaximumCurrentLimit'
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c5_Multiplier = ((x >> 1) & 7) + -3
+                _c5_Multiplier = ((x >> 3) & 7) + -3
                 if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c5_s = 1
                 if _c5_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -6427,9 +6346,9 @@ def _d_CurrentDemandResType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
@@ -6458,41 +6377,40 @@ def _d_CurrentDemandResType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c5_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 9
             elif ec == 2:
                 el = 'EVSEMaximumPowerLimit'
                 _c6_Multiplier = None
                 _c6_Unit = None
                 _c6_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c6_Multiplier = ((x >> 1) & 7) + -3
+                _c6_Multiplier = ((x >> 3) & 7) + -3
                 if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c6_s = 1
                 if _c6_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -6522,9 +6440,9 @@ def _d_CurrentDemandResType(r):
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
                         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
@@ -6553,23 +6471,23 @@ def _d_CurrentDemandResType(r):
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
                         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c6_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c6_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c6_Unit
                 f_EVSEMaximumPowerLimit.Value = _c6_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 10
             elif ec == 3:
                 pass
@@ -6577,26 +6495,21 @@ def _d_CurrentDemandResType(r):
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaximumCurrentLimit'
                 _c7_Multiplier = None
                 _c7_Unit = None
                 _c7_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c7_Multiplier = ((x >> 1) & 7) + -3
+                _c7_Multiplier = ((x >> 3) & 7) + -3
                 if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c7_s = 1
                 if _c7_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -6626,9 +6539,9 @@ def _d_CurrentDemandResType(r):
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
                         if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
@@ -6657,41 +6570,40 @@ def _d_CurrentDemandResType(r):
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
                         if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c7_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c7_s = -1
                 f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c7_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 9
             elif ec == 1:
                 el = 'EVSEMaximumPowerLimit'
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c8_Multiplier = ((x >> 1) & 7) + -3
+                _c8_Multiplier = ((x >> 3) & 7) + -3
                 if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c8_s = 1
                 if _c8_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -6721,9 +6633,9 @@ def _d_CurrentDemandResType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
@@ -6752,23 +6664,23 @@ def _d_CurrentDemandResType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c8_Unit
                 f_EVSEMaximumPowerLimit.Value = _c8_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 10
             elif ec == 2:
                 pass
@@ -6776,26 +6688,21 @@ def _d_CurrentDemandResType(r):
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 9:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaximumPowerLimit'
                 _c9_Multiplier = None
                 _c9_Unit = None
                 _c9_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c9_Multiplier = ((x >> 1) & 7) + -3
+                _c9_Multiplier = ((x >> 3) & 7) + -3
                 if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c9_s = 1
                 if _c9_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -6825,9 +6732,9 @@ def _d_CurrentDemandResType(r):
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
                         if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
@@ -6856,23 +6763,23 @@ def _d_CurrentDemandResType(r):
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
                         if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c9_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c9_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c9_Unit
                 f_EVSEMaximumPowerLimit.Value = _c9_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 10
             elif ec == 1:
                 pass
@@ -6880,9 +6787,6 @@ def _d_CurrentDemandResType(r):
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 10:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7493,6 +7397,10 @@ def _d_MeteringReceiptReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 1:
             el = 'SessionID'
@@ -7513,13 +7421,14 @@ def _d_MeteringReceiptReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -7554,19 +7463,22 @@ def _d_MeteringReceiptReqType(r):
                 r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 s = 4
             else:
                 raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7827,11 +7739,12 @@ def _d_PaymentDetailsReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
@@ -8044,22 +7957,24 @@ def _d_PowerDeliveryReqType(r):
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('PowerDeliveryReqType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 104: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ReadyToChargeState'
-        f_ReadyToChargeState = ((x >> 1) & 1) == 1
+        f_ReadyToChargeState = ((x >> 4) & 1) == 1
+        ec = (x & 7)
         s = 1
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'ChargingProfile'
                 r.pos = r.end - q
                 f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 el = 'DC_EVPowerDeliveryParameter'
@@ -8075,64 +7990,60 @@ def _d_PowerDeliveryReqType(r):
                 _c1_c1_EVRESSConditioning = None
                 _c1_c1_EVErrorCode = None
                 _c1_c1_EVRESSSOC = None
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                _c1_c1_EVReady = ((x >> 1) & 1) == 1
+                _c1_c1_EVReady = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                        _c1_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                        _c1_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
                         _c1_c1_s = 2
                     elif ec == 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c1_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                         _c1_c1_s = 3
                     elif ec == 2:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c1_c1_EVErrorCode = ((x >> 1) & 15)
+                        _c1_c1_EVErrorCode = ((x >> 2) & 15)
                         if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
                         else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
                         _c1_c1_s = 4
                     else:
                         raise r.deviation('DC_EVStatusType', r.end - q)
                 if _c1_c1_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c1_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                         _c1_c1_s = 3
                     elif ec == 1:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c1_c1_EVErrorCode = ((x >> 1) & 15)
+                        _c1_c1_EVErrorCode = ((x >> 2) & 15)
                         if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
                         else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
                         _c1_c1_s = 4
@@ -8142,17 +8053,17 @@ def _d_PowerDeliveryReqType(r):
                     q -= 7
                     if q < 0: V, q = r.slideq(q, 7)
                     x = (V >> q) & 127
-                    if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+                    if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c1_c1_EVErrorCode = ((x >> 1) & 15)
+                    _c1_c1_EVErrorCode = ((x >> 2) & 15)
                     if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
                     else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
                     _c1_c1_s = 4
                 if _c1_c1_s == 4:
-                    q -= 11
-                    if q < 0: V, q = r.slideq(q, 11)
-                    x = (V >> q) & 2047
-                    if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+                    q -= 10
+                    if q < 0: V, q = r.slideq(q, 10)
+                    x = (V >> q) & 1023
+                    if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
                     _c1_c1_EVRESSSOC = ((x >> 2) & 127)
                     if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
@@ -8163,50 +8074,51 @@ def _d_PowerDeliveryReqType(r):
                 _c1_DC_EVStatus.EVRESSConditioning = _c1_c1_EVRESSConditioning
                 _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
                 _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c1_s = 1
                 if _c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
                         if _t is None:
                             el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c1_BulkChargingComplete = ((x >> 5) & 1) == 1
+                            _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                            _c1_ChargingComplete = ((x >> 2) & 1) == 1
                         else:
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                             _c1_BulkChargingComplete, _c1_ChargingComplete = _t
                         _c1_s = 3
                     elif ec == 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c1_ChargingComplete = ((x >> 2) & 1) == 1
                         _c1_s = 3
                     else:
                         raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 if _c1_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     _c1_s = -1
                 f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
                 f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
-                s = 3
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                s = 3
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 3
@@ -8216,9 +8128,6 @@ def _d_PowerDeliveryReqType(r):
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
                 _c3_DC_EVStatus = None
@@ -8233,64 +8142,60 @@ def _d_PowerDeliveryReqType(r):
                 _c3_c1_EVRESSConditioning = None
                 _c3_c1_EVErrorCode = None
                 _c3_c1_EVRESSSOC = None
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                _c3_c1_EVReady = ((x >> 1) & 1) == 1
+                _c3_c1_EVReady = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c3_c1_s = 1
                 if _c3_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                        _c3_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                        _c3_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
                         _c3_c1_s = 2
                     elif ec == 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c3_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c3_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                         _c3_c1_s = 3
                     elif ec == 2:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c3_c1_EVErrorCode = ((x >> 1) & 15)
+                        _c3_c1_EVErrorCode = ((x >> 2) & 15)
                         if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
                         else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
                         _c3_c1_s = 4
                     else:
                         raise r.deviation('DC_EVStatusType', r.end - q)
                 if _c3_c1_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c3_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c3_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                         _c3_c1_s = 3
                     elif ec == 1:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c3_c1_EVErrorCode = ((x >> 1) & 15)
+                        _c3_c1_EVErrorCode = ((x >> 2) & 15)
                         if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
                         else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
                         _c3_c1_s = 4
@@ -8300,17 +8205,17 @@ def _d_PowerDeliveryReqType(r):
                     q -= 7
                     if q < 0: V, q = r.slideq(q, 7)
                     x = (V >> q) & 127
-                    if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+                    if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c3_c1_EVErrorCode = ((x >> 1) & 15)
+                    _c3_c1_EVErrorCode = ((x >> 2) & 15)
                     if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
                     else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
                     _c3_c1_s = 4
                 if _c3_c1_s == 4:
-                    q -= 11
-                    if q < 0: V, q = r.slideq(q, 11)
-                    x = (V >> q) & 2047
-                    if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+                    q -= 10
+                    if q < 0: V, q = r.slideq(q, 10)
+                    x = (V >> q) & 1023
+                    if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
                     _c3_c1_EVRESSSOC = ((x >> 2) & 127)
                     if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
@@ -8321,50 +8226,51 @@ def _d_PowerDeliveryReqType(r):
                 _c3_DC_EVStatus.EVRESSConditioning = _c3_c1_EVRESSConditioning
                 _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
                 _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c3_s = 1
                 if _c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
                         if _t is None:
                             el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c3_BulkChargingComplete = ((x >> 5) & 1) == 1
+                            _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                            _c3_ChargingComplete = ((x >> 2) & 1) == 1
                         else:
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                             _c3_BulkChargingComplete, _c3_ChargingComplete = _t
                         _c3_s = 3
                     elif ec == 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c3_ChargingComplete = ((x >> 2) & 1) == 1
                         _c3_s = 3
                     else:
                         raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 if _c3_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     _c3_s = -1
                 f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
                 f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
-                s = 3
-            elif ec == 1:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 3
@@ -8374,9 +8280,6 @@ def _d_PowerDeliveryReqType(r):
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -8689,19 +8592,17 @@ def _d_PowerDeliveryResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 193: raise r.deviation('PowerDeliveryResType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 772: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 31)
+        f_ResponseCode = ((x >> 3) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 10
                 if q < 0: V, q = r.slideq(q, 10)
@@ -8736,13 +8637,13 @@ def _d_PowerDeliveryResType(r):
                     _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 115: raise r.deviation('PowerDeliveryResType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
                 if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c1_EVSENotification = ((x >> 2) & 3)
+                _c1_EVSENotification = ((x >> 3) & 3)
                 if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
                 else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
                 f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
@@ -8761,16 +8662,16 @@ def _d_PowerDeliveryResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 11
-                    if q < 0: V, q = r.slideq(q, 11)
-                    x = (V >> q) & 2047
-                    if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                    _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+                    q -= 12
+                    if q < 0: V, q = r.slideq(q, 12)
+                    x = (V >> q) & 4095
+                    if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                    _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
                     if _t is None:
                         el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                        _c2_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                        _c2_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                         el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c2_EVSEStatusCode = ((x >> 1) & 15)
+                        _c2_EVSEStatusCode = ((x >> 2) & 15)
                         if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                         else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                     else:
@@ -8778,21 +8679,21 @@ def _d_PowerDeliveryResType(r):
                         _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
                     _c2_s = 2
                 elif ec == 1:
-                    q -= 6
-                    if q < 0: V, q = r.slideq(q, 6)
-                    x = (V >> q) & 63
-                    if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                    q -= 7
+                    if q < 0: V, q = r.slideq(q, 7)
+                    x = (V >> q) & 127
+                    if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_EVSEStatusCode = ((x >> 1) & 15)
+                    _c2_EVSEStatusCode = ((x >> 2) & 15)
                     if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                     _c2_s = 2
                 else:
                     raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     el = 'DC_EVSEStatus/NotificationMaxDelay'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
@@ -8827,20 +8728,20 @@ def _d_PowerDeliveryResType(r):
                 f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
                 f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
                 f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
-                s = 2
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
+                s = 2
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
                 el = 'EVSEStatus'
                 f_EVSEStatus = _new(din_msgdatatypes.EVSEStatusType)
                 s = 2
             else:
                 raise r.deviation('PowerDeliveryResType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -8992,64 +8893,60 @@ def _d_PreChargeReqType(r):
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_EVReady = ((x >> 3) & 1) == 1
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c1_s = 2
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
@@ -9059,17 +8956,17 @@ def _d_PreChargeReqType(r):
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 1) & 15)
+            _c1_EVErrorCode = ((x >> 2) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
@@ -9087,18 +8984,16 @@ def _d_PreChargeReqType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -9128,9 +9023,9 @@ def _d_PreChargeReqType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -9159,18 +9054,15 @@ def _d_PreChargeReqType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVTargetVoltage.Multiplier = _c2_Multiplier
@@ -9183,18 +9075,16 @@ def _d_PreChargeReqType(r):
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 1) & 7) + -3
+        _c3_Multiplier = ((x >> 3) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c3_s = 1
         if _c3_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -9224,9 +9114,9 @@ def _d_PreChargeReqType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
@@ -9255,18 +9145,15 @@ def _d_PreChargeReqType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
@@ -9514,16 +9401,16 @@ def _d_PreChargeResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
@@ -9531,21 +9418,21 @@ def _d_PreChargeResType(r):
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
             _c1_s = 2
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -9587,18 +9474,16 @@ def _d_PreChargeResType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -9628,9 +9513,9 @@ def _d_PreChargeResType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -9659,18 +9544,15 @@ def _d_PreChargeResType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
@@ -9915,15 +9797,14 @@ def _d_ServiceDetailResType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceParameterList'
                 r.pos = r.end - q
@@ -10022,14 +9903,18 @@ def _d_ServiceDiscoveryReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 1
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
             s = 2
         elif ec == 2:
             pass
@@ -10037,16 +9922,13 @@ def _d_ServiceDiscoveryReqType(r):
         else:
             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                 s = 2
             elif ec == 1:
                 pass
@@ -10054,9 +9936,6 @@ def _d_ServiceDiscoveryReqType(r):
             else:
                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -10172,15 +10051,14 @@ def _d_ServiceDiscoveryResType(r):
             _c1_c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_c1_s = 1
         if _c1_c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ChargeService/ServiceTag/ServiceName'
                 q -= 1
@@ -10198,27 +10076,26 @@ def _d_ServiceDiscoveryResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ChargeService/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_c1_s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ChargeService/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_c1_s = 3
             else:
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ChargeService/ServiceTag/ServiceScope'
                 q -= 1
@@ -10250,16 +10127,16 @@ def _d_ServiceDiscoveryResType(r):
         _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
         _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
         _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3523: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[((x >> 2) & 255)]
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 14092: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[((x >> 4) & 255)]
         if _t is None:
             el = 'ChargeService/FreeService'
-            _c1_FreeService = ((x >> 9) & 1) == 1
+            _c1_FreeService = ((x >> 11) & 1) == 1
             el = 'ChargeService/EnergyTransferType'
-            _c1_EnergyTransferType = ((x >> 2) & 15)
+            _c1_EnergyTransferType = ((x >> 4) & 15)
             if _c1_EnergyTransferType >= 10: _c1_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c1_EnergyTransferType, 10, r.at(r.end - q))
             else: _c1_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[_c1_EnergyTransferType]
         else:
@@ -10269,11 +10146,9 @@ def _d_ServiceDiscoveryResType(r):
         f_ChargeService.ServiceTag = _c1_ServiceTag
         f_ChargeService.FreeService = _c1_FreeService
         f_ChargeService.EnergyTransferType = _c1_EnergyTransferType
+        ec = (x & 3)
         s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceList'
                 r.pos = r.end - q
@@ -10622,11 +10497,12 @@ def _d_SessionSetupResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -10808,64 +10684,60 @@ def _d_WeldingDetectionReqType(r):
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_EVReady = ((x >> 3) & 1) == 1
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c1_s = 2
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
@@ -10875,17 +10747,17 @@ def _d_WeldingDetectionReqType(r):
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 1) & 15)
+            _c1_EVErrorCode = ((x >> 2) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
@@ -11024,16 +10896,16 @@ def _d_WeldingDetectionResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
@@ -11041,21 +10913,21 @@ def _d_WeldingDetectionResType(r):
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
             _c1_s = 2
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -11097,18 +10969,16 @@ def _d_WeldingDetectionResType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -11138,9 +11008,9 @@ def _d_WeldingDetectionResType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -11169,18 +11039,15 @@ def _d_WeldingDetectionResType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier

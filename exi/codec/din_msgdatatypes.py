@@ -73,18 +73,16 @@ def _d_AC_EVChargeParameterType(r):
         _c1_Multiplier = None
         _c1_Unit = None
         _c1_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EAmount/Multiplier'
-        _c1_Multiplier = ((x >> 1) & 7) + -3
+        _c1_Multiplier = ((x >> 3) & 7) + -3
         if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -114,9 +112,9 @@ def _d_AC_EVChargeParameterType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 _c1_s = 3
@@ -145,18 +143,15 @@ def _d_AC_EVChargeParameterType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 _c1_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c1_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c1_s = -1
         f_EAmount = _new(din_msgdatatypes.PhysicalValueType)
         f_EAmount.Multiplier = _c1_Multiplier
@@ -169,18 +164,16 @@ def _d_AC_EVChargeParameterType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -210,9 +203,9 @@ def _d_AC_EVChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -241,18 +234,15 @@ def _d_AC_EVChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMaxVoltage.Multiplier = _c2_Multiplier
@@ -265,18 +255,16 @@ def _d_AC_EVChargeParameterType(r):
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 1) & 7) + -3
+        _c3_Multiplier = ((x >> 3) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c3_s = 1
         if _c3_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -306,9 +294,9 @@ def _d_AC_EVChargeParameterType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
@@ -337,18 +325,15 @@ def _d_AC_EVChargeParameterType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMaxCurrent.Multiplier = _c3_Multiplier
@@ -361,18 +346,16 @@ def _d_AC_EVChargeParameterType(r):
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMinCurrent/Multiplier'
-        _c4_Multiplier = ((x >> 1) & 7) + -3
+        _c4_Multiplier = ((x >> 3) & 7) + -3
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c4_s = 1
         if _c4_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -402,9 +385,9 @@ def _d_AC_EVChargeParameterType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
@@ -433,18 +416,15 @@ def _d_AC_EVChargeParameterType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c4_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c4_s = -1
         f_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMinCurrent.Multiplier = _c4_Multiplier
@@ -774,18 +754,16 @@ def _d_AC_EVSEChargeParameterType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -815,9 +793,9 @@ def _d_AC_EVSEChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -846,18 +824,15 @@ def _d_AC_EVSEChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMaxVoltage.Multiplier = _c2_Multiplier
@@ -870,18 +845,16 @@ def _d_AC_EVSEChargeParameterType(r):
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 1) & 7) + -3
+        _c3_Multiplier = ((x >> 3) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c3_s = 1
         if _c3_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -911,9 +884,9 @@ def _d_AC_EVSEChargeParameterType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
@@ -942,18 +915,15 @@ def _d_AC_EVSEChargeParameterType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
@@ -966,18 +936,16 @@ def _d_AC_EVSEChargeParameterType(r):
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinCurrent/Multiplier'
-        _c4_Multiplier = ((x >> 1) & 7) + -3
+        _c4_Multiplier = ((x >> 3) & 7) + -3
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c4_s = 1
         if _c4_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -1007,9 +975,9 @@ def _d_AC_EVSEChargeParameterType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
@@ -1038,18 +1006,15 @@ def _d_AC_EVSEChargeParameterType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c4_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c4_s = -1
         f_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMinCurrent.Multiplier = _c4_Multiplier
@@ -1406,11 +1371,12 @@ def _d_CertificateChainType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SubCertificates'
                 r.pos = r.end - q
@@ -1564,11 +1530,12 @@ def _d_ChargingProfileType(r):
         _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
         _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
         f_ProfileEntry.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -1863,15 +1830,14 @@ def _d_ConsumptionCostType(r):
             f_startValue = (V >> q) & 127
         else:
             r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ConsumptionCostType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ConsumptionCostType', r.end - q)
         if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Cost'
                 _c1_costKind = None
@@ -1904,15 +1870,14 @@ def _d_ConsumptionCostType(r):
                     _c1_amount = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('CostType', r.end - q)
                 if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 2
                 if _c1_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
@@ -1975,15 +1940,14 @@ def _d_ConsumptionCostType(r):
                         _c2_amount = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('CostType', r.end - q)
                     if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
+                    ec = (x & 3)
                     _c2_s = 2
                     if _c2_s == 2:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             q -= 6
                             if q < 0: V, q = r.slideq(q, 6)
@@ -2176,15 +2140,14 @@ def _d_CostType(r):
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CostType', r.end - q)
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
@@ -2274,64 +2237,60 @@ def _d_DC_EVChargeParameterType(r):
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_EVReady = ((x >> 3) & 1) == 1
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c1_s = 2
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
@@ -2341,17 +2300,17 @@ def _d_DC_EVChargeParameterType(r):
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 1) & 15)
+            _c1_EVErrorCode = ((x >> 2) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
@@ -2369,18 +2328,16 @@ def _d_DC_EVChargeParameterType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaximumCurrentLimit/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -2410,9 +2367,9 @@ def _d_DC_EVChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -2441,45 +2398,41 @@ def _d_DC_EVChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMaximumCurrentLimit.Multiplier = _c2_Multiplier
         f_EVMaximumCurrentLimit.Unit = _c2_Unit
         f_EVMaximumCurrentLimit.Value = _c2_Value
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVMaximumPowerLimit'
                 _c3_Multiplier = None
                 _c3_Unit = None
                 _c3_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c3_Multiplier = ((x >> 1) & 7) + -3
+                _c3_Multiplier = ((x >> 3) & 7) + -3
                 if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c3_s = 1
                 if _c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2509,9 +2462,9 @@ def _d_DC_EVChargeParameterType(r):
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
                         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
@@ -2540,18 +2493,15 @@ def _d_DC_EVChargeParameterType(r):
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
                         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c3_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c3_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c3_Multiplier
@@ -2564,18 +2514,16 @@ def _d_DC_EVChargeParameterType(r):
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 1) & 7) + -3
+                _c4_Multiplier = ((x >> 3) & 7) + -3
                 if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c4_s = 1
                 if _c4_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2605,9 +2553,9 @@ def _d_DC_EVChargeParameterType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
@@ -2636,41 +2584,40 @@ def _d_DC_EVChargeParameterType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c4_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c4_Unit
                 f_EVMaximumVoltageLimit.Value = _c4_Value
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'EVMaximumVoltageLimit'
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
-                _c5_Multiplier = ((x >> 1) & 7) + -3
+                _c5_Multiplier = ((x >> 3) & 7) + -3
                 if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c5_s = 1
                 if _c5_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2700,9 +2647,9 @@ def _d_DC_EVChargeParameterType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
@@ -2731,47 +2678,43 @@ def _d_DC_EVChargeParameterType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c5_Unit
                 f_EVMaximumVoltageLimit.Value = _c5_Value
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 4
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVEnergyCapacity'
                 _c6_Multiplier = None
                 _c6_Unit = None
                 _c6_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyCapacity/Multiplier'
-                _c6_Multiplier = ((x >> 1) & 7) + -3
+                _c6_Multiplier = ((x >> 3) & 7) + -3
                 if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c6_s = 1
                 if _c6_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2801,9 +2744,9 @@ def _d_DC_EVChargeParameterType(r):
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
                         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
@@ -2832,41 +2775,40 @@ def _d_DC_EVChargeParameterType(r):
                             _c6_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
                         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c6_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c6_s = -1
                 f_EVEnergyCapacity = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVEnergyCapacity.Multiplier = _c6_Multiplier
                 f_EVEnergyCapacity.Unit = _c6_Unit
                 f_EVEnergyCapacity.Value = _c6_Value
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 5
             elif ec == 1:
                 el = 'EVEnergyRequest'
                 _c7_Multiplier = None
                 _c7_Unit = None
                 _c7_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
-                _c7_Multiplier = ((x >> 1) & 7) + -3
+                _c7_Multiplier = ((x >> 3) & 7) + -3
                 if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c7_s = 1
                 if _c7_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -2896,9 +2838,9 @@ def _d_DC_EVChargeParameterType(r):
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
                         if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
@@ -2927,40 +2869,42 @@ def _d_DC_EVChargeParameterType(r):
                             _c7_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
                         if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c7_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c7_s = -1
                 f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c7_Multiplier
                 f_EVEnergyRequest.Unit = _c7_Unit
                 f_EVEnergyRequest.Value = _c7_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 6
             elif ec == 2:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 1) & 127)
+                f_FullSOC = ((x >> 3) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 4:
@@ -2969,26 +2913,21 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVEnergyRequest'
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
-                _c8_Multiplier = ((x >> 1) & 7) + -3
+                _c8_Multiplier = ((x >> 3) & 7) + -3
                 if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c8_s = 1
                 if _c8_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -3018,9 +2957,9 @@ def _d_DC_EVChargeParameterType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
@@ -3049,40 +2988,42 @@ def _d_DC_EVChargeParameterType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c8_Multiplier
                 f_EVEnergyRequest.Unit = _c8_Unit
                 f_EVEnergyRequest.Value = _c8_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 6
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 1) & 127)
+                f_FullSOC = ((x >> 3) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 3:
@@ -3091,25 +3032,23 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 1) & 127)
+                f_FullSOC = ((x >> 3) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 2:
@@ -3118,16 +3057,13 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 1:
@@ -3136,9 +3072,6 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 8:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3730,64 +3663,60 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_EVReady = ((x >> 3) & 1) == 1
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 _c1_s = 2
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 1) & 15)
+                _c1_EVErrorCode = ((x >> 2) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
@@ -3797,17 +3726,17 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 1) & 15)
+            _c1_EVErrorCode = ((x >> 2) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
@@ -3818,40 +3747,38 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
                 if _t is None:
                     el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 5) & 1) == 1
+                    f_BulkChargingComplete = ((x >> 6) & 1) == 1
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
+                    f_ChargingComplete = ((x >> 2) & 1) == 1
                 else:
                     el = 'ChargingComplete'
                     f_BulkChargingComplete, f_ChargingComplete = _t
                 s = 3
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 2) & 1) == 1
                 s = 3
             else:
                 raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -4005,16 +3932,16 @@ def _d_DC_EVSEChargeParameterType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
@@ -4022,21 +3949,21 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
             _c1_s = 2
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -4078,18 +4005,16 @@ def _d_DC_EVSEChargeParameterType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaximumCurrentLimit/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
+        _c2_Multiplier = ((x >> 3) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -4119,9 +4044,9 @@ def _d_DC_EVSEChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
@@ -4150,45 +4075,41 @@ def _d_DC_EVSEChargeParameterType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
         f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
         f_EVSEMaximumCurrentLimit.Value = _c2_Value
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaximumPowerLimit'
                 _c3_Multiplier = None
                 _c3_Unit = None
                 _c3_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c3_Multiplier = ((x >> 1) & 7) + -3
+                _c3_Multiplier = ((x >> 3) & 7) + -3
                 if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c3_s = 1
                 if _c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4218,9 +4139,9 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
                         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
@@ -4249,18 +4170,15 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
                         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c3_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c3_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
@@ -4273,18 +4191,16 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 1) & 7) + -3
+                _c4_Multiplier = ((x >> 3) & 7) + -3
                 if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c4_s = 1
                 if _c4_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4314,9 +4230,9 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
@@ -4345,41 +4261,39 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c4_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
                         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
                 f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
                 f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'EVSEMaximumVoltageLimit'
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c5_Multiplier = ((x >> 1) & 7) + -3
+                _c5_Multiplier = ((x >> 3) & 7) + -3
                 if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c5_s = 1
                 if _c5_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4409,9 +4323,9 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
@@ -4440,46 +4354,41 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c5_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
                         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c5_Multiplier
                 f_EVSEMaximumVoltageLimit.Unit = _c5_Unit
                 f_EVSEMaximumVoltageLimit.Value = _c5_Value
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 s = 4
             else:
                 raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMinimumCurrentLimit'
             _c6_Multiplier = None
             _c6_Unit = None
             _c6_Value = None
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumCurrentLimit/Multiplier'
-            _c6_Multiplier = ((x >> 1) & 7) + -3
+            _c6_Multiplier = ((x >> 3) & 7) + -3
             if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
             _c6_s = 1
             if _c6_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 9
                     if q < 0: V, q = r.slideq(q, 9)
@@ -4509,9 +4418,9 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c6_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
                     if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     _c6_s = 3
@@ -4540,18 +4449,15 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c6_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
                     if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     _c6_s = 3
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
             if _c6_s == 3:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 _c6_s = -1
             f_EVSEMinimumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
             f_EVSEMinimumCurrentLimit.Multiplier = _c6_Multiplier
@@ -4564,18 +4470,16 @@ def _d_DC_EVSEChargeParameterType(r):
             _c7_Multiplier = None
             _c7_Unit = None
             _c7_Value = None
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumVoltageLimit/Multiplier'
-            _c7_Multiplier = ((x >> 1) & 7) + -3
+            _c7_Multiplier = ((x >> 3) & 7) + -3
             if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
             _c7_s = 1
             if _c7_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 9
                     if q < 0: V, q = r.slideq(q, 9)
@@ -4605,9 +4509,9 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c7_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
                     if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     _c7_s = 3
@@ -4636,45 +4540,41 @@ def _d_DC_EVSEChargeParameterType(r):
                         _c7_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
                     if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     _c7_s = 3
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
             if _c7_s == 3:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 _c7_s = -1
             f_EVSEMinimumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
             f_EVSEMinimumVoltageLimit.Multiplier = _c7_Multiplier
             f_EVSEMinimumVoltageLimit.Unit = _c7_Unit
             f_EVSEMinimumVoltageLimit.Value = _c7_Value
-            s = 6
-        if s == 6:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            x = (V >> q) & 3
+            ec = x
+            s = 6
+        if s == 6:
             if ec == 0:
                 el = 'EVSECurrentRegulationTolerance'
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSECurrentRegulationTolerance/Multiplier'
-                _c8_Multiplier = ((x >> 1) & 7) + -3
+                _c8_Multiplier = ((x >> 3) & 7) + -3
                 if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c8_s = 1
                 if _c8_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4704,9 +4604,9 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
@@ -4735,18 +4635,15 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c8_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
                         if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVSECurrentRegulationTolerance = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSECurrentRegulationTolerance.Multiplier = _c8_Multiplier
@@ -4759,18 +4656,16 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c9_Multiplier = None
                 _c9_Unit = None
                 _c9_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Multiplier'
-                _c9_Multiplier = ((x >> 1) & 7) + -3
+                _c9_Multiplier = ((x >> 3) & 7) + -3
                 if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c9_s = 1
                 if _c9_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4800,9 +4695,9 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
                         if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
@@ -4831,41 +4726,40 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c9_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
                         if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c9_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c9_s = -1
                 f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c9_Unit
                 f_EVSEPeakCurrentRipple.Value = _c9_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 8
             elif ec == 1:
                 el = 'EVSEPeakCurrentRipple'
                 _c10_Multiplier = None
                 _c10_Unit = None
                 _c10_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Multiplier'
-                _c10_Multiplier = ((x >> 1) & 7) + -3
+                _c10_Multiplier = ((x >> 3) & 7) + -3
                 if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c10_s = 1
                 if _c10_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4895,9 +4789,9 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
                         if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
@@ -4926,47 +4820,43 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c10_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
                         if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c10_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c10_s = -1
                 f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c10_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c10_Unit
                 f_EVSEPeakCurrentRipple.Value = _c10_Value
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 8
             else:
                 raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEEnergyToBeDelivered'
                 _c11_Multiplier = None
                 _c11_Unit = None
                 _c11_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEEnergyToBeDelivered/Multiplier'
-                _c11_Multiplier = ((x >> 1) & 7) + -3
+                _c11_Multiplier = ((x >> 3) & 7) + -3
                 if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c11_s = 1
                 if _c11_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -4996,9 +4886,9 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
                         if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
@@ -5027,18 +4917,15 @@ def _d_DC_EVSEChargeParameterType(r):
                             _c11_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
                         if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c11_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c11_s = -1
                 f_EVSEEnergyToBeDelivered = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEEnergyToBeDelivered.Multiplier = _c11_Multiplier
@@ -5726,16 +5613,16 @@ def _d_DC_EVSEStatusType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
             if _t is None:
                 el = 'EVSEIsolationStatus'
-                f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                 el = 'EVSEStatusCode'
-                f_EVSEStatusCode = ((x >> 1) & 15)
+                f_EVSEStatusCode = ((x >> 2) & 15)
                 if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
                 else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
             else:
@@ -5743,21 +5630,21 @@ def _d_DC_EVSEStatusType(r):
                 f_EVSEIsolationStatus, f_EVSEStatusCode = _t
             s = 2
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'EVSEStatusCode'
-            f_EVSEStatusCode = ((x >> 1) & 15)
+            f_EVSEStatusCode = ((x >> 2) & 15)
             if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
             else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
             s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -5862,64 +5749,60 @@ def _d_DC_EVStatusType(r):
     f_EVErrorCode = None
     f_EVRESSSOC = None
     try:
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'EVReady'
-        f_EVReady = ((x >> 1) & 1) == 1
+        f_EVReady = ((x >> 3) & 1) == 1
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVCabinConditioning'
-                f_EVCabinConditioning = ((x >> 1) & 1) == 1
+                f_EVCabinConditioning = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVRESSConditioning'
-                f_EVRESSConditioning = ((x >> 1) & 1) == 1
+                f_EVRESSConditioning = ((x >> 2) & 1) == 1
                 s = 3
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 1) & 15)
+                f_EVErrorCode = ((x >> 2) & 15)
                 if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
                 else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
                 s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVRESSConditioning'
-                f_EVRESSConditioning = ((x >> 1) & 1) == 1
+                f_EVRESSConditioning = ((x >> 2) & 1) == 1
                 s = 3
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 1) & 15)
+                f_EVErrorCode = ((x >> 2) & 15)
                 if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
                 else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
                 s = 4
@@ -5929,17 +5812,17 @@ def _d_DC_EVStatusType(r):
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVErrorCode'
-            f_EVErrorCode = ((x >> 1) & 15)
+            f_EVErrorCode = ((x >> 2) & 15)
             if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
             else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
             s = 4
         if s == 4:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVRESSSOC'
             f_EVRESSSOC = ((x >> 2) & 127)
             if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(r.end - q))
@@ -6218,15 +6101,14 @@ def _d_EntryType(r):
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_s = 1
             if _c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -6263,20 +6145,20 @@ def _d_EntryType(r):
             f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
-            s = 1
-        elif ec == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
+            s = 1
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(din_msgdatatypes.IntervalType)
             s = 1
         else:
             raise r.deviation('EntryType', r.end - q)
         if s == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -6411,11 +6293,12 @@ def _d_ListOfRootCertificateIDsType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
         f_RootCertificateID.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'RootCertificateID'
                 q -= 1
@@ -6577,28 +6460,27 @@ def _d_MeterInfoType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        ec = x
         s = 1
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'MeterReading'
                 _c1_Multiplier = None
                 _c1_Unit = None
                 _c1_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'MeterReading/Multiplier'
-                _c1_Multiplier = ((x >> 1) & 7) + -3
+                _c1_Multiplier = ((x >> 3) & 7) + -3
                 if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 1
                 if _c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -6628,9 +6510,9 @@ def _d_MeterInfoType(r):
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
                         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
@@ -6659,23 +6541,24 @@ def _d_MeterInfoType(r):
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
                         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_s = -1
                 f_MeterReading = _new(din_msgdatatypes.PhysicalValueType)
                 f_MeterReading.Multiplier = _c1_Multiplier
                 f_MeterReading.Unit = _c1_Unit
                 f_MeterReading.Value = _c1_Value
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 2
             elif ec == 1:
                 el = 'SigMeterReading'
@@ -6696,6 +6579,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 2:
                 q -= 2
@@ -6722,11 +6609,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 3:
                 q -= 2
@@ -6753,9 +6642,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -6765,9 +6654,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'SigMeterReading'
                 q -= 1
@@ -6787,6 +6673,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -6813,11 +6703,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 2:
                 q -= 2
@@ -6844,9 +6736,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -6856,9 +6748,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -6884,11 +6773,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -6915,9 +6806,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -6927,9 +6818,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -6955,9 +6843,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -6967,9 +6855,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7215,19 +7100,17 @@ def _d_NotificationType(r):
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 25: raise r.deviation('NotificationType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 100: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
-        f_FaultCode = ((x >> 1) & 3)
+        f_FaultCode = ((x >> 3) & 3)
         if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_din_msgdatatypes_faultCodeType[f_FaultCode]
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'FaultMsg'
                 q -= 1
@@ -7340,15 +7223,14 @@ def _d_PMaxScheduleEntryType(r):
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_s = 1
             if _c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -7385,21 +7267,24 @@ def _d_PMaxScheduleEntryType(r):
             f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
-            s = 1
-        elif ec == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            s = 1
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(din_msgdatatypes.IntervalType)
             s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMax'
             _neg = (x & 1)
             if q >= 24:
@@ -7587,15 +7472,14 @@ def _d_PMaxScheduleType(r):
                 _c1_c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_c1_s = 1
             if _c1_c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -7632,21 +7516,24 @@ def _d_PMaxScheduleType(r):
             _c1_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             _c1_RelativeTimeInterval.start = _c1_c1_start
             _c1_RelativeTimeInterval.duration = _c1_c1_duration
-            _c1_s = 1
-        elif ec == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            _c1_s = 1
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
             _c1_TimeInterval = _new(din_msgdatatypes.IntervalType)
             _c1_s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if _c1_s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/PMax'
             _neg = (x & 1)
             if q >= 24:
@@ -7678,11 +7565,12 @@ def _d_PMaxScheduleType(r):
         _v.TimeInterval = _c1_TimeInterval
         _v.PMax = _c1_PMax
         f_PMaxScheduleEntry.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PMaxScheduleEntry'
                 _c2_RelativeTimeInterval = None
@@ -7717,15 +7605,14 @@ def _d_PMaxScheduleType(r):
                         _c2_c1_start = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
+                    ec = (x & 3)
                     _c2_c1_s = 1
                     if _c2_c1_s == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
@@ -7762,21 +7649,24 @@ def _d_PMaxScheduleType(r):
                     _c2_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
                     _c2_RelativeTimeInterval.start = _c2_c1_start
                     _c2_RelativeTimeInterval.duration = _c2_c1_duration
-                    _c2_s = 1
-                elif ec == 1:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    _c2_s = 1
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/TimeInterval'
                     _c2_TimeInterval = _new(din_msgdatatypes.IntervalType)
                     _c2_s = 1
                 else:
                     raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 if _c2_s == 1:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/PMax'
                     _neg = (x & 1)
                     if q >= 24:
@@ -7853,15 +7743,14 @@ def _d_PMaxScheduleType(r):
                             _c3_c1_start = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(r.end - q))
+                        ec = (x & 3)
                         _c3_c1_s = 1
                         if _c3_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
@@ -7898,21 +7787,24 @@ def _d_PMaxScheduleType(r):
                         _c3_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
                         _c3_RelativeTimeInterval.start = _c3_c1_start
                         _c3_RelativeTimeInterval.duration = _c3_c1_duration
-                        _c3_s = 1
-                    elif ec == 1:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        _c3_s = 1
+                    elif ec == 1:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/TimeInterval'
                         _c3_TimeInterval = _new(din_msgdatatypes.IntervalType)
                         _c3_s = 1
                     else:
                         raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     if _c3_s == 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/PMax'
                         _neg = (x & 1)
                         if q >= 24:
@@ -8277,22 +8169,19 @@ def _d_ParameterSetType(r):
         r.pos = r.end - q
         _v = _d_ParameterType(r)
         V = r.v; q = r.end - r.pos
-        r.pos = r.end - q
         f_Parameter.append(_v)
-        V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Parameter'
                 r.pos = r.end - q
                 _v = _d_ParameterType(r)
                 V = r.v; q = r.end - r.pos
-                r.pos = r.end - q
                 f_Parameter.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 pass
@@ -8309,9 +8198,7 @@ def _d_ParameterSetType(r):
                     r.pos = r.end - q
                     _v = _d_ParameterType(r)
                     V = r.v; q = r.end - r.pos
-                    r.pos = r.end - q
                     f_Parameter.append(_v)
-                    V = r.v; q = r.end - r.pos
                 elif ec == 1:
                     pass
                     s = -1
@@ -8415,19 +8302,17 @@ def _d_ParameterType(r):
         r.pos = r.end - q
         f_Name = r.string('Name')
         V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 8: raise r.deviation('ParameterType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 64: raise r.deviation('ParameterType', r.end - q)
         el = '@ValueType'
-        f_ValueType = (x & 7)
+        f_ValueType = ((x >> 3) & 7)
         if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(r.end - q))
         else: f_ValueType = _E_din_msgdatatypes_valueType[f_ValueType]
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
@@ -8511,18 +8396,16 @@ def _d_ParameterType(r):
                 _c1_Multiplier = None
                 _c1_Unit = None
                 _c1_Value = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'physicalValue/Multiplier'
-                _c1_Multiplier = ((x >> 1) & 7) + -3
+                _c1_Multiplier = ((x >> 3) & 7) + -3
                 if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 1
                 if _c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
@@ -8552,9 +8435,9 @@ def _d_ParameterType(r):
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
                         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
@@ -8583,18 +8466,15 @@ def _d_ParameterType(r):
                             _c1_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
                         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
                         raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_s = -1
                 f_physicalValue = _new(din_msgdatatypes.PhysicalValueType)
                 f_physicalValue.Multiplier = _c1_Multiplier
@@ -8816,11 +8696,12 @@ def _d_PaymentOptionsType(r):
         el = 'PaymentOption'
         _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
         f_PaymentOption.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -8923,18 +8804,16 @@ def _d_PhysicalValueType(r):
     f_Unit = None
     f_Value = None
     try:
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'Multiplier'
-        f_Multiplier = ((x >> 1) & 7) + -3
+        f_Multiplier = ((x >> 3) & 7) + -3
         if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
@@ -8964,9 +8843,9 @@ def _d_PhysicalValueType(r):
                     f_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: f_Value = -f_Value - 1
                 if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
                 s = 3
@@ -8995,18 +8874,15 @@ def _d_PhysicalValueType(r):
                     f_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: f_Value = -f_Value - 1
                 if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
                 s = 3
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -9211,15 +9087,14 @@ def _d_RelativeTimeIntervalType(r):
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -9352,11 +9227,12 @@ def _d_SAScheduleListType(r):
         r.pos = r.end - q
         _c1_PMaxSchedule = _d_PMaxScheduleType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple/SalesTariff'
                 r.pos = r.end - q
@@ -9376,11 +9252,12 @@ def _d_SAScheduleListType(r):
         _v.PMaxSchedule = _c1_PMaxSchedule
         _v.SalesTariff = _c1_SalesTariff
         f_SAScheduleTuple.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple'
                 _c2_SAScheduleTupleID = None
@@ -9419,11 +9296,12 @@ def _d_SAScheduleListType(r):
                 r.pos = r.end - q
                 _c2_PMaxSchedule = _d_PMaxScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c2_s = 2
                 if _c2_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple/SalesTariff'
                         r.pos = r.end - q
@@ -9492,11 +9370,12 @@ def _d_SAScheduleListType(r):
                     r.pos = r.end - q
                     _c3_PMaxSchedule = _d_PMaxScheduleType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     _c3_s = 2
                     if _c3_s == 2:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'SAScheduleTuple/SalesTariff'
                             r.pos = r.end - q
@@ -9738,11 +9617,12 @@ def _d_SAScheduleTupleType(r):
         r.pos = r.end - q
         f_PMaxSchedule = _d_PMaxScheduleType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariff'
                 r.pos = r.end - q
@@ -9883,15 +9763,14 @@ def _d_SalesTariffEntryType(r):
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_s = 1
             if _c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -9928,28 +9807,29 @@ def _d_SalesTariffEntryType(r):
             f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
-            s = 1
-        elif ec == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SalesTariffEntryType', r.end - q)
+            s = 1
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(din_msgdatatypes.IntervalType)
             s = 1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1537: raise r.deviation('SalesTariffEntryType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'EPriceLevel'
-            f_EPriceLevel = ((x >> 1) & 255)
+            f_EPriceLevel = ((x >> 3) & 255)
+            ec = (x & 3)
             s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
                 r.pos = r.end - q
@@ -10139,16 +10019,15 @@ def _d_SalesTariffType(r):
             f_SalesTariffID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SalesTariffType', r.end - q)
         if _neg: f_SalesTariffID = -f_SalesTariffID - 1
         if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariffDescription'
                 q -= 1
@@ -10166,37 +10045,35 @@ def _d_SalesTariffType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3075: raise r.deviation('SalesTariffType', r.end - q)
+                el = 'NumEPriceLevels'
+                f_NumEPriceLevels = ((x >> 2) & 255)
+                s = 4
+            elif ec == 1:
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
                 x = (V >> q) & 2047
-                if x & 1537: raise r.deviation('SalesTariffType', r.end - q)
+                if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 1) & 255)
-                s = 4
-            elif ec == 1:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('SalesTariffType', r.end - q)
-                el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 1) & 255)
+                f_NumEPriceLevels = ((x >> 2) & 255)
                 s = 4
             else:
                 raise r.deviation('SalesTariffType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffEntry'
             r.pos = r.end - q
             _v = _d_SalesTariffEntryType(r)
             V = r.v; q = r.end - r.pos
             f_SalesTariffEntry.append(_v)
-            s = 5
-        if s == 5:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            x = (V >> q) & 3
+            ec = x
+            s = 5
+        if s == 5:
             if ec == 0:
                 el = 'SalesTariffEntry'
                 r.pos = r.end - q
@@ -10387,15 +10264,14 @@ def _d_SelectedServiceListType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -10436,11 +10312,12 @@ def _d_SelectedServiceListType(r):
         _v.ServiceID = _c1_ServiceID
         _v.ParameterSetID = _c1_ParameterSetID
         f_SelectedService.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SelectedService'
                 _c2_ServiceID = None
@@ -10467,15 +10344,14 @@ def _d_SelectedServiceListType(r):
                     _c2_ServiceID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
                 if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                ec = (x & 3)
                 _c2_s = 1
                 if _c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -10553,15 +10429,14 @@ def _d_SelectedServiceListType(r):
                         _c3_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
                     if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
+                    ec = (x & 3)
                     _c3_s = 1
                     if _c3_s == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -10800,15 +10675,14 @@ def _d_SelectedServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -10937,15 +10811,14 @@ def _d_ServiceChargeType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceName'
                 q -= 1
@@ -10963,27 +10836,26 @@ def _d_ServiceChargeType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             else:
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceScope'
                 q -= 1
@@ -11152,11 +11024,12 @@ def _d_ServiceParameterListType(r):
         _v = _d_ParameterSetType(r)
         V = r.v; q = r.end - r.pos
         f_ParameterSet.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ParameterSet'
                 r.pos = r.end - q
@@ -11286,15 +11159,14 @@ def _d_ServiceTagListType(r):
             _c1_c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_c1_s = 1
         if _c1_c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceTag/ServiceName'
                 q -= 1
@@ -11312,27 +11184,26 @@ def _d_ServiceTagListType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_c1_s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_c1_s = 3
             else:
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceTag/ServiceScope'
                 q -= 1
@@ -11374,11 +11245,12 @@ def _d_ServiceTagListType(r):
         _v.ServiceTag = _c1_ServiceTag
         _v.FreeService = _c1_FreeService
         f_Service.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -11410,15 +11282,14 @@ def _d_ServiceTagListType(r):
                     _c2_c1_ServiceID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('ServiceTagType', r.end - q)
                 if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
+                ec = (x & 3)
                 _c2_c1_s = 1
                 if _c2_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Service/ServiceTag/ServiceName'
                         q -= 1
@@ -11436,27 +11307,26 @@ def _d_ServiceTagListType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                        q -= 5
-                        if q < 0: V, q = r.slideq(q, 5)
-                        x = (V >> q) & 31
-                        if x & 25: raise r.deviation('ServiceTagType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 100: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
-                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                        ec = (x & 3)
                         _c2_c1_s = 3
                     elif ec == 1:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 9: raise r.deviation('ServiceTagType', r.end - q)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 36: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
-                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                        ec = (x & 3)
                         _c2_c1_s = 3
                     else:
                         raise r.deviation('ServiceTagType', r.end - q)
                 if _c2_c1_s == 3:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Service/ServiceTag/ServiceScope'
                         q -= 1
@@ -11540,15 +11410,14 @@ def _d_ServiceTagListType(r):
                         _c3_c1_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('ServiceTagType', r.end - q)
                     if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
+                    ec = (x & 3)
                     _c3_c1_s = 1
                     if _c3_c1_s == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceTag/ServiceName'
                             q -= 1
@@ -11566,27 +11435,26 @@ def _d_ServiceTagListType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 25: raise r.deviation('ServiceTagType', r.end - q)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 100: raise r.deviation('ServiceTagType', r.end - q)
                             el = 'Service/ServiceTag/ServiceCategory'
-                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            ec = (x & 3)
                             _c3_c1_s = 3
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 9: raise r.deviation('ServiceTagType', r.end - q)
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
                             el = 'Service/ServiceTag/ServiceCategory'
-                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            ec = (x & 3)
                             _c3_c1_s = 3
                         else:
                             raise r.deviation('ServiceTagType', r.end - q)
                     if _c3_c1_s == 3:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceTag/ServiceScope'
                             q -= 1
@@ -11945,15 +11813,14 @@ def _d_ServiceTagType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceName'
                 q -= 1
@@ -11971,27 +11838,26 @@ def _d_ServiceTagType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 s = 3
             else:
                 raise r.deviation('ServiceTagType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceScope'
                 q -= 1
@@ -12140,15 +12006,14 @@ def _d_ServiceType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceName'
                 q -= 1
@@ -12166,27 +12031,26 @@ def _d_ServiceType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             else:
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceScope'
                 q -= 1
@@ -12350,11 +12214,12 @@ def _d_SubCertificatesType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         f_Certificate.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Certificate'
                 q -= 1

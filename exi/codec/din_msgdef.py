@@ -85,9 +85,9 @@ def _d_BodyType(r):
             if ec < 9:
                 if ec < 4:
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'BodyElement'
                         _cf = 'BodyElement'
                         _cv = _new(din_msgdef.BodyBaseType)
@@ -104,64 +104,60 @@ def _d_BodyType(r):
                         _c2_c1_EVRESSConditioning = None
                         _c2_c1_EVErrorCode = None
                         _c2_c1_EVRESSSOC = None
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'CableCheckReq/DC_EVStatus/EVReady'
-                        _c2_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c2_c1_EVReady = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
                         _c2_c1_s = 1
                         if _c2_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                                _c2_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                                ec = (x & 3)
                                 _c2_c1_s = 2
                             elif ec == 1:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                                 _c2_c1_s = 3
                             elif ec == 2:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                                _c2_c1_EVErrorCode = ((x >> 2) & 15)
                                 if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                                 _c2_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                                 _c2_c1_s = 3
                             elif ec == 1:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                                _c2_c1_EVErrorCode = ((x >> 2) & 15)
                                 if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                                 _c2_c1_s = 4
@@ -171,17 +167,17 @@ def _d_BodyType(r):
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
-                            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                            _c2_c1_EVErrorCode = ((x >> 2) & 15)
                             if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                             _c2_c1_s = 4
                         if _c2_c1_s == 4:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
-                            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q -= 10
+                            if q < 0: V, q = r.slideq(q, 10)
+                            x = (V >> q) & 1023
+                            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                             _c2_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c1_EVRESSSOC, r.at(r.end - q))
@@ -192,9 +188,9 @@ def _d_BodyType(r):
                         _c2_DC_EVStatus.EVRESSConditioning = _c2_c1_EVRESSConditioning
                         _c2_DC_EVStatus.EVErrorCode = _c2_c1_EVErrorCode
                         _c2_DC_EVStatus.EVRESSSOC = _c2_c1_EVRESSSOC
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.CableCheckReqType)
                         _cv.DC_EVStatus = _c2_DC_EVStatus
                         s = 1
@@ -218,16 +214,16 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
-                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+                            q -= 12
+                            if q < 0: V, q = r.slideq(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
                             if _t is None:
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                                _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                _c3_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
                             else:
@@ -235,21 +231,21 @@ def _d_BodyType(r):
                                 _c3_c1_EVSEIsolationStatus, _c3_c1_EVSEStatusCode = _t
                             _c3_c1_s = 2
                         elif ec == 1:
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            _c3_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
                             _c3_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c3_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
@@ -284,12 +280,12 @@ def _d_BodyType(r):
                         _c3_DC_EVSEStatus.EVSEStatusCode = _c3_c1_EVSEStatusCode
                         _c3_DC_EVSEStatus.NotificationMaxDelay = _c3_c1_NotificationMaxDelay
                         _c3_DC_EVSEStatus.EVSENotification = _c3_c1_EVSENotification
-                        q -= 5
-                        if q < 0: V, q = r.slideq(q, 5)
-                        x = (V >> q) & 31
-                        if x & 27: raise r.deviation('BodyType', r.end - q)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 55: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes/EVSEProcessing'
-                        _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+                        _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
                         _cv = _new(din_msgbody.CableCheckResType)
                         _cv.ResponseCode = _c3_ResponseCode
                         _cv.DC_EVSEStatus = _c3_DC_EVSEStatus
@@ -331,6 +327,9 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c4_s = 2
                         elif ec == 1:
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
@@ -351,13 +350,13 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c4_s = 2
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
                         if _c4_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
                             r.pos = r.end - q
                             _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -392,6 +391,9 @@ def _d_BodyType(r):
                         _cv.OEMProvisioningCert = _c4_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c4_ListOfRootCertificateIDs
                         _cv.DHParams = _c4_DHParams
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -438,11 +440,12 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
                         _c5_c1_s = 1
                         if _c5_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                                 r.pos = r.end - q
@@ -521,9 +524,9 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.CertificateInstallationResType)
                         _cv.Id = _c5_Id
                         _cv.ResponseCode = _c5_ResponseCode
@@ -538,6 +541,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 6:
                         q -= 1
@@ -581,11 +587,12 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
                         _c6_c1_s = 1
                         if _c6_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
                                 r.pos = r.end - q
@@ -688,9 +695,9 @@ def _d_BodyType(r):
                             _c6_RetryCounter = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c6_RetryCounter = -_c6_RetryCounter - 1
                         if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c6_RetryCounter, r.at(r.end - q))
                         _cv = _new(din_msgbody.CertificateUpdateResType)
@@ -708,6 +715,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 8:
                         el = 'ChargeParameterDiscoveryRes'
@@ -715,15 +725,18 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
             else:
                 if ec < 13:
                     if ec == 9:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
                         _cv = _new(din_msgbody.ChargingStatusReqType)
@@ -734,6 +747,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_ChargingStatusResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 11:
                         el = 'ContractAuthenticationReq'
@@ -748,6 +764,10 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c8_Id = r.string('Id')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c8_s = 1
                         elif ec == 1:
                             el = 'ContractAuthenticationReq/GenChallenge'
@@ -765,6 +785,9 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c8_s = 2
                         elif ec == 2:
                             pass
@@ -772,9 +795,6 @@ def _d_BodyType(r):
                         else:
                             raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ContractAuthenticationReq/GenChallenge'
                                 q -= 1
@@ -791,6 +811,9 @@ def _d_BodyType(r):
                                     q -= 1
                                     if q < 0: V, q = r.slideq(q, 1)
                                     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                                 _c8_s = 2
                             elif ec == 1:
                                 pass
@@ -798,29 +821,29 @@ def _d_BodyType(r):
                             else:
                                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c8_s = -1
                         _cv = _new(din_msgbody.ContractAuthenticationReqType)
                         _cv.Id = _c8_Id
                         _cv.GenChallenge = _c8_GenChallenge
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 12:
-                        q -= 13
-                        if q < 0: V, q = r.slideq(q, 13)
-                        x = (V >> q) & 8191
-                        if x & 6203: raise r.deviation('BodyType', r.end - q)
+                        q -= 14
+                        if q < 0: V, q = r.slideq(q, 14)
+                        x = (V >> q) & 16383
+                        if x & 12407: raise r.deviation('BodyType', r.end - q)
                         el = 'ContractAuthenticationRes'
                         _cf = 'ContractAuthenticationRes'
-                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 2) & 511)]
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 3) & 511)]
                         if _t is None:
                             el = 'ContractAuthenticationRes/ResponseCode'
-                            _c9_ResponseCode = ((x >> 6) & 31)
+                            _c9_ResponseCode = ((x >> 7) & 31)
                             if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c9_ResponseCode, 23, r.at(r.end - q))
                             else: _c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c9_ResponseCode]
                             el = 'ContractAuthenticationRes/EVSEProcessing'
-                            _c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+                            _c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
                         else:
                             el = 'ContractAuthenticationRes/EVSEProcessing'
                             _c9_ResponseCode, _c9_EVSEProcessing = _t
@@ -837,6 +860,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_CurrentDemandReqType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 14:
                         el = 'CurrentDemandRes'
@@ -844,6 +870,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_CurrentDemandResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
@@ -881,6 +910,10 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c10_s = 2
                         elif ec == 1:
                             el = 'MeteringReceiptReq/SessionID'
@@ -901,13 +934,14 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c10_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c10_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -942,25 +976,31 @@ def _d_BodyType(r):
                                 r.pos = r.end - q
                                 _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 _c10_s = 4
                             elif ec == 1:
                                 el = 'MeteringReceiptReq/MeterInfo'
                                 r.pos = r.end - q
                                 _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 _c10_s = 4
                             else:
                                 raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c10_s == 4:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             _c10_s = -1
                         _cv = _new(din_msgbody.MeteringReceiptReqType)
                         _cv.Id = _c10_Id
                         _cv.SessionID = _c10_SessionID
                         _cv.SAScheduleTupleID = _c10_SAScheduleTupleID
                         _cv.MeterInfo = _c10_MeterInfo
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 16:
                         q -= 19
@@ -1001,13 +1041,13 @@ def _d_BodyType(r):
                             _c11_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 231: raise r.deviation('BodyType', r.end - q)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 463: raise r.deviation('BodyType', r.end - q)
                         if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
-                        _c11_c1_EVSENotification = ((x >> 3) & 3)
+                        _c11_c1_EVSENotification = ((x >> 4) & 3)
                         if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c11_c1_EVSENotification]
                         _c11_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
@@ -1068,11 +1108,12 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
                         _c12_c1_s = 1
                         if _c12_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                                 r.pos = r.end - q
@@ -1090,9 +1131,9 @@ def _d_BodyType(r):
                         _c12_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
                         _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.PaymentDetailsReqType)
                         _cv.ContractID = _c12_ContractID
                         _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
@@ -1152,9 +1193,9 @@ def _d_BodyType(r):
                             _c13_DateTimeNow = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_DateTimeNow = -_c13_DateTimeNow - 1
                         if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c13_DateTimeNow, r.at(r.end - q))
                         _cv = _new(din_msgbody.PaymentDetailsResType)
@@ -1168,6 +1209,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_PowerDeliveryReqType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 20:
                         el = 'PowerDeliveryRes'
@@ -1175,6 +1219,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_PowerDeliveryResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 21:
                         q -= 1
@@ -1188,64 +1235,60 @@ def _d_BodyType(r):
                         _c14_c1_EVRESSConditioning = None
                         _c14_c1_EVErrorCode = None
                         _c14_c1_EVRESSSOC = None
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
-                        _c14_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c14_c1_EVReady = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
                         _c14_c1_s = 1
                         if _c14_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                                _c14_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                                ec = (x & 3)
                                 _c14_c1_s = 2
                             elif ec == 1:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c14_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                                 _c14_c1_s = 3
                             elif ec == 2:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c14_c1_EVErrorCode = ((x >> 1) & 15)
+                                _c14_c1_EVErrorCode = ((x >> 2) & 15)
                                 if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
                                 _c14_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c14_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c14_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                                 _c14_c1_s = 3
                             elif ec == 1:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c14_c1_EVErrorCode = ((x >> 1) & 15)
+                                _c14_c1_EVErrorCode = ((x >> 2) & 15)
                                 if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
                                 _c14_c1_s = 4
@@ -1255,17 +1298,17 @@ def _d_BodyType(r):
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
-                            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c14_c1_EVErrorCode = ((x >> 1) & 15)
+                            _c14_c1_EVErrorCode = ((x >> 2) & 15)
                             if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
                             _c14_c1_s = 4
                         if _c14_c1_s == 4:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
-                            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q -= 10
+                            if q < 0: V, q = r.slideq(q, 10)
+                            x = (V >> q) & 1023
+                            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
                             _c14_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c14_c1_EVRESSSOC, r.at(r.end - q))
@@ -1283,18 +1326,16 @@ def _d_BodyType(r):
                         _c14_c2_Multiplier = None
                         _c14_c2_Unit = None
                         _c14_c2_Value = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                        _c14_c2_Multiplier = ((x >> 1) & 7) + -3
+                        _c14_c2_Multiplier = ((x >> 3) & 7) + -3
                         if _c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c2_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
                         _c14_c2_s = 1
                         if _c14_c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 9
                                 if q < 0: V, q = r.slideq(q, 9)
@@ -1324,9 +1365,9 @@ def _d_BodyType(r):
                                     _c14_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c2_Value = -_c14_c2_Value - 1
                                 if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
                                 _c14_c2_s = 3
@@ -1355,18 +1396,15 @@ def _d_BodyType(r):
                                     _c14_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c2_Value = -_c14_c2_Value - 1
                                 if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
                                 _c14_c2_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
                         if _c14_c2_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c14_c2_s = -1
                         _c14_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
                         _c14_EVTargetVoltage.Multiplier = _c14_c2_Multiplier
@@ -1379,18 +1417,16 @@ def _d_BodyType(r):
                         _c14_c3_Multiplier = None
                         _c14_c3_Unit = None
                         _c14_c3_Value = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c14_c3_Multiplier = ((x >> 1) & 7) + -3
+                        _c14_c3_Multiplier = ((x >> 3) & 7) + -3
                         if _c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c3_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
                         _c14_c3_s = 1
                         if _c14_c3_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 9
                                 if q < 0: V, q = r.slideq(q, 9)
@@ -1420,9 +1456,9 @@ def _d_BodyType(r):
                                     _c14_c3_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c3_Value = -_c14_c3_Value - 1
                                 if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
                                 _c14_c3_s = 3
@@ -1451,26 +1487,23 @@ def _d_BodyType(r):
                                     _c14_c3_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c14_c3_Value = -_c14_c3_Value - 1
                                 if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
                                 _c14_c3_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
                         if _c14_c3_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c14_c3_s = -1
                         _c14_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
                         _c14_EVTargetCurrent.Multiplier = _c14_c3_Multiplier
                         _c14_EVTargetCurrent.Unit = _c14_c3_Unit
                         _c14_EVTargetCurrent.Value = _c14_c3_Value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.PreChargeReqType)
                         _cv.DC_EVStatus = _c14_DC_EVStatus
                         _cv.EVTargetVoltage = _c14_EVTargetVoltage
@@ -1499,16 +1532,16 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
-                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+                            q -= 12
+                            if q < 0: V, q = r.slideq(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
                             if _t is None:
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                                _c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                _c15_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
                             else:
@@ -1516,21 +1549,21 @@ def _d_BodyType(r):
                                 _c15_c1_EVSEIsolationStatus, _c15_c1_EVSEStatusCode = _t
                             _c15_c1_s = 2
                         elif ec == 1:
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            _c15_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
                             _c15_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c15_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
@@ -1572,18 +1605,16 @@ def _d_BodyType(r):
                         _c15_c2_Multiplier = None
                         _c15_c2_Unit = None
                         _c15_c2_Value = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c15_c2_Multiplier = ((x >> 1) & 7) + -3
+                        _c15_c2_Multiplier = ((x >> 3) & 7) + -3
                         if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
                         _c15_c2_s = 1
                         if _c15_c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 9
                                 if q < 0: V, q = r.slideq(q, 9)
@@ -1613,9 +1644,9 @@ def _d_BodyType(r):
                                     _c15_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c2_Value = -_c15_c2_Value - 1
                                 if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                                 _c15_c2_s = 3
@@ -1644,26 +1675,23 @@ def _d_BodyType(r):
                                     _c15_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c2_Value = -_c15_c2_Value - 1
                                 if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                                 _c15_c2_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
                         if _c15_c2_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c15_c2_s = -1
                         _c15_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
                         _c15_EVSEPresentVoltage.Multiplier = _c15_c2_Multiplier
                         _c15_EVSEPresentVoltage.Unit = _c15_c2_Unit
                         _c15_EVSEPresentVoltage.Value = _c15_c2_Value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.PreChargeResType)
                         _cv.ResponseCode = _c15_ResponseCode
                         _cv.DC_EVSEStatus = _c15_DC_EVSEStatus
@@ -1694,9 +1722,9 @@ def _d_BodyType(r):
                             _c16_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
                         _cv = _new(din_msgbody.ServiceDetailReqType)
                         _cv.ServiceID = _c16_ServiceID
@@ -1734,15 +1762,14 @@ def _d_BodyType(r):
                             _c17_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
+                        ec = (x & 3)
                         _c17_s = 2
                         if _c17_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ServiceDetailRes/ServiceParameterList'
                                 r.pos = r.end - q
@@ -1761,6 +1788,9 @@ def _d_BodyType(r):
                         _cv.ResponseCode = _c17_ResponseCode
                         _cv.ServiceID = _c17_ServiceID
                         _cv.ServiceParameterList = _c17_ServiceParameterList
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 25:
                         el = 'ServiceDiscoveryReq'
@@ -1787,14 +1817,18 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c18_s = 1
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                             _c18_s = 2
                         elif ec == 2:
                             pass
@@ -1802,16 +1836,13 @@ def _d_BodyType(r):
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c18_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                                _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                                 _c18_s = 2
                             elif ec == 1:
                                 pass
@@ -1819,13 +1850,13 @@ def _d_BodyType(r):
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c18_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c18_s = -1
                         _cv = _new(din_msgbody.ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c18_ServiceScope
                         _cv.ServiceCategory = _c18_ServiceCategory
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 26:
                         el = 'ServiceDiscoveryRes'
@@ -1833,6 +1864,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = c_din_msgbody._d_ServiceDiscoveryResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1851,22 +1885,22 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c19_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
                         _cv.SelectedPaymentOption = _c19_SelectedPaymentOption
                         _cv.SelectedServiceList = _c19_SelectedServiceList
                         s = 1
                     elif ec == 28:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
                         el = 'ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
-                        _c20_ResponseCode = ((x >> 2) & 31)
+                        _c20_ResponseCode = ((x >> 3) & 31)
                         if _c20_ResponseCode >= 23: _c20_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c20_ResponseCode, 23, r.at(r.end - q))
                         else: _c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c20_ResponseCode]
                         _cv = _new(din_msgbody.ServicePaymentSelectionResType)
@@ -1896,9 +1930,9 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c21_EVCCID
                         s = 1
@@ -1934,11 +1968,12 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
                         _c22_s = 2
                         if _c22_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -1979,27 +2014,30 @@ def _d_BodyType(r):
                         _cv.ResponseCode = _c22_ResponseCode
                         _cv.EVSEID = _c22_EVSEID
                         _cv.DateTimeNow = _c22_DateTimeNow
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 31:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         _cv = _new(din_msgbody.SessionStopType)
                         s = 1
                     elif ec == 32:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c24_ResponseCode = ((x >> 2) & 31)
+                        _c24_ResponseCode = ((x >> 3) & 31)
                         if _c24_ResponseCode >= 23: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 23, r.at(r.end - q))
                         else: _c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c24_ResponseCode]
                         _cv = _new(din_msgbody.SessionStopResType)
@@ -2017,64 +2055,60 @@ def _d_BodyType(r):
                         _c25_c1_EVRESSConditioning = None
                         _c25_c1_EVErrorCode = None
                         _c25_c1_EVRESSSOC = None
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c25_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c25_c1_EVReady = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
                         _c25_c1_s = 1
                         if _c25_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                                _c25_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                                ec = (x & 3)
                                 _c25_c1_s = 2
                             elif ec == 1:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c25_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                                 _c25_c1_s = 3
                             elif ec == 2:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c25_c1_EVErrorCode = ((x >> 1) & 15)
+                                _c25_c1_EVErrorCode = ((x >> 2) & 15)
                                 if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
                                 _c25_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c25_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                x = (V >> q) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c25_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
                                 _c25_c1_s = 3
                             elif ec == 1:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c25_c1_EVErrorCode = ((x >> 1) & 15)
+                                _c25_c1_EVErrorCode = ((x >> 2) & 15)
                                 if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
                                 _c25_c1_s = 4
@@ -2084,17 +2118,17 @@ def _d_BodyType(r):
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
-                            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c25_c1_EVErrorCode = ((x >> 1) & 15)
+                            _c25_c1_EVErrorCode = ((x >> 2) & 15)
                             if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
                             _c25_c1_s = 4
                         if _c25_c1_s == 4:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
-                            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q -= 10
+                            if q < 0: V, q = r.slideq(q, 10)
+                            x = (V >> q) & 1023
+                            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                             _c25_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
@@ -2105,9 +2139,9 @@ def _d_BodyType(r):
                         _c25_DC_EVStatus.EVRESSConditioning = _c25_c1_EVRESSConditioning
                         _c25_DC_EVStatus.EVErrorCode = _c25_c1_EVErrorCode
                         _c25_DC_EVStatus.EVRESSSOC = _c25_c1_EVRESSSOC
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.WeldingDetectionReqType)
                         _cv.DC_EVStatus = _c25_DC_EVStatus
                         s = 1
@@ -2131,16 +2165,16 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
-                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+                            q -= 12
+                            if q < 0: V, q = r.slideq(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
                             if _t is None:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                                _c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
                             else:
@@ -2148,21 +2182,21 @@ def _d_BodyType(r):
                                 _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
                             _c26_c1_s = 2
                         elif ec == 1:
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
                             _c26_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c26_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
@@ -2204,18 +2238,16 @@ def _d_BodyType(r):
                         _c26_c2_Multiplier = None
                         _c26_c2_Unit = None
                         _c26_c2_Value = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c26_c2_Multiplier = ((x >> 1) & 7) + -3
+                        _c26_c2_Multiplier = ((x >> 3) & 7) + -3
                         if _c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_c2_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
                         _c26_c2_s = 1
                         if _c26_c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 9
                                 if q < 0: V, q = r.slideq(q, 9)
@@ -2245,9 +2277,9 @@ def _d_BodyType(r):
                                     _c26_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c26_c2_Value = -_c26_c2_Value - 1
                                 if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
                                 _c26_c2_s = 3
@@ -2276,26 +2308,23 @@ def _d_BodyType(r):
                                     _c26_c2_Value = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c26_c2_Value = -_c26_c2_Value - 1
                                 if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
                                 _c26_c2_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
                         if _c26_c2_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c26_c2_s = -1
                         _c26_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
                         _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
                         _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
                         _c26_EVSEPresentVoltage.Value = _c26_c2_Value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.WeldingDetectionResType)
                         _cv.ResponseCode = _c26_ResponseCode
                         _cv.DC_EVSEStatus = _c26_DC_EVSEStatus
@@ -2307,9 +2336,6 @@ def _d_BodyType(r):
                     else:
                         raise r.deviation('BodyType', r.end - q)
         if s == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3884,28 +3910,27 @@ def _d_V2G_Message(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Notification'
                 _c1_c1_FaultCode = None
                 _c1_c1_FaultMsg = None
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('NotificationType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('NotificationType', r.end - q)
                 el = 'Header/Notification/FaultCode'
-                _c1_c1_FaultCode = ((x >> 1) & 3)
+                _c1_c1_FaultCode = ((x >> 3) & 3)
                 if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
                 else: _c1_c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
+                ec = (x & 3)
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Notification/FaultMsg'
                         q -= 1
@@ -3935,12 +3960,19 @@ def _d_V2G_Message(r):
                 _c1_Notification = _new(din_msgdatatypes.NotificationType)
                 _c1_Notification.FaultCode = _c1_c1_FaultCode
                 _c1_Notification.FaultMsg = _c1_c1_FaultMsg
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c1_s = 2
             elif ec == 1:
                 el = 'Header/Signature'
                 r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = 3
             elif ec == 2:
                 pass
@@ -3948,14 +3980,14 @@ def _d_V2G_Message(r):
             else:
                 raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = 3
             elif ec == 1:
                 pass
@@ -3963,9 +3995,6 @@ def _d_V2G_Message(r):
             else:
                 raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             _c1_s = -1
         f_Header = _new(din_msgheader.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID

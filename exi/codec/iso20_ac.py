@@ -52,19 +52,18 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -92,14 +91,16 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c2_Exponent
                 f_EVMaximumChargePower_L2.Value = _c2_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -128,9 +129,9 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -164,21 +165,20 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c4_Exponent
                 f_EVMinimumChargePower.Value = _c4_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -206,9 +206,9 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -242,22 +242,24 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c6_Exponent
                 f_EVMinimumChargePower.Value = _c6_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
@@ -280,19 +282,18 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c7_Exponent
             f_EVMinimumChargePower.Value = _c7_Value
+            ec = (x & 3)
             s = 4
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -320,14 +321,16 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -356,9 +359,9 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -371,9 +374,6 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             else:
                 raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -401,9 +401,9 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -416,9 +416,6 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             else:
                 raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 6:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -729,19 +726,18 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -769,14 +765,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower_L2.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower_L2.Value = _c2_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -805,9 +803,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -841,21 +839,20 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c4_Exponent
                 f_EVSEMinimumChargePower.Value = _c4_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -883,9 +880,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -919,22 +916,24 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumChargePower.Value = _c6_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
@@ -957,19 +956,18 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c7_Exponent
             f_EVSEMinimumChargePower.Value = _c7_Value
+            ec = (x & 3)
             s = 4
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -997,14 +995,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVSEMinimumChargePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -1033,9 +1033,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -1069,21 +1069,20 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c10_Exponent
                 f_EVSENominalFrequency.Value = _c10_Value
+                ec = (x & 7)
                 s = 7
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1111,9 +1110,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -1147,22 +1146,24 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c12_Exponent
                 f_EVSENominalFrequency.Value = _c12_Value
+                ec = (x & 7)
                 s = 7
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 6:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSENominalFrequency/Exponent'
             _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSENominalFrequency/Value'
@@ -1185,19 +1186,18 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 _c13_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c13_Value = -_c13_Value - 1
             if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
             f_EVSENominalFrequency.Exponent = _c13_Exponent
             f_EVSENominalFrequency.Value = _c13_Value
+            ec = (x & 7)
             s = 7
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1225,14 +1225,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_MaximumPowerAsymmetry = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumPowerAsymmetry.Exponent = _c14_Exponent
                 f_MaximumPowerAsymmetry.Value = _c14_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -1261,14 +1263,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c15_Exponent
                 f_EVSEPowerRampLimitation.Value = _c15_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 2:
                 q -= 14
@@ -1297,14 +1301,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c16_Exponent
                 f_EVSEPresentActivePower.Value = _c16_Value
+                ec = (x & 3)
                 s = 10
             elif ec == 3:
                 q -= 14
@@ -1333,14 +1339,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c17_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c17_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 4:
                 q -= 14
@@ -1369,9 +1377,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -1384,9 +1392,6 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 8:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1414,14 +1419,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c19_Exponent
                 f_EVSEPowerRampLimitation.Value = _c19_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -1450,14 +1457,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c20_Exponent
                 f_EVSEPresentActivePower.Value = _c20_Value
+                ec = (x & 3)
                 s = 10
             elif ec == 2:
                 q -= 14
@@ -1486,14 +1495,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c21_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c21_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 3:
                 q -= 14
@@ -1522,9 +1533,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -1537,9 +1548,6 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 9:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1567,14 +1575,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c23_Exponent
                 f_EVSEPresentActivePower.Value = _c23_Value
+                ec = (x & 3)
                 s = 10
             elif ec == 1:
                 q -= 14
@@ -1603,14 +1613,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c24_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 2:
                 q -= 14
@@ -1639,9 +1651,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -1654,9 +1666,6 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 10:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1684,14 +1693,16 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c26_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c26_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 1:
                 q -= 14
@@ -1720,9 +1731,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -1735,9 +1746,6 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1765,9 +1773,9 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -1780,9 +1788,6 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 12:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -2516,15 +2521,14 @@ def _d_AC_ChargeLoopReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -2543,53 +2547,59 @@ def _d_AC_ChargeLoopReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DisplayParameters'
                 r.pos = r.end - q
                 f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 13: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 104: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
+                f_MeterInfoRequested = ((x >> 4) & 1) == 1
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 40: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
+                f_MeterInfoRequested = ((x >> 4) & 1) == 1
+                ec = (x & 7)
                 s = 3
             else:
                 raise r.deviation('AC_ChargeLoopReqType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BPT_Dynamic_AC_CLReqControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_AC_CLReqControlMode = _d_BPT_Dynamic_AC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'BPT_Scheduled_AC_CLReqControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_AC_CLReqControlMode = _d_BPT_Scheduled_AC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
-                s = 4
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+                s = 4
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
                 el = 'CLReqControlMode'
                 f_CLReqControlMode = _new(iso20_commontypes.CLReqControlModeType)
                 s = 4
@@ -2598,19 +2608,22 @@ def _d_AC_ChargeLoopReqType(r):
                 r.pos = r.end - q
                 f_Dynamic_AC_CLReqControlMode = _d_Dynamic_AC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
                 s = 4
             elif ec == 4:
                 el = 'Scheduled_AC_CLReqControlMode'
                 r.pos = r.end - q
                 f_Scheduled_AC_CLReqControlMode = _d_Scheduled_AC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
                 s = 4
             else:
                 raise r.deviation('AC_ChargeLoopReqType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -2828,15 +2841,14 @@ def _d_AC_ChargeLoopResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -2855,19 +2867,17 @@ def _d_AC_ChargeLoopResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slideq(q, 13)
+        x = (V >> q) & 8191
+        if x & 6160: raise r.deviation('AC_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 5) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 15)
         s = 2
         if s == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 2
@@ -2892,30 +2902,39 @@ def _d_AC_ChargeLoopResType(r):
                         _c2_NotificationMaxDelay = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 8
-                    if q < 0: V, q = r.slideq(q, 8)
-                    x = (V >> q) & 255
-                    if x & 227: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                    q -= 12
+                    if q < 0: V, q = r.slideq(q, 12)
+                    x = (V >> q) & 4095
+                    if x & 3632: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                     if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     el = 'EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 2) & 7)
+                    _c2_EVSENotification = ((x >> 6) & 7)
                     if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
                     else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
                     f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
                     f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
                     f_EVSEStatus.EVSENotification = _c2_EVSENotification
+                    ec = (x & 15)
                     s = 3
                 elif ec == 1:
                     el = 'MeterInfo'
                     r.pos = r.end - q
                     f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 4
                 elif ec == 2:
                     el = 'Receipt'
                     r.pos = r.end - q
                     f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 5
                 elif ec == 3:
                     q -= 14
@@ -2944,14 +2963,16 @@ def _d_AC_ChargeLoopResType(r):
                         _c3_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                     if _neg: _c3_Value = -_c3_Value - 1
                     if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                     f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetFrequency.Exponent = _c3_Exponent
                     f_EVSETargetFrequency.Value = _c3_Value
+                    ec = (x & 7)
                     s = 6
                 else:
                     raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2961,17 +2982,23 @@ def _d_AC_ChargeLoopResType(r):
                     r.pos = r.end - q
                     f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                     s = 7
                 elif ec == 5:
                     el = 'BPT_Scheduled_AC_CLResControlMode'
                     r.pos = r.end - q
                     f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
                     V = r.v; q = r.end - r.pos
-                    s = 7
-                elif ec == 6:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                    s = 7
+                elif ec == 6:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                     el = 'CLResControlMode'
                     f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
                     s = 7
@@ -2980,30 +3007,41 @@ def _d_AC_ChargeLoopResType(r):
                     r.pos = r.end - q
                     f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                     s = 7
                 elif ec == 8:
                     el = 'Scheduled_AC_CLResControlMode'
                     r.pos = r.end - q
                     f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                     s = 7
                 else:
                     raise r.deviation('AC_ChargeLoopResType', r.end - q)
         if s == 3:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -3032,31 +3070,39 @@ def _d_AC_ChargeLoopResType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c5_Exponent
                 f_EVSETargetFrequency.Value = _c5_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 3:
                 el = 'BPT_Dynamic_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 4:
                 el = 'BPT_Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
-                s = 7
-            elif ec == 5:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            elif ec == 5:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
                 f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
                 s = 7
@@ -3065,24 +3111,31 @@ def _d_AC_ChargeLoopResType(r):
                 r.pos = r.end - q
                 f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 7:
                 el = 'Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             else:
                 raise r.deviation('AC_ChargeLoopResType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -3111,31 +3164,39 @@ def _d_AC_ChargeLoopResType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c7_Exponent
                 f_EVSETargetFrequency.Value = _c7_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 2:
                 el = 'BPT_Dynamic_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 3:
                 el = 'BPT_Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
-                s = 7
-            elif ec == 4:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            elif ec == 4:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
                 f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
                 s = 7
@@ -3144,19 +3205,22 @@ def _d_AC_ChargeLoopResType(r):
                 r.pos = r.end - q
                 f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 6:
                 el = 'Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             else:
                 raise r.deviation('AC_ChargeLoopResType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -3184,31 +3248,39 @@ def _d_AC_ChargeLoopResType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c9_Exponent
                 f_EVSETargetFrequency.Value = _c9_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 el = 'BPT_Dynamic_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 2:
                 el = 'BPT_Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
-                s = 7
-            elif ec == 3:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            elif ec == 3:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
                 f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
                 s = 7
@@ -3217,35 +3289,44 @@ def _d_AC_ChargeLoopResType(r):
                 r.pos = r.end - q
                 f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 5:
                 el = 'Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             else:
                 raise r.deviation('AC_ChargeLoopResType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BPT_Dynamic_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 1:
                 el = 'BPT_Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
-                s = 7
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
                 f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
                 s = 7
@@ -3254,19 +3335,22 @@ def _d_AC_ChargeLoopResType(r):
                 r.pos = r.end - q
                 f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 4:
                 el = 'Scheduled_AC_CLResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             else:
                 raise r.deviation('AC_ChargeLoopResType', r.end - q)
         if s == 7:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3803,15 +3887,14 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -3830,29 +3913,33 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AC_CPDReqEnergyTransferMode'
                 r.pos = r.end - q
                 f_AC_CPDReqEnergyTransferMode = _d_AC_CPDReqEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
                 s = 2
             elif ec == 1:
                 el = 'BPT_AC_CPDReqEnergyTransferMode'
                 r.pos = r.end - q
                 f_BPT_AC_CPDReqEnergyTransferMode = _d_BPT_AC_CPDReqEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
                 s = 2
             else:
                 raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -4003,15 +4090,14 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -4030,37 +4116,38 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1540: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 3) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AC_CPDResEnergyTransferMode'
                 r.pos = r.end - q
                 f_AC_CPDResEnergyTransferMode = _d_AC_CPDResEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
                 s = 3
             elif ec == 1:
                 el = 'BPT_AC_CPDResEnergyTransferMode'
                 r.pos = r.end - q
                 f_BPT_AC_CPDResEnergyTransferMode = _d_BPT_AC_CPDResEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
                 s = 3
             else:
                 raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -4215,19 +4302,18 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4255,14 +4341,16 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c2_Exponent
                 f_EVMaximumChargePower_L2.Value = _c2_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -4291,9 +4379,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -4327,21 +4415,20 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c4_Exponent
                 f_EVMinimumChargePower.Value = _c4_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4369,9 +4456,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -4405,22 +4492,24 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c6_Exponent
                 f_EVMinimumChargePower.Value = _c6_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
@@ -4443,19 +4532,18 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c7_Exponent
             f_EVMinimumChargePower.Value = _c7_Value
+            ec = (x & 3)
             s = 4
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4483,14 +4571,16 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -4519,9 +4609,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -4555,21 +4645,20 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c10_Exponent
                 f_EVMaximumDischargePower.Value = _c10_Value
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4597,9 +4686,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -4633,22 +4722,24 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c12_Exponent
                 f_EVMaximumDischargePower.Value = _c12_Value
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 6:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMaximumDischargePower/Exponent'
             _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargePower/Value'
@@ -4671,19 +4762,18 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 _c13_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c13_Value = -_c13_Value - 1
             if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c13_Exponent
             f_EVMaximumDischargePower.Value = _c13_Value
+            ec = (x & 3)
             s = 7
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4711,14 +4801,16 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c14_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c14_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -4747,9 +4839,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -4783,21 +4875,20 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c16_Exponent
                 f_EVMinimumDischargePower.Value = _c16_Value
+                ec = (x & 3)
                 s = 10
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4825,9 +4916,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -4861,22 +4952,24 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c18_Exponent
                 f_EVMinimumDischargePower.Value = _c18_Value
+                ec = (x & 3)
                 s = 10
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 9:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumDischargePower/Exponent'
             _c19_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
@@ -4899,19 +4992,18 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 _c19_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c19_Value = -_c19_Value - 1
             if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c19_Exponent
             f_EVMinimumDischargePower.Value = _c19_Value
+            ec = (x & 3)
             s = 10
         if s == 10:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4939,14 +5031,16 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c20_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c20_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 1:
                 q -= 14
@@ -4975,9 +5069,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -4990,9 +5084,6 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -5020,9 +5111,9 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -5035,9 +5126,6 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             else:
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 12:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -5661,19 +5749,18 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -5701,14 +5788,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower_L2.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower_L2.Value = _c2_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -5737,9 +5826,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -5773,21 +5862,20 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c4_Exponent
                 f_EVSEMinimumChargePower.Value = _c4_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -5815,9 +5903,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -5851,22 +5939,24 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumChargePower.Value = _c6_Value
+                ec = (x & 3)
                 s = 4
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
@@ -5889,19 +5979,18 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c7_Exponent
             f_EVSEMinimumChargePower.Value = _c7_Value
+            ec = (x & 3)
             s = 4
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -5929,14 +6018,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVSEMinimumChargePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -5965,9 +6056,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -6001,21 +6092,20 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c10_Exponent
                 f_EVSENominalFrequency.Value = _c10_Value
+                ec = (x & 7)
                 s = 7
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6043,9 +6133,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -6079,22 +6169,24 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c12_Exponent
                 f_EVSENominalFrequency.Value = _c12_Value
+                ec = (x & 7)
                 s = 7
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 6:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSENominalFrequency/Exponent'
             _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSENominalFrequency/Value'
@@ -6117,19 +6209,18 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 _c13_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c13_Value = -_c13_Value - 1
             if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
             f_EVSENominalFrequency.Exponent = _c13_Exponent
             f_EVSENominalFrequency.Value = _c13_Value
+            ec = (x & 7)
             s = 7
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6157,14 +6248,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_MaximumPowerAsymmetry = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumPowerAsymmetry.Exponent = _c14_Exponent
                 f_MaximumPowerAsymmetry.Value = _c14_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -6193,14 +6286,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c15_Exponent
                 f_EVSEPowerRampLimitation.Value = _c15_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 2:
                 q -= 14
@@ -6229,14 +6324,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c16_Exponent
                 f_EVSEPresentActivePower.Value = _c16_Value
+                ec = (x & 3)
                 s = 10
             elif ec == 3:
                 q -= 14
@@ -6265,14 +6362,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c17_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c17_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 4:
                 q -= 14
@@ -6301,9 +6400,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -6337,21 +6436,20 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c19_Exponent
                 f_EVSEMaximumDischargePower.Value = _c19_Value
+                ec = (x & 3)
                 s = 13
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 8:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6379,14 +6477,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c20_Exponent
                 f_EVSEPowerRampLimitation.Value = _c20_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -6415,14 +6515,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c21_Exponent
                 f_EVSEPresentActivePower.Value = _c21_Value
+                ec = (x & 3)
                 s = 10
             elif ec == 2:
                 q -= 14
@@ -6451,14 +6553,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c22_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c22_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 3:
                 q -= 14
@@ -6487,9 +6591,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -6523,21 +6627,20 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c24_Exponent
                 f_EVSEMaximumDischargePower.Value = _c24_Value
+                ec = (x & 3)
                 s = 13
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 9:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6565,14 +6668,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c25_Exponent
                 f_EVSEPresentActivePower.Value = _c25_Value
+                ec = (x & 3)
                 s = 10
             elif ec == 1:
                 q -= 14
@@ -6601,14 +6706,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c26_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c26_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 2:
                 q -= 14
@@ -6637,9 +6744,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -6673,21 +6780,20 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c28_Exponent
                 f_EVSEMaximumDischargePower.Value = _c28_Value
+                ec = (x & 3)
                 s = 13
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 10:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6715,14 +6821,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c29_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 1:
                 q -= 14
@@ -6751,9 +6859,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -6787,21 +6895,20 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c31_Exponent
                 f_EVSEMaximumDischargePower.Value = _c31_Value
+                ec = (x & 3)
                 s = 13
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6829,9 +6936,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -6865,22 +6972,24 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c33_Exponent
                 f_EVSEMaximumDischargePower.Value = _c33_Value
+                ec = (x & 3)
                 s = 13
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 12:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMaximumDischargePower/Exponent'
             _c34_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargePower/Value'
@@ -6903,19 +7012,18 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 _c34_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c34_Value = -_c34_Value - 1
             if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
             f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c34_Exponent
             f_EVSEMaximumDischargePower.Value = _c34_Value
+            ec = (x & 3)
             s = 13
         if s == 13:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6943,14 +7051,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower_L2.Exponent = _c35_Exponent
                 f_EVSEMaximumDischargePower_L2.Value = _c35_Value
+                ec = (x & 3)
                 s = 14
             elif ec == 1:
                 q -= 14
@@ -6979,9 +7089,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -7015,21 +7125,20 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c37_Exponent
                 f_EVSEMinimumDischargePower.Value = _c37_Value
+                ec = (x & 3)
                 s = 16
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 14:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7057,9 +7166,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -7093,22 +7202,24 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c39_Exponent
                 f_EVSEMinimumDischargePower.Value = _c39_Value
+                ec = (x & 3)
                 s = 16
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 15:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumDischargePower/Exponent'
             _c40_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
@@ -7131,19 +7242,18 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 _c40_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c40_Value = -_c40_Value - 1
             if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c40_Exponent
             f_EVSEMinimumDischargePower.Value = _c40_Value
+            ec = (x & 3)
             s = 16
         if s == 16:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7171,14 +7281,16 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower_L2.Exponent = _c41_Exponent
                 f_EVSEMinimumDischargePower_L2.Value = _c41_Value
+                ec = (x & 3)
                 s = 17
             elif ec == 1:
                 q -= 14
@@ -7207,9 +7319,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -7222,9 +7334,6 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 17:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7252,9 +7361,9 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -7267,9 +7376,6 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 18:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -8418,9 +8524,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -8454,9 +8560,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -8466,10 +8572,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         else:
             raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
@@ -8554,19 +8660,18 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
+            ec = (x & 3)
             s = 5
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -8594,14 +8699,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c6_Exponent
                 f_EVMaximumChargePower_L2.Value = _c6_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -8630,9 +8737,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -8666,21 +8773,20 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c8_Exponent
                 f_EVMinimumChargePower.Value = _c8_Value
+                ec = (x & 3)
                 s = 8
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -8708,9 +8814,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -8744,22 +8850,24 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c10_Exponent
                 f_EVMinimumChargePower.Value = _c10_Value
+                ec = (x & 3)
                 s = 8
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 7:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
@@ -8782,19 +8890,18 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c11_Exponent
             f_EVMinimumChargePower.Value = _c11_Value
+            ec = (x & 3)
             s = 8
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -8822,14 +8929,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c12_Exponent
                 f_EVMinimumChargePower_L2.Value = _c12_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -8858,9 +8967,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -8894,21 +9003,20 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c14_Exponent
                 f_EVPresentActivePower.Value = _c14_Value
+                ec = (x & 3)
                 s = 11
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 9:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -8936,9 +9044,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -8972,22 +9080,24 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c16_Exponent
                 f_EVPresentActivePower.Value = _c16_Value
+                ec = (x & 3)
                 s = 11
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 10:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
             _c17_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentActivePower/Value'
@@ -9010,19 +9120,18 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c17_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c17_Value = -_c17_Value - 1
             if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentActivePower.Exponent = _c17_Exponent
             f_EVPresentActivePower.Value = _c17_Value
+            ec = (x & 3)
             s = 11
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9050,14 +9159,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c18_Exponent
                 f_EVPresentActivePower_L2.Value = _c18_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 1:
                 q -= 14
@@ -9086,9 +9197,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9122,21 +9233,20 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c20_Exponent
                 f_EVPresentReactivePower.Value = _c20_Value
+                ec = (x & 3)
                 s = 14
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9164,9 +9274,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9200,22 +9310,24 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c22_Exponent
                 f_EVPresentReactivePower.Value = _c22_Value
+                ec = (x & 3)
                 s = 14
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 13:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentReactivePower/Exponent'
             _c23_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentReactivePower/Value'
@@ -9238,19 +9350,18 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c23_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c23_Value = -_c23_Value - 1
             if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
             f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentReactivePower.Exponent = _c23_Exponent
             f_EVPresentReactivePower.Value = _c23_Value
+            ec = (x & 3)
             s = 14
         if s == 14:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9278,14 +9389,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c24_Exponent
                 f_EVPresentReactivePower_L2.Value = _c24_Value
+                ec = (x & 3)
                 s = 15
             elif ec == 1:
                 q -= 14
@@ -9314,9 +9427,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9350,21 +9463,20 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c26_Exponent
                 f_EVMaximumDischargePower.Value = _c26_Value
+                ec = (x & 3)
                 s = 17
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 15:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9392,9 +9504,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9428,22 +9540,24 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c28_Exponent
                 f_EVMaximumDischargePower.Value = _c28_Value
+                ec = (x & 3)
                 s = 17
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 16:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumDischargePower/Exponent'
             _c29_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargePower/Value'
@@ -9466,19 +9580,18 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c29_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c29_Value = -_c29_Value - 1
             if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
             f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c29_Exponent
             f_EVMaximumDischargePower.Value = _c29_Value
+            ec = (x & 3)
             s = 17
         if s == 17:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9506,14 +9619,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c30_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c30_Value
+                ec = (x & 3)
                 s = 18
             elif ec == 1:
                 q -= 14
@@ -9542,9 +9657,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9578,21 +9693,20 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c32_Exponent
                 f_EVMinimumDischargePower.Value = _c32_Value
+                ec = (x & 7)
                 s = 20
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 18:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9620,9 +9734,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9656,22 +9770,24 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c34_Exponent
                 f_EVMinimumDischargePower.Value = _c34_Value
+                ec = (x & 7)
                 s = 20
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 19:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumDischargePower/Exponent'
             _c35_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
@@ -9694,19 +9810,18 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 _c35_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c35_Value = -_c35_Value - 1
             if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c35_Exponent
             f_EVMinimumDischargePower.Value = _c35_Value
+            ec = (x & 7)
             s = 20
         if s == 20:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9734,14 +9849,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c36_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c36_Value
+                ec = (x & 7)
                 s = 21
             elif ec == 1:
                 q -= 14
@@ -9770,14 +9887,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c37_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c37_Value
+                ec = (x & 3)
                 s = 22
             elif ec == 2:
                 q -= 14
@@ -9806,14 +9925,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c38_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c38_Value
+                ec = (x & 3)
                 s = 23
             elif ec == 3:
                 q -= 14
@@ -9842,9 +9963,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -9857,9 +9978,6 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 21:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9887,14 +10005,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c40_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c40_Value
+                ec = (x & 3)
                 s = 22
             elif ec == 1:
                 q -= 14
@@ -9923,14 +10043,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c41_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c41_Value
+                ec = (x & 3)
                 s = 23
             elif ec == 2:
                 q -= 14
@@ -9959,9 +10081,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -9974,9 +10096,6 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 22:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -10004,14 +10123,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c43_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c43_Value
+                ec = (x & 3)
                 s = 23
             elif ec == 1:
                 q -= 14
@@ -10040,9 +10161,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -10055,9 +10176,6 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 23:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -10085,9 +10203,9 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -10100,9 +10218,6 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 24:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -11288,28 +11403,32 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+            ec = (x & 7)
             s = 1
         elif ec == 1:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 1) & 127)
+            f_MinimumSOC = ((x >> 3) & 127)
             if f_MinimumSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 2
         elif ec == 2:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 1) & 127)
+            f_TargetSOC = ((x >> 3) & 127)
             if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 1
@@ -11334,9 +11453,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
@@ -11366,38 +11485,39 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c1_Exponent
             f_EVSETargetActivePower.Value = _c1_Value
+            ec = (x & 15)
             s = 5
         else:
             raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 3) & 127)
                 if f_MinimumSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -11422,9 +11542,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
@@ -11454,29 +11574,29 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c2_Exponent
                 f_EVSETargetActivePower.Value = _c2_Value
+                ec = (x & 15)
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -11501,9 +11621,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
@@ -11533,21 +11653,20 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c3_Exponent
                 f_EVSETargetActivePower.Value = _c3_Value
+                ec = (x & 15)
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -11571,9 +11690,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
@@ -11603,22 +11722,24 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c4_Exponent
                 f_EVSETargetActivePower.Value = _c4_Value
+                ec = (x & 15)
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'EVSETargetActivePower/Exponent'
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSETargetActivePower/Value'
@@ -11641,19 +11762,18 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c5_Exponent
             f_EVSETargetActivePower.Value = _c5_Value
+            ec = (x & 15)
             s = 5
         if s == 5:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -11682,14 +11802,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c6_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
                     if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c6_Exponent
                     f_EVSETargetActivePower_L2.Value = _c6_Value
+                    ec = (x & 15)
                     s = 6
                 elif ec == 1:
                     q -= 14
@@ -11718,14 +11840,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c7_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
                     if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c7_Exponent
                     f_EVSETargetActivePower_L3.Value = _c7_Value
+                    ec = (x & 7)
                     s = 7
                 elif ec == 2:
                     q -= 14
@@ -11754,14 +11878,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c8_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c8_Value = -_c8_Value - 1
                     if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c8_Exponent
                     f_EVSETargetReactivePower.Value = _c8_Value
+                    ec = (x & 7)
                     s = 8
                 elif ec == 3:
                     q -= 14
@@ -11790,14 +11916,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c9_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c9_Value = -_c9_Value - 1
                     if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c9_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c9_Value
+                    ec = (x & 7)
                     s = 9
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
@@ -11829,14 +11957,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c10_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c10_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c10_Value
+                    ec = (x & 7)
                     s = 10
                 elif ec == 5:
                     q -= 14
@@ -11865,14 +11995,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c11_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c11_Exponent
                     f_EVSEPresentActivePower.Value = _c11_Value
+                    ec = (x & 3)
                     s = 11
                 elif ec == 6:
                     q -= 14
@@ -11901,14 +12033,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c12_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c12_Value
+                    ec = (x & 3)
                     s = 12
                 elif ec == 7:
                     q -= 14
@@ -11937,9 +12071,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -11952,9 +12086,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 6:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -11982,14 +12113,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c14_Exponent
                 f_EVSETargetActivePower_L3.Value = _c14_Value
+                ec = (x & 7)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -12018,14 +12151,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c15_Exponent
                 f_EVSETargetReactivePower.Value = _c15_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -12054,14 +12189,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c16_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c16_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 3:
                 q -= 14
@@ -12090,14 +12227,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c17_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c17_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 4:
                 q -= 14
@@ -12126,14 +12265,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c18_Exponent
                 f_EVSEPresentActivePower.Value = _c18_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 5:
                 q -= 14
@@ -12162,14 +12303,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c19_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c19_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 6:
                 q -= 14
@@ -12198,9 +12341,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -12213,9 +12356,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -12243,14 +12383,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower.Value = _c21_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -12279,14 +12421,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c22_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c22_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 2:
                 q -= 14
@@ -12315,14 +12459,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c23_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c23_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 3:
                 q -= 14
@@ -12351,14 +12497,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower.Value = _c24_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 4:
                 q -= 14
@@ -12387,14 +12535,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c25_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c25_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 5:
                 q -= 14
@@ -12423,9 +12573,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -12438,9 +12588,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 8:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -12468,14 +12615,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c27_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -12504,14 +12653,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c28_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c28_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 2:
                 q -= 14
@@ -12540,14 +12691,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower.Value = _c29_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 3:
                 q -= 14
@@ -12576,14 +12729,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c30_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c30_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 4:
                 q -= 14
@@ -12612,9 +12767,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -12627,9 +12782,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 9:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -12657,14 +12809,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 1:
                 q -= 14
@@ -12693,14 +12847,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 2:
                 q -= 14
@@ -12729,14 +12885,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 3:
                 q -= 14
@@ -12765,9 +12923,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -12780,9 +12938,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 10:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -12810,14 +12965,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c36_Exponent
                 f_EVSEPresentActivePower.Value = _c36_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 1:
                 q -= 14
@@ -12846,14 +13003,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c37_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 2:
                 q -= 14
@@ -12882,9 +13041,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -12897,9 +13056,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -12927,14 +13083,16 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c39_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c39_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 1:
                 q -= 14
@@ -12963,9 +13121,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -12978,9 +13136,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -13008,9 +13163,9 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -13023,9 +13178,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 13:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -14198,14 +14350,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
+                ec = (x & 15)
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -14234,14 +14388,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
                 f_EVMaximumEnergyRequest.Value = _c2_Value
+                ec = (x & 15)
                 s = 2
             elif ec == 2:
                 q -= 14
@@ -14270,14 +14426,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
                 f_EVMinimumEnergyRequest.Value = _c3_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 3:
                 q -= 14
@@ -14306,14 +14464,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c4_Exponent
                 f_EVMaximumChargePower.Value = _c4_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 4:
                 q -= 14
@@ -14342,14 +14502,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c5_Exponent
                 f_EVMaximumChargePower_L2.Value = _c5_Value
+                ec = (x & 7)
                 s = 5
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -14381,14 +14543,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c6_Exponent
                 f_EVMaximumChargePower_L3.Value = _c6_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 6:
                 q -= 14
@@ -14417,14 +14581,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c7_Exponent
                 f_EVMinimumChargePower.Value = _c7_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 7:
                 q -= 14
@@ -14453,14 +14619,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 8:
                 q -= 14
@@ -14489,9 +14657,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -14525,21 +14693,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c10_Exponent
                 f_EVPresentActivePower.Value = _c10_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -14568,14 +14735,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c11_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                     f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumEnergyRequest.Exponent = _c11_Exponent
                     f_EVMaximumEnergyRequest.Value = _c11_Value
+                    ec = (x & 15)
                     s = 2
                 elif ec == 1:
                     q -= 14
@@ -14604,14 +14773,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                     f_EVMinimumEnergyRequest.Value = _c12_Value
+                    ec = (x & 7)
                     s = 3
                 elif ec == 2:
                     q -= 14
@@ -14640,14 +14811,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c13_Exponent
                     f_EVMaximumChargePower.Value = _c13_Value
+                    ec = (x & 7)
                     s = 4
                 elif ec == 3:
                     q -= 14
@@ -14676,14 +14849,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower_L2.Exponent = _c14_Exponent
                     f_EVMaximumChargePower_L2.Value = _c14_Value
+                    ec = (x & 7)
                     s = 5
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -14715,14 +14890,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c15_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower_L3.Exponent = _c15_Exponent
                     f_EVMaximumChargePower_L3.Value = _c15_Value
+                    ec = (x & 7)
                     s = 6
                 elif ec == 5:
                     q -= 14
@@ -14751,14 +14928,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c16_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c16_Exponent
                     f_EVMinimumChargePower.Value = _c16_Value
+                    ec = (x & 3)
                     s = 7
                 elif ec == 6:
                     q -= 14
@@ -14787,14 +14966,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c17_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower_L2.Exponent = _c17_Exponent
                     f_EVMinimumChargePower_L2.Value = _c17_Value
+                    ec = (x & 3)
                     s = 8
                 elif ec == 7:
                     q -= 14
@@ -14823,9 +15004,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c18_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                     f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -14859,21 +15040,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c19_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                     f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentActivePower.Exponent = _c19_Exponent
                     f_EVPresentActivePower.Value = _c19_Value
+                    ec = (x & 15)
                     s = 10
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -14901,14 +15081,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c20_Exponent
                 f_EVMinimumEnergyRequest.Value = _c20_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -14937,14 +15119,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c21_Exponent
                 f_EVMaximumChargePower.Value = _c21_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -14973,14 +15157,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c22_Exponent
                 f_EVMaximumChargePower_L2.Value = _c22_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -15009,14 +15195,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c23_Exponent
                 f_EVMaximumChargePower_L3.Value = _c23_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 4:
                 q -= 14
@@ -15045,14 +15233,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c24_Exponent
                 f_EVMinimumChargePower.Value = _c24_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 5:
                 q -= 14
@@ -15081,14 +15271,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c25_Exponent
                 f_EVMinimumChargePower_L2.Value = _c25_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 6:
                 q -= 14
@@ -15117,9 +15309,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -15153,21 +15345,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c27_Exponent
                 f_EVPresentActivePower.Value = _c27_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -15195,14 +15386,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c28_Exponent
                 f_EVMaximumChargePower.Value = _c28_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -15231,14 +15424,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c29_Exponent
                 f_EVMaximumChargePower_L2.Value = _c29_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -15267,14 +15462,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c30_Exponent
                 f_EVMaximumChargePower_L3.Value = _c30_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 3:
                 q -= 14
@@ -15303,14 +15500,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c31_Exponent
                 f_EVMinimumChargePower.Value = _c31_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 4:
                 q -= 14
@@ -15339,14 +15538,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c32_Exponent
                 f_EVMinimumChargePower_L2.Value = _c32_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 5:
                 q -= 14
@@ -15375,9 +15576,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -15411,21 +15612,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c34_Exponent
                 f_EVPresentActivePower.Value = _c34_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -15453,14 +15653,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c35_Exponent
                 f_EVMaximumChargePower_L2.Value = _c35_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -15489,14 +15691,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c36_Exponent
                 f_EVMaximumChargePower_L3.Value = _c36_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 2:
                 q -= 14
@@ -15525,14 +15729,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c37_Exponent
                 f_EVMinimumChargePower.Value = _c37_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
                 q -= 14
@@ -15561,14 +15767,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c38_Exponent
                 f_EVMinimumChargePower_L2.Value = _c38_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 4:
                 q -= 14
@@ -15597,9 +15805,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -15633,21 +15841,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c40_Exponent
                 f_EVPresentActivePower.Value = _c40_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -15675,14 +15882,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c41_Exponent
                 f_EVMaximumChargePower_L3.Value = _c41_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -15711,14 +15920,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c42_Exponent
                 f_EVMinimumChargePower.Value = _c42_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
                 q -= 14
@@ -15747,14 +15958,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c43_Exponent
                 f_EVMinimumChargePower_L2.Value = _c43_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 3:
                 q -= 14
@@ -15783,9 +15996,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -15819,21 +16032,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c45_Exponent
                 f_EVPresentActivePower.Value = _c45_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -15861,14 +16073,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c46_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
                 if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c46_Exponent
                 f_EVMinimumChargePower.Value = _c46_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -15897,14 +16111,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c47_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
                 if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c47_Exponent
                 f_EVMinimumChargePower_L2.Value = _c47_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -15933,9 +16149,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c48_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c48_Value = -_c48_Value - 1
                 if _c48_Value < -32768 or _c48_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c48_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -15969,21 +16185,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c49_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c49_Value = -_c49_Value - 1
                 if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c49_Exponent
                 f_EVPresentActivePower.Value = _c49_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -16011,14 +16226,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c50_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c50_Value = -_c50_Value - 1
                 if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c50_Exponent
                 f_EVMinimumChargePower_L2.Value = _c50_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -16047,9 +16264,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c51_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c51_Value = -_c51_Value - 1
                 if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -16083,21 +16300,20 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c52_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c52_Value = -_c52_Value - 1
                 if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c52_Exponent
                 f_EVPresentActivePower.Value = _c52_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -16125,9 +16341,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c53_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c53_Value = -_c53_Value - 1
                 if _c53_Value < -32768 or _c53_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c53_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -16161,22 +16377,24 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c54_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c54_Value = -_c54_Value - 1
                 if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c54_Exponent
                 f_EVPresentActivePower.Value = _c54_Value
+                ec = (x & 15)
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 9:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
             _c55_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentActivePower/Value'
@@ -16199,19 +16417,18 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 _c55_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
             if _neg: _c55_Value = -_c55_Value - 1
             if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(r.end - q))
             f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentActivePower.Exponent = _c55_Exponent
             f_EVPresentActivePower.Value = _c55_Value
+            ec = (x & 15)
             s = 10
         if s == 10:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 6:
                 if ec == 0:
                     q -= 14
@@ -16240,14 +16457,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c56_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c56_Value = -_c56_Value - 1
                     if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(r.end - q))
                     f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentActivePower_L2.Exponent = _c56_Exponent
                     f_EVPresentActivePower_L2.Value = _c56_Value
+                    ec = (x & 15)
                     s = 11
                 elif ec == 1:
                     q -= 14
@@ -16276,14 +16495,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c57_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c57_Value = -_c57_Value - 1
                     if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(r.end - q))
                     f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentActivePower_L3.Exponent = _c57_Exponent
                     f_EVPresentActivePower_L3.Value = _c57_Value
+                    ec = (x & 15)
                     s = 12
                 elif ec == 2:
                     q -= 14
@@ -16312,14 +16533,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c58_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c58_Value = -_c58_Value - 1
                     if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(r.end - q))
                     f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c58_Exponent
                     f_EVPresentReactivePower.Value = _c58_Value
+                    ec = (x & 15)
                     s = 13
                 elif ec == 3:
                     q -= 14
@@ -16348,14 +16571,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c59_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c59_Value = -_c59_Value - 1
                     if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c59_Exponent
                     f_EVPresentReactivePower_L2.Value = _c59_Value
+                    ec = (x & 15)
                     s = 14
                 elif ec == 4:
                     q -= 14
@@ -16384,14 +16609,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c60_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c60_Value = -_c60_Value - 1
                     if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c60_Exponent
                     f_EVPresentReactivePower_L3.Value = _c60_Value
+                    ec = (x & 7)
                     s = 15
                 elif ec == 5:
                     q -= 14
@@ -16420,14 +16647,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c61_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c61_Value = -_c61_Value - 1
                     if _c61_Value < -32768 or _c61_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c61_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c61_Exponent
                     f_EVMaximumDischargePower.Value = _c61_Value
+                    ec = (x & 7)
                     s = 16
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -16459,14 +16688,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c62_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c62_Value = -_c62_Value - 1
                     if _c62_Value < -32768 or _c62_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c62_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c62_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c62_Value
+                    ec = (x & 7)
                     s = 17
                 elif ec == 7:
                     q -= 14
@@ -16495,14 +16726,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c63_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c63_Value = -_c63_Value - 1
                     if _c63_Value < -32768 or _c63_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c63_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c63_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c63_Value
+                    ec = (x & 7)
                     s = 18
                 elif ec == 8:
                     q -= 14
@@ -16531,14 +16764,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c64_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c64_Value = -_c64_Value - 1
                     if _c64_Value < -32768 or _c64_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c64_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c64_Exponent
                     f_EVMinimumDischargePower.Value = _c64_Value
+                    ec = (x & 3)
                     s = 19
                 elif ec == 9:
                     q -= 14
@@ -16567,14 +16802,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c65_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c65_Value = -_c65_Value - 1
                     if _c65_Value < -32768 or _c65_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c65_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c65_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c65_Value
+                    ec = (x & 3)
                     s = 20
                 elif ec == 10:
                     q -= 14
@@ -16603,9 +16840,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c66_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c66_Value = -_c66_Value - 1
                     if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -16618,9 +16855,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 11:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 5:
                 if ec == 0:
                     q -= 14
@@ -16649,14 +16883,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c67_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c67_Value = -_c67_Value - 1
                     if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(r.end - q))
                     f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentActivePower_L3.Exponent = _c67_Exponent
                     f_EVPresentActivePower_L3.Value = _c67_Value
+                    ec = (x & 15)
                     s = 12
                 elif ec == 1:
                     q -= 14
@@ -16685,14 +16921,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c68_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c68_Value = -_c68_Value - 1
                     if _c68_Value < -32768 or _c68_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c68_Value, r.at(r.end - q))
                     f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c68_Exponent
                     f_EVPresentReactivePower.Value = _c68_Value
+                    ec = (x & 15)
                     s = 13
                 elif ec == 2:
                     q -= 14
@@ -16721,14 +16959,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c69_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c69_Value = -_c69_Value - 1
                     if _c69_Value < -32768 or _c69_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c69_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c69_Exponent
                     f_EVPresentReactivePower_L2.Value = _c69_Value
+                    ec = (x & 15)
                     s = 14
                 elif ec == 3:
                     q -= 14
@@ -16757,14 +16997,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c70_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c70_Value = -_c70_Value - 1
                     if _c70_Value < -32768 or _c70_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c70_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c70_Exponent
                     f_EVPresentReactivePower_L3.Value = _c70_Value
+                    ec = (x & 7)
                     s = 15
                 elif ec == 4:
                     q -= 14
@@ -16793,14 +17035,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c71_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c71_Value = -_c71_Value - 1
                     if _c71_Value < -32768 or _c71_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c71_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c71_Exponent
                     f_EVMaximumDischargePower.Value = _c71_Value
+                    ec = (x & 7)
                     s = 16
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -16832,14 +17076,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c72_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c72_Value = -_c72_Value - 1
                     if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c72_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c72_Value
+                    ec = (x & 7)
                     s = 17
                 elif ec == 6:
                     q -= 14
@@ -16868,14 +17114,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c73_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c73_Value = -_c73_Value - 1
                     if _c73_Value < -32768 or _c73_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c73_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c73_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c73_Value
+                    ec = (x & 7)
                     s = 18
                 elif ec == 7:
                     q -= 14
@@ -16904,14 +17152,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c74_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c74_Value = -_c74_Value - 1
                     if _c74_Value < -32768 or _c74_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c74_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c74_Exponent
                     f_EVMinimumDischargePower.Value = _c74_Value
+                    ec = (x & 3)
                     s = 19
                 elif ec == 8:
                     q -= 14
@@ -16940,14 +17190,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c75_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c75_Value = -_c75_Value - 1
                     if _c75_Value < -32768 or _c75_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c75_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c75_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c75_Value
+                    ec = (x & 3)
                     s = 20
                 elif ec == 9:
                     q -= 14
@@ -16976,9 +17228,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c76_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c76_Value = -_c76_Value - 1
                     if _c76_Value < -32768 or _c76_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c76_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -16991,9 +17243,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 12:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 5:
                 if ec == 0:
                     q -= 14
@@ -17022,14 +17271,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c77_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c77_Value = -_c77_Value - 1
                     if _c77_Value < -32768 or _c77_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c77_Value, r.at(r.end - q))
                     f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c77_Exponent
                     f_EVPresentReactivePower.Value = _c77_Value
+                    ec = (x & 15)
                     s = 13
                 elif ec == 1:
                     q -= 14
@@ -17058,14 +17309,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c78_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c78_Value = -_c78_Value - 1
                     if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c78_Exponent
                     f_EVPresentReactivePower_L2.Value = _c78_Value
+                    ec = (x & 15)
                     s = 14
                 elif ec == 2:
                     q -= 14
@@ -17094,14 +17347,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c79_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c79_Value = -_c79_Value - 1
                     if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c79_Exponent
                     f_EVPresentReactivePower_L3.Value = _c79_Value
+                    ec = (x & 7)
                     s = 15
                 elif ec == 3:
                     q -= 14
@@ -17130,14 +17385,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c80_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c80_Value = -_c80_Value - 1
                     if _c80_Value < -32768 or _c80_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c80_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c80_Exponent
                     f_EVMaximumDischargePower.Value = _c80_Value
+                    ec = (x & 7)
                     s = 16
                 elif ec == 4:
                     q -= 14
@@ -17166,14 +17423,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c81_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c81_Value = -_c81_Value - 1
                     if _c81_Value < -32768 or _c81_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c81_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c81_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c81_Value
+                    ec = (x & 7)
                     s = 17
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -17205,14 +17464,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c82_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c82_Value = -_c82_Value - 1
                     if _c82_Value < -32768 or _c82_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c82_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c82_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c82_Value
+                    ec = (x & 7)
                     s = 18
                 elif ec == 6:
                     q -= 14
@@ -17241,14 +17502,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c83_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c83_Value = -_c83_Value - 1
                     if _c83_Value < -32768 or _c83_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c83_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c83_Exponent
                     f_EVMinimumDischargePower.Value = _c83_Value
+                    ec = (x & 3)
                     s = 19
                 elif ec == 7:
                     q -= 14
@@ -17277,14 +17540,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c84_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c84_Value = -_c84_Value - 1
                     if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c84_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c84_Value
+                    ec = (x & 3)
                     s = 20
                 elif ec == 8:
                     q -= 14
@@ -17313,9 +17578,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c85_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c85_Value = -_c85_Value - 1
                     if _c85_Value < -32768 or _c85_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c85_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -17328,9 +17593,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 13:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -17359,14 +17621,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c86_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c86_Value = -_c86_Value - 1
                     if _c86_Value < -32768 or _c86_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c86_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c86_Exponent
                     f_EVPresentReactivePower_L2.Value = _c86_Value
+                    ec = (x & 15)
                     s = 14
                 elif ec == 1:
                     q -= 14
@@ -17395,14 +17659,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c87_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c87_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c87_Value = -_c87_Value - 1
                     if _c87_Value < -32768 or _c87_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c87_Value, r.at(r.end - q))
                     f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c87_Exponent
                     f_EVPresentReactivePower_L3.Value = _c87_Value
+                    ec = (x & 7)
                     s = 15
                 elif ec == 2:
                     q -= 14
@@ -17431,14 +17697,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c88_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c88_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c88_Value = -_c88_Value - 1
                     if _c88_Value < -32768 or _c88_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c88_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c88_Exponent
                     f_EVMaximumDischargePower.Value = _c88_Value
+                    ec = (x & 7)
                     s = 16
                 elif ec == 3:
                     q -= 14
@@ -17467,14 +17735,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c89_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c89_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c89_Value = -_c89_Value - 1
                     if _c89_Value < -32768 or _c89_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c89_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c89_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c89_Value
+                    ec = (x & 7)
                     s = 17
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -17506,14 +17776,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c90_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c90_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c90_Value = -_c90_Value - 1
                     if _c90_Value < -32768 or _c90_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c90_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c90_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c90_Value
+                    ec = (x & 7)
                     s = 18
                 elif ec == 5:
                     q -= 14
@@ -17542,14 +17814,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c91_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c91_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c91_Value = -_c91_Value - 1
                     if _c91_Value < -32768 or _c91_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c91_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c91_Exponent
                     f_EVMinimumDischargePower.Value = _c91_Value
+                    ec = (x & 3)
                     s = 19
                 elif ec == 6:
                     q -= 14
@@ -17578,14 +17852,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c92_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c92_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c92_Value = -_c92_Value - 1
                     if _c92_Value < -32768 or _c92_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c92_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c92_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c92_Value
+                    ec = (x & 3)
                     s = 20
                 elif ec == 7:
                     q -= 14
@@ -17614,9 +17890,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                         _c93_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c93_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c93_Value = -_c93_Value - 1
                     if _c93_Value < -32768 or _c93_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c93_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -17629,9 +17905,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 14:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -17659,14 +17932,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c94_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c94_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c94_Value = -_c94_Value - 1
                 if _c94_Value < -32768 or _c94_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c94_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c94_Exponent
                 f_EVPresentReactivePower_L3.Value = _c94_Value
+                ec = (x & 7)
                 s = 15
             elif ec == 1:
                 q -= 14
@@ -17695,14 +17970,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c95_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c95_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c95_Value = -_c95_Value - 1
                 if _c95_Value < -32768 or _c95_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c95_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c95_Exponent
                 f_EVMaximumDischargePower.Value = _c95_Value
+                ec = (x & 7)
                 s = 16
             elif ec == 2:
                 q -= 14
@@ -17731,14 +18008,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c96_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c96_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c96_Value = -_c96_Value - 1
                 if _c96_Value < -32768 or _c96_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c96_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c96_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c96_Value
+                ec = (x & 7)
                 s = 17
             elif ec == 3:
                 q -= 14
@@ -17767,14 +18046,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c97_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c97_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c97_Value = -_c97_Value - 1
                 if _c97_Value < -32768 or _c97_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c97_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c97_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c97_Value
+                ec = (x & 7)
                 s = 18
             elif ec == 4:
                 q -= 14
@@ -17803,14 +18084,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c98_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c98_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c98_Value = -_c98_Value - 1
                 if _c98_Value < -32768 or _c98_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c98_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c98_Exponent
                 f_EVMinimumDischargePower.Value = _c98_Value
+                ec = (x & 3)
                 s = 19
             elif ec == 5:
                 q -= 14
@@ -17839,14 +18122,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c99_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c99_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c99_Value = -_c99_Value - 1
                 if _c99_Value < -32768 or _c99_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c99_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c99_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c99_Value
+                ec = (x & 3)
                 s = 20
             elif ec == 6:
                 q -= 14
@@ -17875,9 +18160,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c100_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c100_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c100_Value = -_c100_Value - 1
                 if _c100_Value < -32768 or _c100_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c100_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -17890,9 +18175,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 15:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -17920,14 +18202,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c101_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c101_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c101_Value = -_c101_Value - 1
                 if _c101_Value < -32768 or _c101_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c101_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c101_Exponent
                 f_EVMaximumDischargePower.Value = _c101_Value
+                ec = (x & 7)
                 s = 16
             elif ec == 1:
                 q -= 14
@@ -17956,14 +18240,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c102_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c102_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c102_Value = -_c102_Value - 1
                 if _c102_Value < -32768 or _c102_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c102_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c102_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c102_Value
+                ec = (x & 7)
                 s = 17
             elif ec == 2:
                 q -= 14
@@ -17992,14 +18278,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c103_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c103_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c103_Value = -_c103_Value - 1
                 if _c103_Value < -32768 or _c103_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c103_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c103_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c103_Value
+                ec = (x & 7)
                 s = 18
             elif ec == 3:
                 q -= 14
@@ -18028,14 +18316,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c104_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c104_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c104_Value = -_c104_Value - 1
                 if _c104_Value < -32768 or _c104_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c104_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c104_Exponent
                 f_EVMinimumDischargePower.Value = _c104_Value
+                ec = (x & 3)
                 s = 19
             elif ec == 4:
                 q -= 14
@@ -18064,14 +18354,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c105_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c105_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c105_Value = -_c105_Value - 1
                 if _c105_Value < -32768 or _c105_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c105_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c105_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c105_Value
+                ec = (x & 3)
                 s = 20
             elif ec == 5:
                 q -= 14
@@ -18100,9 +18392,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c106_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c106_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c106_Value = -_c106_Value - 1
                 if _c106_Value < -32768 or _c106_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c106_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -18115,9 +18407,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 16:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -18145,14 +18434,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c107_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c107_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c107_Value = -_c107_Value - 1
                 if _c107_Value < -32768 or _c107_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c107_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c107_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c107_Value
+                ec = (x & 7)
                 s = 17
             elif ec == 1:
                 q -= 14
@@ -18181,14 +18472,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c108_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c108_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c108_Value = -_c108_Value - 1
                 if _c108_Value < -32768 or _c108_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c108_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c108_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c108_Value
+                ec = (x & 7)
                 s = 18
             elif ec == 2:
                 q -= 14
@@ -18217,14 +18510,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c109_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c109_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c109_Value = -_c109_Value - 1
                 if _c109_Value < -32768 or _c109_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c109_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c109_Exponent
                 f_EVMinimumDischargePower.Value = _c109_Value
+                ec = (x & 3)
                 s = 19
             elif ec == 3:
                 q -= 14
@@ -18253,14 +18548,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c110_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c110_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c110_Value = -_c110_Value - 1
                 if _c110_Value < -32768 or _c110_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c110_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c110_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c110_Value
+                ec = (x & 3)
                 s = 20
             elif ec == 4:
                 q -= 14
@@ -18289,9 +18586,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c111_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c111_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c111_Value = -_c111_Value - 1
                 if _c111_Value < -32768 or _c111_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c111_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -18304,9 +18601,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 17:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -18334,14 +18628,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c112_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c112_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c112_Value = -_c112_Value - 1
                 if _c112_Value < -32768 or _c112_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c112_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c112_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c112_Value
+                ec = (x & 7)
                 s = 18
             elif ec == 1:
                 q -= 14
@@ -18370,14 +18666,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c113_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c113_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c113_Value = -_c113_Value - 1
                 if _c113_Value < -32768 or _c113_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c113_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c113_Exponent
                 f_EVMinimumDischargePower.Value = _c113_Value
+                ec = (x & 3)
                 s = 19
             elif ec == 2:
                 q -= 14
@@ -18406,14 +18704,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c114_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c114_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c114_Value = -_c114_Value - 1
                 if _c114_Value < -32768 or _c114_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c114_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c114_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c114_Value
+                ec = (x & 3)
                 s = 20
             elif ec == 3:
                 q -= 14
@@ -18442,9 +18742,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c115_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c115_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c115_Value = -_c115_Value - 1
                 if _c115_Value < -32768 or _c115_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c115_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -18457,9 +18757,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 18:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -18487,14 +18784,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c116_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c116_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c116_Value = -_c116_Value - 1
                 if _c116_Value < -32768 or _c116_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c116_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c116_Exponent
                 f_EVMinimumDischargePower.Value = _c116_Value
+                ec = (x & 3)
                 s = 19
             elif ec == 1:
                 q -= 14
@@ -18523,14 +18822,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c117_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c117_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c117_Value = -_c117_Value - 1
                 if _c117_Value < -32768 or _c117_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c117_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c117_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c117_Value
+                ec = (x & 3)
                 s = 20
             elif ec == 2:
                 q -= 14
@@ -18559,9 +18860,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c118_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c118_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c118_Value = -_c118_Value - 1
                 if _c118_Value < -32768 or _c118_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c118_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -18574,9 +18875,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 19:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -18604,14 +18902,16 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c119_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c119_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c119_Value = -_c119_Value - 1
                 if _c119_Value < -32768 or _c119_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c119_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c119_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c119_Value
+                ec = (x & 3)
                 s = 20
             elif ec == 1:
                 q -= 14
@@ -18640,9 +18940,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c120_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c120_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c120_Value = -_c120_Value - 1
                 if _c120_Value < -32768 or _c120_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c120_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -18655,9 +18955,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 20:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -18685,9 +18982,9 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     _c121_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c121_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c121_Value = -_c121_Value - 1
                 if _c121_Value < -32768 or _c121_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c121_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -18700,9 +18997,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 21:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -21572,14 +21866,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c1_Exponent
                 f_EVSETargetActivePower.Value = _c1_Value
+                ec = (x & 15)
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -21608,14 +21904,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L2.Exponent = _c2_Exponent
                 f_EVSETargetActivePower_L2.Value = _c2_Value
+                ec = (x & 15)
                 s = 2
             elif ec == 2:
                 q -= 14
@@ -21644,14 +21942,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c3_Exponent
                 f_EVSETargetActivePower_L3.Value = _c3_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 3:
                 q -= 14
@@ -21680,14 +21980,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c4_Exponent
                 f_EVSETargetReactivePower.Value = _c4_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 4:
                 q -= 14
@@ -21716,14 +22018,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c5_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c5_Value
+                ec = (x & 7)
                 s = 5
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
@@ -21755,14 +22059,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c6_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c6_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 6:
                 q -= 14
@@ -21791,14 +22097,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c7_Exponent
                 f_EVSEPresentActivePower.Value = _c7_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 7:
                 q -= 14
@@ -21827,14 +22135,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c8_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 8:
                 q -= 14
@@ -21863,9 +22173,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -21878,9 +22188,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -21909,14 +22216,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c10_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c10_Exponent
                     f_EVSETargetActivePower_L2.Value = _c10_Value
+                    ec = (x & 15)
                     s = 2
                 elif ec == 1:
                     q -= 14
@@ -21945,14 +22254,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c11_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c11_Exponent
                     f_EVSETargetActivePower_L3.Value = _c11_Value
+                    ec = (x & 7)
                     s = 3
                 elif ec == 2:
                     q -= 14
@@ -21981,14 +22292,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c12_Exponent
                     f_EVSETargetReactivePower.Value = _c12_Value
+                    ec = (x & 7)
                     s = 4
                 elif ec == 3:
                     q -= 14
@@ -22017,14 +22330,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c13_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c13_Value
+                    ec = (x & 7)
                     s = 5
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
@@ -22056,14 +22371,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c14_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c14_Value
+                    ec = (x & 7)
                     s = 6
                 elif ec == 5:
                     q -= 14
@@ -22092,14 +22409,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c15_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c15_Exponent
                     f_EVSEPresentActivePower.Value = _c15_Value
+                    ec = (x & 3)
                     s = 7
                 elif ec == 6:
                     q -= 14
@@ -22128,14 +22447,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c16_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c16_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c16_Value
+                    ec = (x & 3)
                     s = 8
                 elif ec == 7:
                     q -= 14
@@ -22164,9 +22485,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                         _c17_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -22179,9 +22500,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -22209,14 +22527,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c18_Exponent
                 f_EVSETargetActivePower_L3.Value = _c18_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -22245,14 +22565,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c19_Exponent
                 f_EVSETargetReactivePower.Value = _c19_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -22281,14 +22603,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c20_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c20_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -22317,14 +22641,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c21_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 4:
                 q -= 14
@@ -22353,14 +22679,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c22_Exponent
                 f_EVSEPresentActivePower.Value = _c22_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 5:
                 q -= 14
@@ -22389,14 +22717,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c23_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c23_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 6:
                 q -= 14
@@ -22425,9 +22755,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -22440,9 +22770,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -22470,14 +22797,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c25_Exponent
                 f_EVSETargetReactivePower.Value = _c25_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -22506,14 +22835,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c26_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c26_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -22542,14 +22873,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c27_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 3:
                 q -= 14
@@ -22578,14 +22911,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c28_Exponent
                 f_EVSEPresentActivePower.Value = _c28_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 4:
                 q -= 14
@@ -22614,14 +22949,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c29_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 5:
                 q -= 14
@@ -22650,9 +22987,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -22665,9 +23002,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -22695,14 +23029,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c31_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c31_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -22731,14 +23067,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 2:
                 q -= 14
@@ -22767,14 +23105,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
                 q -= 14
@@ -22803,14 +23143,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 4:
                 q -= 14
@@ -22839,9 +23181,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -22854,9 +23196,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -22884,14 +23223,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c36_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c36_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -22920,14 +23261,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower.Value = _c37_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
                 q -= 14
@@ -22956,14 +23299,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c38_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c38_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 3:
                 q -= 14
@@ -22992,9 +23337,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -23007,9 +23352,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -23037,14 +23379,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c40_Exponent
                 f_EVSEPresentActivePower.Value = _c40_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -23073,14 +23417,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c41_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c41_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -23109,9 +23455,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -23124,9 +23470,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -23154,14 +23497,16 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c43_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c43_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -23190,9 +23535,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -23205,9 +23550,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -23235,9 +23577,9 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -23250,9 +23592,6 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 9:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -24358,9 +24697,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -24394,9 +24733,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -24406,10 +24745,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         else:
             raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
@@ -24494,19 +24833,18 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
+            ec = (x & 3)
             s = 5
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -24534,14 +24872,16 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c6_Exponent
                 f_EVMaximumChargePower_L2.Value = _c6_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -24570,9 +24910,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -24606,21 +24946,20 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c8_Exponent
                 f_EVMinimumChargePower.Value = _c8_Value
+                ec = (x & 3)
                 s = 8
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -24648,9 +24987,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -24684,22 +25023,24 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c10_Exponent
                 f_EVMinimumChargePower.Value = _c10_Value
+                ec = (x & 3)
                 s = 8
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 7:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
@@ -24722,19 +25063,18 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c11_Exponent
             f_EVMinimumChargePower.Value = _c11_Value
+            ec = (x & 3)
             s = 8
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -24762,14 +25102,16 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c12_Exponent
                 f_EVMinimumChargePower_L2.Value = _c12_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -24798,9 +25140,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -24834,21 +25176,20 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c14_Exponent
                 f_EVPresentActivePower.Value = _c14_Value
+                ec = (x & 3)
                 s = 11
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 9:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -24876,9 +25217,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -24912,22 +25253,24 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c16_Exponent
                 f_EVPresentActivePower.Value = _c16_Value
+                ec = (x & 3)
                 s = 11
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 10:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
             _c17_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentActivePower/Value'
@@ -24950,19 +25293,18 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 _c17_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c17_Value = -_c17_Value - 1
             if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentActivePower.Exponent = _c17_Exponent
             f_EVPresentActivePower.Value = _c17_Value
+            ec = (x & 3)
             s = 11
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -24990,14 +25332,16 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c18_Exponent
                 f_EVPresentActivePower_L2.Value = _c18_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 1:
                 q -= 14
@@ -25026,9 +25370,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -25062,21 +25406,20 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c20_Exponent
                 f_EVPresentReactivePower.Value = _c20_Value
+                ec = (x & 3)
                 s = 14
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -25104,9 +25447,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -25140,22 +25483,24 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c22_Exponent
                 f_EVPresentReactivePower.Value = _c22_Value
+                ec = (x & 3)
                 s = 14
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 13:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentReactivePower/Exponent'
             _c23_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentReactivePower/Value'
@@ -25178,19 +25523,18 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 _c23_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c23_Value = -_c23_Value - 1
             if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
             f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentReactivePower.Exponent = _c23_Exponent
             f_EVPresentReactivePower.Value = _c23_Value
+            ec = (x & 3)
             s = 14
         if s == 14:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -25218,14 +25562,16 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c24_Exponent
                 f_EVPresentReactivePower_L2.Value = _c24_Value
+                ec = (x & 3)
                 s = 15
             elif ec == 1:
                 q -= 14
@@ -25254,9 +25600,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -25269,9 +25615,6 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 15:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -25299,9 +25642,9 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -25314,9 +25657,6 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 16:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -26038,28 +26378,32 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+            ec = (x & 7)
             s = 1
         elif ec == 1:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 1) & 127)
+            f_MinimumSOC = ((x >> 3) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 2
         elif ec == 2:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 1) & 127)
+            f_TargetSOC = ((x >> 3) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 1
@@ -26084,9 +26428,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
@@ -26116,38 +26460,39 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c1_Exponent
             f_EVSETargetActivePower.Value = _c1_Value
+            ec = (x & 15)
             s = 5
         else:
             raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 3) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -26172,9 +26517,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
@@ -26204,29 +26549,29 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c2_Exponent
                 f_EVSETargetActivePower.Value = _c2_Value
+                ec = (x & 15)
                 s = 5
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -26251,9 +26596,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
@@ -26283,21 +26628,20 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c3_Exponent
                 f_EVSETargetActivePower.Value = _c3_Value
+                ec = (x & 15)
                 s = 5
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -26321,9 +26665,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
@@ -26353,22 +26697,24 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c4_Exponent
                 f_EVSETargetActivePower.Value = _c4_Value
+                ec = (x & 15)
                 s = 5
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'EVSETargetActivePower/Exponent'
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSETargetActivePower/Value'
@@ -26391,19 +26737,18 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c5_Exponent
             f_EVSETargetActivePower.Value = _c5_Value
+            ec = (x & 15)
             s = 5
         if s == 5:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -26432,14 +26777,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c6_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
                     if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c6_Exponent
                     f_EVSETargetActivePower_L2.Value = _c6_Value
+                    ec = (x & 15)
                     s = 6
                 elif ec == 1:
                     q -= 14
@@ -26468,14 +26815,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c7_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
                     if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c7_Exponent
                     f_EVSETargetActivePower_L3.Value = _c7_Value
+                    ec = (x & 7)
                     s = 7
                 elif ec == 2:
                     q -= 14
@@ -26504,14 +26853,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c8_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c8_Value = -_c8_Value - 1
                     if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c8_Exponent
                     f_EVSETargetReactivePower.Value = _c8_Value
+                    ec = (x & 7)
                     s = 8
                 elif ec == 3:
                     q -= 14
@@ -26540,14 +26891,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c9_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c9_Value = -_c9_Value - 1
                     if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c9_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c9_Value
+                    ec = (x & 7)
                     s = 9
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
@@ -26579,14 +26932,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c10_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c10_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c10_Value
+                    ec = (x & 7)
                     s = 10
                 elif ec == 5:
                     q -= 14
@@ -26615,14 +26970,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c11_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c11_Exponent
                     f_EVSEPresentActivePower.Value = _c11_Value
+                    ec = (x & 3)
                     s = 11
                 elif ec == 6:
                     q -= 14
@@ -26651,14 +27008,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c12_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c12_Value
+                    ec = (x & 3)
                     s = 12
                 elif ec == 7:
                     q -= 14
@@ -26687,9 +27046,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -26702,9 +27061,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 6:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -26732,14 +27088,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c14_Exponent
                 f_EVSETargetActivePower_L3.Value = _c14_Value
+                ec = (x & 7)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -26768,14 +27126,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c15_Exponent
                 f_EVSETargetReactivePower.Value = _c15_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -26804,14 +27164,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c16_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c16_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 3:
                 q -= 14
@@ -26840,14 +27202,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c17_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c17_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 4:
                 q -= 14
@@ -26876,14 +27240,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c18_Exponent
                 f_EVSEPresentActivePower.Value = _c18_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 5:
                 q -= 14
@@ -26912,14 +27278,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c19_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c19_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 6:
                 q -= 14
@@ -26948,9 +27316,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -26963,9 +27331,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -26993,14 +27358,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower.Value = _c21_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -27029,14 +27396,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c22_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c22_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 2:
                 q -= 14
@@ -27065,14 +27434,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c23_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c23_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 3:
                 q -= 14
@@ -27101,14 +27472,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower.Value = _c24_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 4:
                 q -= 14
@@ -27137,14 +27510,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c25_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c25_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 5:
                 q -= 14
@@ -27173,9 +27548,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -27188,9 +27563,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 8:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -27218,14 +27590,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c27_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -27254,14 +27628,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c28_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c28_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 2:
                 q -= 14
@@ -27290,14 +27666,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower.Value = _c29_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 3:
                 q -= 14
@@ -27326,14 +27704,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c30_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c30_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 4:
                 q -= 14
@@ -27362,9 +27742,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -27377,9 +27757,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 9:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -27407,14 +27784,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 1:
                 q -= 14
@@ -27443,14 +27822,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 2:
                 q -= 14
@@ -27479,14 +27860,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 3:
                 q -= 14
@@ -27515,9 +27898,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -27530,9 +27913,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 10:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -27560,14 +27940,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c36_Exponent
                 f_EVSEPresentActivePower.Value = _c36_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 1:
                 q -= 14
@@ -27596,14 +27978,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c37_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 2:
                 q -= 14
@@ -27632,9 +28016,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -27647,9 +28031,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -27677,14 +28058,16 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c39_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c39_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 1:
                 q -= 14
@@ -27713,9 +28096,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -27728,9 +28111,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -27758,9 +28138,9 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -27773,9 +28153,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 13:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -28942,14 +29319,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
+                ec = (x & 15)
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -28978,14 +29357,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
                 f_EVMaximumEnergyRequest.Value = _c2_Value
+                ec = (x & 15)
                 s = 2
             elif ec == 2:
                 q -= 14
@@ -29014,14 +29395,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
                 f_EVMinimumEnergyRequest.Value = _c3_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 3:
                 q -= 14
@@ -29050,14 +29433,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c4_Exponent
                 f_EVMaximumChargePower.Value = _c4_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 4:
                 q -= 14
@@ -29086,14 +29471,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c5_Exponent
                 f_EVMaximumChargePower_L2.Value = _c5_Value
+                ec = (x & 7)
                 s = 5
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -29125,14 +29512,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c6_Exponent
                 f_EVMaximumChargePower_L3.Value = _c6_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 6:
                 q -= 14
@@ -29161,14 +29550,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c7_Exponent
                 f_EVMinimumChargePower.Value = _c7_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 7:
                 q -= 14
@@ -29197,14 +29588,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 8:
                 q -= 14
@@ -29233,9 +29626,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -29269,21 +29662,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c10_Exponent
                 f_EVPresentActivePower.Value = _c10_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -29312,14 +29704,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c11_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                     f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumEnergyRequest.Exponent = _c11_Exponent
                     f_EVMaximumEnergyRequest.Value = _c11_Value
+                    ec = (x & 15)
                     s = 2
                 elif ec == 1:
                     q -= 14
@@ -29348,14 +29742,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                     f_EVMinimumEnergyRequest.Value = _c12_Value
+                    ec = (x & 7)
                     s = 3
                 elif ec == 2:
                     q -= 14
@@ -29384,14 +29780,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c13_Exponent
                     f_EVMaximumChargePower.Value = _c13_Value
+                    ec = (x & 7)
                     s = 4
                 elif ec == 3:
                     q -= 14
@@ -29420,14 +29818,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower_L2.Exponent = _c14_Exponent
                     f_EVMaximumChargePower_L2.Value = _c14_Value
+                    ec = (x & 7)
                     s = 5
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -29459,14 +29859,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c15_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower_L3.Exponent = _c15_Exponent
                     f_EVMaximumChargePower_L3.Value = _c15_Value
+                    ec = (x & 7)
                     s = 6
                 elif ec == 5:
                     q -= 14
@@ -29495,14 +29897,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c16_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c16_Exponent
                     f_EVMinimumChargePower.Value = _c16_Value
+                    ec = (x & 3)
                     s = 7
                 elif ec == 6:
                     q -= 14
@@ -29531,14 +29935,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c17_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower_L2.Exponent = _c17_Exponent
                     f_EVMinimumChargePower_L2.Value = _c17_Value
+                    ec = (x & 3)
                     s = 8
                 elif ec == 7:
                     q -= 14
@@ -29567,9 +29973,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c18_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                     f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -29603,21 +30009,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                         _c19_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                     f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVPresentActivePower.Exponent = _c19_Exponent
                     f_EVPresentActivePower.Value = _c19_Value
+                    ec = (x & 7)
                     s = 10
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -29645,14 +30050,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c20_Exponent
                 f_EVMinimumEnergyRequest.Value = _c20_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -29681,14 +30088,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c21_Exponent
                 f_EVMaximumChargePower.Value = _c21_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -29717,14 +30126,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c22_Exponent
                 f_EVMaximumChargePower_L2.Value = _c22_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -29753,14 +30164,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c23_Exponent
                 f_EVMaximumChargePower_L3.Value = _c23_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 4:
                 q -= 14
@@ -29789,14 +30202,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c24_Exponent
                 f_EVMinimumChargePower.Value = _c24_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 5:
                 q -= 14
@@ -29825,14 +30240,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c25_Exponent
                 f_EVMinimumChargePower_L2.Value = _c25_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 6:
                 q -= 14
@@ -29861,9 +30278,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -29897,21 +30314,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c27_Exponent
                 f_EVPresentActivePower.Value = _c27_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -29939,14 +30355,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c28_Exponent
                 f_EVMaximumChargePower.Value = _c28_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -29975,14 +30393,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c29_Exponent
                 f_EVMaximumChargePower_L2.Value = _c29_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -30011,14 +30431,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c30_Exponent
                 f_EVMaximumChargePower_L3.Value = _c30_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 3:
                 q -= 14
@@ -30047,14 +30469,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c31_Exponent
                 f_EVMinimumChargePower.Value = _c31_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 4:
                 q -= 14
@@ -30083,14 +30507,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c32_Exponent
                 f_EVMinimumChargePower_L2.Value = _c32_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 5:
                 q -= 14
@@ -30119,9 +30545,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -30155,21 +30581,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c34_Exponent
                 f_EVPresentActivePower.Value = _c34_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -30197,14 +30622,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c35_Exponent
                 f_EVMaximumChargePower_L2.Value = _c35_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -30233,14 +30660,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c36_Exponent
                 f_EVMaximumChargePower_L3.Value = _c36_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 2:
                 q -= 14
@@ -30269,14 +30698,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c37_Exponent
                 f_EVMinimumChargePower.Value = _c37_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
                 q -= 14
@@ -30305,14 +30736,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c38_Exponent
                 f_EVMinimumChargePower_L2.Value = _c38_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 4:
                 q -= 14
@@ -30341,9 +30774,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -30377,21 +30810,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c40_Exponent
                 f_EVPresentActivePower.Value = _c40_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -30419,14 +30851,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c41_Exponent
                 f_EVMaximumChargePower_L3.Value = _c41_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -30455,14 +30889,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c42_Exponent
                 f_EVMinimumChargePower.Value = _c42_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
                 q -= 14
@@ -30491,14 +30927,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c43_Exponent
                 f_EVMinimumChargePower_L2.Value = _c43_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 3:
                 q -= 14
@@ -30527,9 +30965,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -30563,21 +31001,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c45_Exponent
                 f_EVPresentActivePower.Value = _c45_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -30605,14 +31042,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c46_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
                 if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c46_Exponent
                 f_EVMinimumChargePower.Value = _c46_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -30641,14 +31080,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c47_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
                 if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c47_Exponent
                 f_EVMinimumChargePower_L2.Value = _c47_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -30677,9 +31118,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c48_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c48_Value = -_c48_Value - 1
                 if _c48_Value < -32768 or _c48_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c48_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -30713,21 +31154,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c49_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c49_Value = -_c49_Value - 1
                 if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c49_Exponent
                 f_EVPresentActivePower.Value = _c49_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -30755,14 +31195,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c50_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c50_Value = -_c50_Value - 1
                 if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c50_Exponent
                 f_EVMinimumChargePower_L2.Value = _c50_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -30791,9 +31233,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c51_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c51_Value = -_c51_Value - 1
                 if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -30827,21 +31269,20 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c52_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c52_Value = -_c52_Value - 1
                 if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c52_Exponent
                 f_EVPresentActivePower.Value = _c52_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -30869,9 +31310,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c53_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c53_Value = -_c53_Value - 1
                 if _c53_Value < -32768 or _c53_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c53_Value, r.at(r.end - q))
                 f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -30905,22 +31346,24 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c54_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c54_Value = -_c54_Value - 1
                 if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(r.end - q))
                 f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c54_Exponent
                 f_EVPresentActivePower.Value = _c54_Value
+                ec = (x & 7)
                 s = 10
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 9:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
             _c55_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentActivePower/Value'
@@ -30943,19 +31386,18 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 _c55_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
             if _neg: _c55_Value = -_c55_Value - 1
             if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(r.end - q))
             f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentActivePower.Exponent = _c55_Exponent
             f_EVPresentActivePower.Value = _c55_Value
+            ec = (x & 7)
             s = 10
         if s == 10:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -30983,14 +31425,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c56_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c56_Value = -_c56_Value - 1
                 if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c56_Exponent
                 f_EVPresentActivePower_L2.Value = _c56_Value
+                ec = (x & 7)
                 s = 11
             elif ec == 1:
                 q -= 14
@@ -31019,14 +31463,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c57_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c57_Value = -_c57_Value - 1
                 if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c57_Exponent
                 f_EVPresentActivePower_L3.Value = _c57_Value
+                ec = (x & 7)
                 s = 12
             elif ec == 2:
                 q -= 14
@@ -31055,14 +31501,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c58_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c58_Value = -_c58_Value - 1
                 if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(r.end - q))
                 f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c58_Exponent
                 f_EVPresentReactivePower.Value = _c58_Value
+                ec = (x & 3)
                 s = 13
             elif ec == 3:
                 q -= 14
@@ -31091,14 +31539,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c59_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c59_Value = -_c59_Value - 1
                 if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c59_Exponent
                 f_EVPresentReactivePower_L2.Value = _c59_Value
+                ec = (x & 3)
                 s = 14
             elif ec == 4:
                 q -= 14
@@ -31127,9 +31577,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c60_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c60_Value = -_c60_Value - 1
                 if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -31142,9 +31592,6 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 11:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -31172,14 +31619,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c61_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c61_Value = -_c61_Value - 1
                 if _c61_Value < -32768 or _c61_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c61_Value, r.at(r.end - q))
                 f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c61_Exponent
                 f_EVPresentActivePower_L3.Value = _c61_Value
+                ec = (x & 7)
                 s = 12
             elif ec == 1:
                 q -= 14
@@ -31208,14 +31657,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c62_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c62_Value = -_c62_Value - 1
                 if _c62_Value < -32768 or _c62_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c62_Value, r.at(r.end - q))
                 f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c62_Exponent
                 f_EVPresentReactivePower.Value = _c62_Value
+                ec = (x & 3)
                 s = 13
             elif ec == 2:
                 q -= 14
@@ -31244,14 +31695,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c63_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c63_Value = -_c63_Value - 1
                 if _c63_Value < -32768 or _c63_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c63_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c63_Exponent
                 f_EVPresentReactivePower_L2.Value = _c63_Value
+                ec = (x & 3)
                 s = 14
             elif ec == 3:
                 q -= 14
@@ -31280,9 +31733,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c64_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c64_Value = -_c64_Value - 1
                 if _c64_Value < -32768 or _c64_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c64_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -31295,9 +31748,6 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 12:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -31325,14 +31775,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c65_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c65_Value = -_c65_Value - 1
                 if _c65_Value < -32768 or _c65_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c65_Value, r.at(r.end - q))
                 f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c65_Exponent
                 f_EVPresentReactivePower.Value = _c65_Value
+                ec = (x & 3)
                 s = 13
             elif ec == 1:
                 q -= 14
@@ -31361,14 +31813,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c66_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c66_Value = -_c66_Value - 1
                 if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c66_Exponent
                 f_EVPresentReactivePower_L2.Value = _c66_Value
+                ec = (x & 3)
                 s = 14
             elif ec == 2:
                 q -= 14
@@ -31397,9 +31851,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c67_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c67_Value = -_c67_Value - 1
                 if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -31412,9 +31866,6 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 13:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -31442,14 +31893,16 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c68_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c68_Value = -_c68_Value - 1
                 if _c68_Value < -32768 or _c68_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c68_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c68_Exponent
                 f_EVPresentReactivePower_L2.Value = _c68_Value
+                ec = (x & 3)
                 s = 14
             elif ec == 1:
                 q -= 14
@@ -31478,9 +31931,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c69_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c69_Value = -_c69_Value - 1
                 if _c69_Value < -32768 or _c69_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c69_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -31493,9 +31946,6 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 14:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -31523,9 +31973,9 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     _c70_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c70_Value = -_c70_Value - 1
                 if _c70_Value < -32768 or _c70_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c70_Value, r.at(r.end - q))
                 f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -31538,9 +31988,6 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 15:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -33240,14 +33687,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c1_Exponent
                 f_EVSETargetActivePower.Value = _c1_Value
+                ec = (x & 15)
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -33276,14 +33725,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L2.Exponent = _c2_Exponent
                 f_EVSETargetActivePower_L2.Value = _c2_Value
+                ec = (x & 15)
                 s = 2
             elif ec == 2:
                 q -= 14
@@ -33312,14 +33763,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c3_Exponent
                 f_EVSETargetActivePower_L3.Value = _c3_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 3:
                 q -= 14
@@ -33348,14 +33801,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c4_Exponent
                 f_EVSETargetReactivePower.Value = _c4_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 4:
                 q -= 14
@@ -33384,14 +33839,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c5_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c5_Value
+                ec = (x & 7)
                 s = 5
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
@@ -33423,14 +33880,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c6_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c6_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 6:
                 q -= 14
@@ -33459,14 +33918,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c7_Exponent
                 f_EVSEPresentActivePower.Value = _c7_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 7:
                 q -= 14
@@ -33495,14 +33956,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c8_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c8_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 8:
                 q -= 14
@@ -33531,9 +33994,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -33546,9 +34009,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -33577,14 +34037,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c10_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c10_Exponent
                     f_EVSETargetActivePower_L2.Value = _c10_Value
+                    ec = (x & 15)
                     s = 2
                 elif ec == 1:
                     q -= 14
@@ -33613,14 +34075,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c11_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                     f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c11_Exponent
                     f_EVSETargetActivePower_L3.Value = _c11_Value
+                    ec = (x & 7)
                     s = 3
                 elif ec == 2:
                     q -= 14
@@ -33649,14 +34113,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c12_Exponent
                     f_EVSETargetReactivePower.Value = _c12_Value
+                    ec = (x & 7)
                     s = 4
                 elif ec == 3:
                     q -= 14
@@ -33685,14 +34151,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c13_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c13_Value
+                    ec = (x & 7)
                     s = 5
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
@@ -33724,14 +34192,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c14_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c14_Value
+                    ec = (x & 7)
                     s = 6
                 elif ec == 5:
                     q -= 14
@@ -33760,14 +34230,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c15_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c15_Exponent
                     f_EVSEPresentActivePower.Value = _c15_Value
+                    ec = (x & 3)
                     s = 7
                 elif ec == 6:
                     q -= 14
@@ -33796,14 +34268,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c16_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c16_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c16_Value
+                    ec = (x & 3)
                     s = 8
                 elif ec == 7:
                     q -= 14
@@ -33832,9 +34306,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                         _c17_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -33847,9 +34321,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -33877,14 +34348,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c18_Exponent
                 f_EVSETargetActivePower_L3.Value = _c18_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -33913,14 +34386,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c19_Exponent
                 f_EVSETargetReactivePower.Value = _c19_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -33949,14 +34424,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c20_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c20_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -33985,14 +34462,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c21_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 4:
                 q -= 14
@@ -34021,14 +34500,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c22_Exponent
                 f_EVSEPresentActivePower.Value = _c22_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 5:
                 q -= 14
@@ -34057,14 +34538,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c23_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c23_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 6:
                 q -= 14
@@ -34093,9 +34576,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -34108,9 +34591,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -34138,14 +34618,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c25_Exponent
                 f_EVSETargetReactivePower.Value = _c25_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -34174,14 +34656,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c26_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c26_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -34210,14 +34694,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c27_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 3:
                 q -= 14
@@ -34246,14 +34732,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c28_Exponent
                 f_EVSEPresentActivePower.Value = _c28_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 4:
                 q -= 14
@@ -34282,14 +34770,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c29_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 5:
                 q -= 14
@@ -34318,9 +34808,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -34333,9 +34823,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -34363,14 +34850,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c31_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c31_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -34399,14 +34888,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 2:
                 q -= 14
@@ -34435,14 +34926,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
                 q -= 14
@@ -34471,14 +34964,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 4:
                 q -= 14
@@ -34507,9 +35002,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -34522,9 +35017,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -34552,14 +35044,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c36_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c36_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -34588,14 +35082,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower.Value = _c37_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
                 q -= 14
@@ -34624,14 +35120,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c38_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c38_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 3:
                 q -= 14
@@ -34660,9 +35158,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -34675,9 +35173,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -34705,14 +35200,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c40_Exponent
                 f_EVSEPresentActivePower.Value = _c40_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -34741,14 +35238,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c41_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c41_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -34777,9 +35276,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -34792,9 +35291,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -34822,14 +35318,16 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c43_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c43_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -34858,9 +35356,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -34873,9 +35371,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -34903,9 +35398,9 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -34918,9 +35413,6 @@ def _d_Scheduled_AC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 9:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:

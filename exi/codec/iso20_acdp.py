@@ -79,15 +79,14 @@ def _d_ACDP_ConnectReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -240,15 +239,14 @@ def _d_ACDP_ConnectResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -436,15 +434,14 @@ def _d_ACDP_SystemStatusReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -610,15 +607,14 @@ def _d_ACDP_SystemStatusResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -862,15 +858,14 @@ def _d_ACDP_VehiclePositioningReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1039,15 +1034,14 @@ def _d_ACDP_VehiclePositioningResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1354,31 +1348,30 @@ def _d_EVTechnicalStatusType(r):
     f_EVErrorCode = None
     f_EVTimeout = None
     try:
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 221: raise r.deviation('EVTechnicalStatusType', r.end - q)
-        _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1768: raise r.deviation('EVTechnicalStatusType', r.end - q)
+        _t = _T_b__z1__z1__z1__b[((x >> 4) & 31)]
         if _t is None:
             el = 'EVReadyToCharge'
-            f_EVReadyToCharge = ((x >> 5) & 1) == 1
+            f_EVReadyToCharge = ((x >> 8) & 1) == 1
             el = 'EVImmobilizationRequest'
-            f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
+            f_EVImmobilizationRequest = ((x >> 4) & 1) == 1
         else:
             el = 'EVImmobilizationRequest'
             f_EVReadyToCharge, f_EVImmobilizationRequest = _t
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 40: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVImmobilized'
-                f_EVImmobilized = ((x >> 1) & 1) == 1
+                f_EVImmobilized = ((x >> 4) & 1) == 1
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -1407,51 +1400,56 @@ def _d_EVTechnicalStatusType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
                 f_EVWLANStrength.Exponent = _c1_Exponent
                 f_EVWLANStrength.Value = _c1_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 2:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 17: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 1) & 7)
+                f_EVCPStatus = ((x >> 4) & 7)
                 if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
+                ec = (x & 7)
                 s = 5
             elif ec == 3:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 1) & 127)
+                f_EVSOC = ((x >> 3) & 127)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 6
             elif ec == 4:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 1) & 15)
+                f_EVErrorCode = ((x >> 3) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                ec = (x & 3)
                 s = 7
             elif ec == 5:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 1) & 1) == 1
+                f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 6:
                 pass
@@ -1459,9 +1457,6 @@ def _d_EVTechnicalStatusType(r):
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1489,51 +1484,56 @@ def _d_EVTechnicalStatusType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
                 f_EVWLANStrength.Exponent = _c2_Exponent
                 f_EVWLANStrength.Value = _c2_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 17: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 1) & 7)
+                f_EVCPStatus = ((x >> 4) & 7)
                 if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 1) & 127)
+                f_EVSOC = ((x >> 3) & 127)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 6
             elif ec == 3:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 1) & 15)
+                f_EVErrorCode = ((x >> 3) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                ec = (x & 3)
                 s = 7
             elif ec == 4:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 1) & 1) == 1
+                f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 5:
                 pass
@@ -1541,45 +1541,45 @@ def _d_EVTechnicalStatusType(r):
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 17: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 1) & 7)
+                f_EVCPStatus = ((x >> 4) & 7)
                 if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 1) & 127)
+                f_EVSOC = ((x >> 3) & 127)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 6
             elif ec == 2:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 1) & 15)
+                f_EVErrorCode = ((x >> 3) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 1) & 1) == 1
+                f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 4:
                 pass
@@ -1587,35 +1587,34 @@ def _d_EVTechnicalStatusType(r):
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 1) & 127)
+                f_EVSOC = ((x >> 3) & 127)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 6
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 1) & 15)
+                f_EVErrorCode = ((x >> 3) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 1) & 1) == 1
+                f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 3:
                 pass
@@ -1623,26 +1622,24 @@ def _d_EVTechnicalStatusType(r):
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 1) & 15)
+                f_EVErrorCode = ((x >> 3) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 1) & 1) == 1
+                f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 2:
                 pass
@@ -1650,16 +1647,13 @@ def _d_EVTechnicalStatusType(r):
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 1) & 1) == 1
+                f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 1:
                 pass
@@ -1667,9 +1661,6 @@ def _d_EVTechnicalStatusType(r):
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 8:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVTechnicalStatusType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:

@@ -92,9 +92,9 @@ def _d_AbsolutePriceScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         elif ec == 1:
@@ -120,17 +120,17 @@ def _d_AbsolutePriceScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'PriceScheduleID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -150,15 +150,14 @@ def _d_AbsolutePriceScheduleType(r):
                 f_PriceScheduleID = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('AbsolutePriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PriceScheduleDescription'
                 q -= 1
@@ -195,6 +194,9 @@ def _d_AbsolutePriceScheduleType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 5
             elif ec == 1:
                 el = 'Currency'
@@ -213,13 +215,13 @@ def _d_AbsolutePriceScheduleType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 5
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'Language'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -255,11 +257,12 @@ def _d_AbsolutePriceScheduleType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-            s = 7
-        if s == 7:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
+            x = (V >> q) & 7
+            ec = x
+            s = 7
+        if s == 7:
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -287,14 +290,16 @@ def _d_AbsolutePriceScheduleType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_MinimumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MinimumCost.Exponent = _c1_Exponent
                 f_MinimumCost.Value = _c1_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -323,33 +328,39 @@ def _d_AbsolutePriceScheduleType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumCost.Exponent = _c2_Exponent
                 f_MaximumCost.Value = _c2_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 2:
                 el = 'TaxRules'
                 r.pos = r.end - q
                 f_TaxRules = _d_TaxRuleListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 10
             elif ec == 3:
                 el = 'PriceRuleStacks'
                 r.pos = r.end - q
                 f_PriceRuleStacks = _d_PriceRuleStackListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 11
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -377,71 +388,89 @@ def _d_AbsolutePriceScheduleType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumCost.Exponent = _c3_Exponent
                 f_MaximumCost.Value = _c3_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 1:
                 el = 'TaxRules'
                 r.pos = r.end - q
                 f_TaxRules = _d_TaxRuleListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 10
             elif ec == 2:
                 el = 'PriceRuleStacks'
                 r.pos = r.end - q
                 f_PriceRuleStacks = _d_PriceRuleStackListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 11
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 9:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'TaxRules'
                 r.pos = r.end - q
                 f_TaxRules = _d_TaxRuleListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 10
             elif ec == 1:
                 el = 'PriceRuleStacks'
                 r.pos = r.end - q
                 f_PriceRuleStacks = _d_PriceRuleStackListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 11
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 10:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'PriceRuleStacks'
             r.pos = r.end - q
             f_PriceRuleStacks = _d_PriceRuleStackListType(r)
             V = r.v; q = r.end - r.pos
-            s = 11
-        if s == 11:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            x = (V >> q) & 3
+            ec = x
+            s = 11
+        if s == 11:
             if ec == 0:
                 el = 'OverstayRules'
                 r.pos = r.end - q
                 f_OverstayRules = _d_OverstayRuleListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 12
             elif ec == 1:
                 el = 'AdditionalSelectedServices'
                 r.pos = r.end - q
                 f_AdditionalSelectedServices = _d_AdditionalServiceListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 13
             elif ec == 2:
                 pass
@@ -449,14 +478,14 @@ def _d_AbsolutePriceScheduleType(r):
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AdditionalSelectedServices'
                 r.pos = r.end - q
                 f_AdditionalSelectedServices = _d_AdditionalServiceListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 13
             elif ec == 1:
                 pass
@@ -464,9 +493,6 @@ def _d_AbsolutePriceScheduleType(r):
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 13:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -1243,15 +1269,14 @@ def _d_AuthorizationReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1270,17 +1295,15 @@ def _d_AuthorizationReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('AuthorizationReqType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 52: raise r.deviation('AuthorizationReqType', r.end - q)
         el = 'SelectedAuthorizationService'
-        f_SelectedAuthorizationService = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+        f_SelectedAuthorizationService = _E_iso20_commonmessages_authorizationType[((x >> 3) & 1)]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -1536,15 +1559,14 @@ def _d_AuthorizationResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1706,15 +1728,14 @@ def _d_AuthorizationSetupReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1856,15 +1877,14 @@ def _d_AuthorizationSetupResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1899,11 +1919,12 @@ def _d_AuthorizationSetupResType(r):
             el = 'AuthorizationServices'
             f_ResponseCode, _v = _t
         f_AuthorizationServices.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -1912,27 +1933,26 @@ def _d_AuthorizationSetupResType(r):
                 el = 'AuthorizationServices'
                 _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
                 f_AuthorizationServices.append(_v)
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 13: raise r.deviation('AuthorizationSetupResType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 52: raise r.deviation('AuthorizationSetupResType', r.end - q)
                 el = 'CertificateInstallationService'
-                f_CertificateInstallationService = ((x >> 1) & 1) == 1
+                f_CertificateInstallationService = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('AuthorizationSetupResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('AuthorizationSetupResType', r.end - q)
                 el = 'CertificateInstallationService'
-                f_CertificateInstallationService = ((x >> 1) & 1) == 1
+                f_CertificateInstallationService = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 5
             else:
                 raise r.deviation('AuthorizationSetupResType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -1954,14 +1974,13 @@ def _d_AuthorizationSetupResType(r):
                 else:
                     r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
                 if len(_c3_GenChallenge) < 16 or len(_c3_GenChallenge) > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+                ec = (x & 3)
                 _c3_s = 1
                 if _c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'PnC_ASResAuthorizationMode/SupportedProviders'
                         r.pos = r.end - q
@@ -2183,11 +2202,12 @@ def _d_CertificateChainType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SubCertificates'
                 r.pos = r.end - q
@@ -2301,15 +2321,14 @@ def _d_CertificateInstallationReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -2363,11 +2382,12 @@ def _d_CertificateInstallationReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c2_s = 2
         if _c2_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'OEMProvisioningCertificateChain/SubCertificates'
                 r.pos = r.end - q
@@ -2393,17 +2413,15 @@ def _d_CertificateInstallationReqType(r):
         r.pos = r.end - q
         f_ListOfRootCertificateIDs = c_iso20_commontypes._d_ListOfRootCertificateIDsType(r)
         V = r.v; q = r.end - r.pos
-        q -= 11
-        if q < 0: V, q = r.slideq(q, 11)
-        x = (V >> q) & 2047
-        if x & 1537: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slideq(q, 13)
+        x = (V >> q) & 8191
+        if x & 6148: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'MaximumContractCertificateChains'
-        f_MaximumContractCertificateChains = ((x >> 1) & 255)
+        f_MaximumContractCertificateChains = ((x >> 3) & 255)
+        ec = (x & 3)
         s = 4
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PrioritizedEMAIDs'
                 r.pos = r.end - q
@@ -2625,15 +2643,14 @@ def _d_CertificateInstallationResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -2688,11 +2705,12 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c2_s = 1
         if _c2_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'CPSCertificateChain/SubCertificates'
                 r.pos = r.end - q
@@ -2879,11 +2897,12 @@ def _d_ChargingScheduleType(r):
         r.pos = r.end - q
         f_PowerSchedule = _d_PowerScheduleType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AbsolutePriceSchedule'
                 r.pos = r.end - q
@@ -3115,31 +3134,31 @@ def _d_Dynamic_SEReqControlModeType(r):
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 3) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_SEReqControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 2) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 2:
@@ -3169,9 +3188,9 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3181,16 +3200,13 @@ def _d_Dynamic_SEReqControlModeType(r):
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 2) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 1:
@@ -3220,9 +3236,9 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3232,10 +3248,10 @@ def _d_Dynamic_SEReqControlModeType(r):
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -3258,9 +3274,9 @@ def _d_Dynamic_SEReqControlModeType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3268,10 +3284,10 @@ def _d_Dynamic_SEReqControlModeType(r):
             f_EVTargetEnergyRequest.Value = _c3_Value
             s = 4
         if s == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
@@ -3325,19 +3341,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
             f_EVMinimumEnergyRequest.Value = _c5_Value
+            ec = (x & 3)
             s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -3365,14 +3380,16 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c6_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -3401,9 +3418,9 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3416,9 +3433,6 @@ def _d_Dynamic_SEReqControlModeType(r):
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -3446,9 +3460,9 @@ def _d_Dynamic_SEReqControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3461,9 +3475,6 @@ def _d_Dynamic_SEReqControlModeType(r):
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 8:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3759,40 +3770,50 @@ def _d_Dynamic_SEResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+            ec = (x & 7)
             s = 1
         elif ec == 1:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2056: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 1) & 127)
+            f_MinimumSOC = ((x >> 4) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+            ec = (x & 7)
             s = 2
         elif ec == 2:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 1) & 127)
+            f_TargetSOC = ((x >> 3) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             el = 'AbsolutePriceSchedule'
             r.pos = r.end - q
             f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             s = 4
         elif ec == 4:
             el = 'PriceLevelSchedule'
             r.pos = r.end - q
             f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             s = 5
         elif ec == 5:
             pass
@@ -3800,38 +3821,43 @@ def _d_Dynamic_SEResControlModeType(r):
         else:
             raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2056: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 4) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 2
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 el = 'AbsolutePriceSchedule'
                 r.pos = r.end - q
                 f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 4
             elif ec == 3:
                 el = 'PriceLevelSchedule'
                 r.pos = r.end - q
                 f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 5
             elif ec == 4:
                 pass
@@ -3839,29 +3865,33 @@ def _d_Dynamic_SEResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 el = 'AbsolutePriceSchedule'
                 r.pos = r.end - q
                 f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 4
             elif ec == 2:
                 el = 'PriceLevelSchedule'
                 r.pos = r.end - q
                 f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 5
             elif ec == 3:
                 pass
@@ -3869,20 +3899,23 @@ def _d_Dynamic_SEResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AbsolutePriceSchedule'
                 r.pos = r.end - q
                 f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'PriceLevelSchedule'
                 r.pos = r.end - q
                 f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 5
             elif ec == 2:
                 pass
@@ -3890,14 +3923,8 @@ def _d_Dynamic_SEResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             s = -1
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -4790,15 +4817,14 @@ def _d_EVPowerProfileType(r):
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('EVPowerProfileType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -4809,6 +4835,9 @@ def _d_EVPowerProfileType(r):
                 r.pos = r.end - q
                 f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'Scheduled_EVPPTControlMode'
@@ -4836,15 +4865,14 @@ def _d_EVPowerProfileType(r):
                     _c2_SelectedScheduleTupleID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                 if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
+                ec = (x & 3)
                 _c2_s = 1
                 if _c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
@@ -4868,13 +4896,13 @@ def _d_EVPowerProfileType(r):
                 r.pos = r.end - q
                 f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
                 s = 4
             else:
                 raise r.deviation('EVPowerProfileType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -6064,15 +6092,14 @@ def _d_MeteringConfirmationReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -6125,21 +6152,26 @@ def _d_MeteringConfirmationReqType(r):
         r.pos = r.end - q
         _c2_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c2_s = 3
         if _c2_s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SignedMeteringData/Receipt'
                 r.pos = r.end - q
                 _c2_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c2_s = 4
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'SignedMeteringData/Dynamic_SMDTControlMode'
                 _c2_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
                 _c2_s = 5
@@ -6166,9 +6198,9 @@ def _d_MeteringConfirmationReqType(r):
                     _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
                 if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
                 _c2_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
                 _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
@@ -6176,13 +6208,10 @@ def _d_MeteringConfirmationReqType(r):
             else:
                 raise r.deviation('SignedMeteringDataType', r.end - q)
         if _c2_s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'SignedMeteringData/Dynamic_SMDTControlMode'
                 _c2_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
                 _c2_s = 5
@@ -6209,9 +6238,9 @@ def _d_MeteringConfirmationReqType(r):
                     _c2_c4_SelectedScheduleTupleID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
                 if _c2_c4_SelectedScheduleTupleID < 1 or _c2_c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c4_SelectedScheduleTupleID, r.at(r.end - q))
                 _c2_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
                 _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c4_SelectedScheduleTupleID
@@ -6219,14 +6248,8 @@ def _d_MeteringConfirmationReqType(r):
             else:
                 raise r.deviation('SignedMeteringDataType', r.end - q)
         if _c2_s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
             _c2_s = -1
         if _c2_s == 6:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
             _c2_s = -1
         f_SignedMeteringData = _new(iso20_commonmessages.SignedMeteringDataType)
         f_SignedMeteringData.Id = _c2_Id
@@ -6476,15 +6499,14 @@ def _d_MeteringConfirmationResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -6624,10 +6646,12 @@ def _d_OverstayRuleListType(r):
                 f_OverstayTimeThreshold = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('OverstayRuleListType', r.end - q)
             if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
+            ec = (x & 3)
             s = 1
         elif ec == 1:
             q -= 14
@@ -6656,9 +6680,9 @@ def _d_OverstayRuleListType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('OverstayRuleListType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
@@ -6713,9 +6737,9 @@ def _d_OverstayRuleListType(r):
                     _c2_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
                 _c2_s = 2
             elif ec == 1:
@@ -6741,18 +6765,18 @@ def _d_OverstayRuleListType(r):
                     _c2_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
                 _c2_s = 2
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
             if _c2_s == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/OverstayFee/Exponent'
                 _c2_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayRule/OverstayFee/Value'
@@ -6817,9 +6841,6 @@ def _d_OverstayRuleListType(r):
         else:
             raise r.deviation('OverstayRuleListType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6847,9 +6868,9 @@ def _d_OverstayRuleListType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleListType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
@@ -6904,9 +6925,9 @@ def _d_OverstayRuleListType(r):
                         _c4_StartTime = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                     if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
                     _c4_s = 2
                 elif ec == 1:
@@ -6932,18 +6953,18 @@ def _d_OverstayRuleListType(r):
                         _c4_StartTime = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                     if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
                     _c4_s = 2
                 else:
                     raise r.deviation('OverstayRuleType', r.end - q)
                 if _c4_s == 2:
-                    q -= 15
-                    if q < 0: V, q = r.slideq(q, 15)
-                    x = (V >> q) & 32767
-                    if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                     el = 'OverstayRule/OverstayFee/Exponent'
                     _c4_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'OverstayRule/OverstayFee/Value'
@@ -7008,9 +7029,6 @@ def _d_OverstayRuleListType(r):
             else:
                 raise r.deviation('OverstayRuleListType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayRule'
             _c5_OverstayRuleDescription = None
             _c5_StartTime = None
@@ -7058,9 +7076,9 @@ def _d_OverstayRuleListType(r):
                     _c5_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
                 _c5_s = 2
             elif ec == 1:
@@ -7086,18 +7104,18 @@ def _d_OverstayRuleListType(r):
                     _c5_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
                 _c5_s = 2
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
             if _c5_s == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/OverstayFee/Exponent'
                 _c5_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayRule/OverstayFee/Value'
@@ -7213,9 +7231,9 @@ def _d_OverstayRuleListType(r):
                             _c6_StartTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                         if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
                         _c6_s = 2
                     elif ec == 1:
@@ -7241,18 +7259,18 @@ def _d_OverstayRuleListType(r):
                             _c6_StartTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
                         if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
                         _c6_s = 2
                     else:
                         raise r.deviation('OverstayRuleType', r.end - q)
                     if _c6_s == 2:
-                        q -= 15
-                        if q < 0: V, q = r.slideq(q, 15)
-                        x = (V >> q) & 32767
-                        if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                        q -= 14
+                        if q < 0: V, q = r.slideq(q, 14)
+                        x = (V >> q) & 16383
+                        if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                         el = 'OverstayRule/OverstayFee/Exponent'
                         _c6_c1_Exponent = ((x >> 4) & 255) + -128
                         el = 'OverstayRule/OverstayFee/Value'
@@ -7812,9 +7830,9 @@ def _d_OverstayRuleType(r):
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
             if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             s = 2
         elif ec == 1:
@@ -7840,18 +7858,18 @@ def _d_OverstayRuleType(r):
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
             if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('OverstayRuleType', r.end - q)
         if s == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'OverstayFee/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayFee/Value'
@@ -8038,9 +8056,7 @@ def _d_ParameterSetType(r):
         r.pos = r.end - q
         _v = _d_ParameterType(r)
         V = r.v; q = r.end - r.pos
-        r.pos = r.end - q
         f_Parameter.append(_v)
-        V = r.v; q = r.end - r.pos
         s = 2
         if s == 2:
             _k = 0
@@ -8053,9 +8069,7 @@ def _d_ParameterSetType(r):
                     r.pos = r.end - q
                     _v = _d_ParameterType(r)
                     V = r.v; q = r.end - r.pos
-                    r.pos = r.end - q
                     f_Parameter.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 31:
                         s = 33
@@ -8163,11 +8177,12 @@ def _d_ParameterType(r):
         f_Name = r.string('iso20_commonmessages:Name')
         if len(f_Name) > 80: r.facet('ParameterType/Name', 'length [0, 80]', f_Name, r.at(r.pos))
         V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        ec = x
         s = 1
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
@@ -8579,14 +8594,13 @@ def _d_PnC_ASResAuthorizationModeType(r):
         else:
             r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
         if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SupportedProviders'
                 r.pos = r.end - q
@@ -8700,15 +8714,14 @@ def _d_PowerDeliveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -8727,26 +8740,24 @@ def _d_PowerDeliveryReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 10
-        if q < 0: V, q = r.slideq(q, 10)
-        x = (V >> q) & 1023
-        if x & 825: raise r.deviation('PowerDeliveryReqType', r.end - q)
-        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType[((x >> 1) & 127)]
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3300: raise r.deviation('PowerDeliveryReqType', r.end - q)
+        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType[((x >> 3) & 127)]
         if _t is None:
             el = 'EVProcessing'
-            f_EVProcessing = ((x >> 6) & 3)
+            f_EVProcessing = ((x >> 8) & 3)
             if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('PowerDeliveryReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
             else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
             el = 'ChargeProgress'
-            f_ChargeProgress = _E_iso20_commonmessages_chargeProgressType[((x >> 1) & 3)]
+            f_ChargeProgress = _E_iso20_commonmessages_chargeProgressType[((x >> 3) & 3)]
         else:
             el = 'ChargeProgress'
             f_EVProcessing, f_ChargeProgress = _t
+        ec = (x & 3)
         s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVPowerProfile'
                 _c2_TimeAnchor = None
@@ -8775,15 +8786,14 @@ def _d_PowerDeliveryReqType(r):
                     _c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('EVPowerProfileType', r.end - q)
                 if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
+                ec = (x & 3)
                 _c2_s = 1
                 if _c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -8794,6 +8804,9 @@ def _d_PowerDeliveryReqType(r):
                         r.pos = r.end - q
                         _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
                         _c2_s = 4
                     elif ec == 1:
                         el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
@@ -8821,15 +8834,14 @@ def _d_PowerDeliveryReqType(r):
                             _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                         if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
+                        ec = (x & 3)
                         _c2_c2_s = 1
                         if _c2_c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 4
                                 if q < 0: V, q = r.slideq(q, 4)
@@ -8853,27 +8865,31 @@ def _d_PowerDeliveryReqType(r):
                         r.pos = r.end - q
                         _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
                         _c2_s = 4
                     else:
                         raise r.deviation('EVPowerProfileType', r.end - q)
                 if _c2_s == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
                     _c2_s = -1
                 f_EVPowerProfile = _new(iso20_commonmessages.EVPowerProfileType)
                 f_EVPowerProfile.TimeAnchor = _c2_TimeAnchor
                 f_EVPowerProfile.Dynamic_EVPPTControlMode = _c2_Dynamic_EVPPTControlMode
                 f_EVPowerProfile.Scheduled_EVPPTControlMode = _c2_Scheduled_EVPPTControlMode
                 f_EVPowerProfile.EVPowerProfileEntries = _c2_EVPowerProfileEntries
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'BPT_ChannelSelection'
-                f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 1) & 1)]
+                f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
                 s = 5
             elif ec == 2:
                 pass
@@ -8881,16 +8897,13 @@ def _d_PowerDeliveryReqType(r):
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'BPT_ChannelSelection'
-                f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 1) & 1)]
+                f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
                 s = 5
             elif ec == 1:
                 pass
@@ -8898,9 +8911,6 @@ def _d_PowerDeliveryReqType(r):
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -9166,15 +9176,14 @@ def _d_PowerDeliveryResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -9193,19 +9202,17 @@ def _d_PowerDeliveryResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('PowerDeliveryResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1540: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 3) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -9517,19 +9524,18 @@ def _d_PowerScheduleEntryType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('PowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Power = _new(iso20_commontypes.RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9557,14 +9563,16 @@ def _d_PowerScheduleEntryType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_Power_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_Power_L2.Exponent = _c2_Exponent
                 f_Power_L2.Value = _c2_Value
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -9593,9 +9601,9 @@ def _d_PowerScheduleEntryType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9608,9 +9616,6 @@ def _d_PowerScheduleEntryType(r):
             else:
                 raise r.deviation('PowerScheduleEntryType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9638,9 +9643,9 @@ def _d_PowerScheduleEntryType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -9653,9 +9658,6 @@ def _d_PowerScheduleEntryType(r):
             else:
                 raise r.deviation('PowerScheduleEntryType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerScheduleEntryType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -9824,15 +9826,14 @@ def _d_PowerScheduleType(r):
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('PowerScheduleType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9860,14 +9861,16 @@ def _d_PowerScheduleType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_AvailableEnergy = _new(iso20_commontypes.RationalNumberType)
                 f_AvailableEnergy.Exponent = _c1_Exponent
                 f_AvailableEnergy.Value = _c1_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -9896,9 +9899,9 @@ def _d_PowerScheduleType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
@@ -9910,13 +9913,13 @@ def _d_PowerScheduleType(r):
                 r.pos = r.end - q
                 f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
                 s = 4
             else:
                 raise r.deviation('PowerScheduleType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9944,9 +9947,9 @@ def _d_PowerScheduleType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
@@ -9958,22 +9961,22 @@ def _d_PowerScheduleType(r):
                 r.pos = r.end - q
                 f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
                 s = 4
             else:
                 raise r.deviation('PowerScheduleType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
             el = 'PowerScheduleEntries'
             r.pos = r.end - q
             f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
             V = r.v; q = r.end - r.pos
-            s = 4
-        if s == 4:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
+            s = 4
+        if s == 4:
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -10410,9 +10413,9 @@ def _d_PriceLevelScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         elif ec == 1:
@@ -10438,17 +10441,17 @@ def _d_PriceLevelScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceScheduleID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -10468,15 +10471,14 @@ def _d_PriceLevelScheduleType(r):
                 f_PriceScheduleID = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PriceScheduleDescription'
                 q -= 1
@@ -10494,27 +10496,24 @@ def _d_PriceLevelScheduleType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3075: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'NumberOfPriceLevels'
+                f_NumberOfPriceLevels = ((x >> 2) & 255)
+                s = 5
+            elif ec == 1:
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
                 x = (V >> q) & 2047
-                if x & 1537: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'NumberOfPriceLevels'
-                f_NumberOfPriceLevels = ((x >> 1) & 255)
-                s = 5
-            elif ec == 1:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                el = 'NumberOfPriceLevels'
-                f_NumberOfPriceLevels = ((x >> 1) & 255)
+                f_NumberOfPriceLevels = ((x >> 2) & 255)
                 s = 5
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceLevelScheduleEntries'
             r.pos = r.end - q
             f_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
@@ -10927,19 +10926,18 @@ def _d_PriceRuleType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 24: raise r.deviation('PriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
+        ec = (x & 7)
         s = 1
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -10967,14 +10965,16 @@ def _d_PriceRuleType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_ParkingFee = _new(iso20_commontypes.RationalNumberType)
                 f_ParkingFee.Exponent = _c2_Exponent
                 f_ParkingFee.Value = _c2_Value
+                ec = (x & 7)
                 s = 2
             elif ec == 1:
                 q -= 1
@@ -10999,10 +10999,12 @@ def _d_PriceRuleType(r):
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
                 if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -11027,18 +11029,20 @@ def _d_PriceRuleType(r):
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
                 if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 3:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 1) & 255)
+                f_RenewableGenerationPercentage = ((x >> 2) & 255)
                 s = 5
             elif ec == 4:
                 q -= 14
@@ -11067,9 +11071,9 @@ def _d_PriceRuleType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -11079,9 +11083,6 @@ def _d_PriceRuleType(r):
             else:
                 raise r.deviation('PriceRuleType', r.end - q)
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -11105,10 +11106,12 @@ def _d_PriceRuleType(r):
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
                 if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -11133,18 +11136,20 @@ def _d_PriceRuleType(r):
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
                 if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 2:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 1) & 255)
+                f_RenewableGenerationPercentage = ((x >> 2) & 255)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -11173,9 +11178,9 @@ def _d_PriceRuleType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -11185,9 +11190,6 @@ def _d_PriceRuleType(r):
             else:
                 raise r.deviation('PriceRuleType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -11211,18 +11213,20 @@ def _d_PriceRuleType(r):
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
                 if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 1) & 255)
+                f_RenewableGenerationPercentage = ((x >> 2) & 255)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -11251,9 +11255,9 @@ def _d_PriceRuleType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -11263,16 +11267,13 @@ def _d_PriceRuleType(r):
             else:
                 raise r.deviation('PriceRuleType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 1) & 255)
+                f_RenewableGenerationPercentage = ((x >> 2) & 255)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -11301,9 +11302,9 @@ def _d_PriceRuleType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -11313,10 +11314,10 @@ def _d_PriceRuleType(r):
             else:
                 raise r.deviation('PriceRuleType', r.end - q)
         if s == 5:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('PriceRuleType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
             el = 'PowerRangeStart/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'PowerRangeStart/Value'
@@ -11339,9 +11340,9 @@ def _d_PriceRuleType(r):
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -11349,9 +11350,6 @@ def _d_PriceRuleType(r):
             f_PowerRangeStart.Value = _c7_Value
             s = 6
         if s == 6:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -11689,15 +11687,14 @@ def _d_PriceScheduleType(r):
             f_PriceScheduleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PriceScheduleType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('PriceScheduleType', r.end - q)
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PriceScheduleDescription'
                 q -= 1
@@ -11837,15 +11834,14 @@ def _d_ScheduleExchangeReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -11864,18 +11860,16 @@ def _d_ScheduleExchangeReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 13
-        if q < 0: V, q = r.slideq(q, 13)
-        x = (V >> q) & 8191
-        if x & 6145: raise r.deviation('ScheduleExchangeReqType', r.end - q)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 24580: raise r.deviation('ScheduleExchangeReqType', r.end - q)
         el = 'MaximumSupportingPoints'
-        f_MaximumSupportingPoints = ((x >> 1) & 1023) + 12
+        f_MaximumSupportingPoints = ((x >> 3) & 1023) + 12
         if f_MaximumSupportingPoints > 1024: r.facet('ScheduleExchangeReqType/MaximumSupportingPoints', 'maxInclusive 1024', f_MaximumSupportingPoints, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Dynamic_SEReqControlMode'
                 r.pos = r.end - q
@@ -12055,15 +12049,14 @@ def _d_ScheduleExchangeResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -12082,72 +12075,74 @@ def _d_ScheduleExchangeResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
-        if x & 12345: raise r.deviation('ScheduleExchangeResType', r.end - q)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 49380: raise r.deviation('ScheduleExchangeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 6) & 63)
+        f_ResponseCode = ((x >> 8) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ScheduleExchangeResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 1) & 3)
+        f_EVSEProcessing = ((x >> 3) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ScheduleExchangeResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
+        ec = (x & 3)
         s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ScheduleExchangeResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('ScheduleExchangeResType', r.end - q)
                 el = 'GoToPause'
-                f_GoToPause = ((x >> 1) & 1) == 1
+                f_GoToPause = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 el = 'Dynamic_SEResControlMode'
                 r.pos = r.end - q
                 f_Dynamic_SEResControlMode = _d_Dynamic_SEResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
                 s = 5
             elif ec == 2:
                 el = 'Scheduled_SEResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_SEResControlMode = _d_Scheduled_SEResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
                 s = 6
             else:
                 raise r.deviation('ScheduleExchangeResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Dynamic_SEResControlMode'
                 r.pos = r.end - q
                 f_Dynamic_SEResControlMode = _d_Dynamic_SEResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
                 s = 5
             elif ec == 1:
                 el = 'Scheduled_SEResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_SEResControlMode = _d_Scheduled_SEResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
                 s = 6
             else:
                 raise r.deviation('ScheduleExchangeResType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
             s = -1
         if s == 6:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -12347,11 +12342,12 @@ def _d_ScheduleTupleType(r):
         r.pos = r.end - q
         _c1_PowerSchedule = _d_PowerScheduleType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ChargingSchedule/AbsolutePriceSchedule'
                 r.pos = r.end - q
@@ -12379,11 +12375,12 @@ def _d_ScheduleTupleType(r):
         f_ChargingSchedule.PowerSchedule = _c1_PowerSchedule
         f_ChargingSchedule.AbsolutePriceSchedule = _c1_AbsolutePriceSchedule
         f_ChargingSchedule.PriceLevelSchedule = _c1_PriceLevelSchedule
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DischargingSchedule'
                 _c2_PowerSchedule = None
@@ -12396,11 +12393,12 @@ def _d_ScheduleTupleType(r):
                 r.pos = r.end - q
                 _c2_PowerSchedule = _d_PowerScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c2_s = 1
                 if _c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'DischargingSchedule/AbsolutePriceSchedule'
                         r.pos = r.end - q
@@ -12610,15 +12608,14 @@ def _d_Scheduled_EVPPTControlModeType(r):
             f_SelectedScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
         if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
@@ -12716,10 +12713,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+            ec = (x & 7)
             s = 1
         elif ec == 1:
             q -= 14
@@ -12748,14 +12747,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
+            ec = (x & 7)
             s = 2
         elif ec == 2:
             q -= 14
@@ -12784,14 +12785,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 14
@@ -12820,14 +12823,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
+            ec = (x & 3)
             s = 4
         elif ec == 4:
             q -= 3
@@ -12931,9 +12936,9 @@ def _d_Scheduled_SEReqControlModeType(r):
             r.pos = r.end - q
             _c4_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             _c4_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
             _c4_EVAbsolutePriceSchedule.TimeAnchor = _c4_c2_TimeAnchor
             _c4_EVAbsolutePriceSchedule.Currency = _c4_c2_Currency
@@ -12949,9 +12954,6 @@ def _d_Scheduled_SEReqControlModeType(r):
         else:
             raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -12979,14 +12981,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c5_Exponent
                 f_EVTargetEnergyRequest.Value = _c5_Value
+                ec = (x & 7)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -13015,14 +13019,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumEnergyRequest.Value = _c6_Value
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 14
@@ -13051,14 +13057,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumEnergyRequest.Value = _c7_Value
+                ec = (x & 3)
                 s = 4
             elif ec == 3:
                 q -= 3
@@ -13162,9 +13170,9 @@ def _d_Scheduled_SEReqControlModeType(r):
                 r.pos = r.end - q
                 _c8_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 _c8_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c8_EVAbsolutePriceSchedule.TimeAnchor = _c8_c2_TimeAnchor
                 _c8_EVAbsolutePriceSchedule.Currency = _c8_c2_Currency
@@ -13180,9 +13188,6 @@ def _d_Scheduled_SEReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -13210,14 +13215,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c9_Exponent
                 f_EVMaximumEnergyRequest.Value = _c9_Value
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -13246,14 +13253,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c10_Exponent
                 f_EVMinimumEnergyRequest.Value = _c10_Value
+                ec = (x & 3)
                 s = 4
             elif ec == 2:
                 q -= 3
@@ -13357,9 +13366,9 @@ def _d_Scheduled_SEReqControlModeType(r):
                 r.pos = r.end - q
                 _c11_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 _c11_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c11_EVAbsolutePriceSchedule.TimeAnchor = _c11_c2_TimeAnchor
                 _c11_EVAbsolutePriceSchedule.Currency = _c11_c2_Currency
@@ -13375,9 +13384,6 @@ def _d_Scheduled_SEReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -13405,14 +13411,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                 f_EVMinimumEnergyRequest.Value = _c12_Value
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 3
@@ -13516,9 +13524,9 @@ def _d_Scheduled_SEReqControlModeType(r):
                 r.pos = r.end - q
                 _c13_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 _c13_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c13_EVAbsolutePriceSchedule.TimeAnchor = _c13_c2_TimeAnchor
                 _c13_EVAbsolutePriceSchedule.Currency = _c13_c2_Currency
@@ -13534,9 +13542,6 @@ def _d_Scheduled_SEReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -13639,9 +13644,9 @@ def _d_Scheduled_SEReqControlModeType(r):
                 r.pos = r.end - q
                 _c14_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 _c14_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c14_EVAbsolutePriceSchedule.TimeAnchor = _c14_c2_TimeAnchor
                 _c14_EVAbsolutePriceSchedule.Currency = _c14_c2_Currency
@@ -13657,9 +13662,6 @@ def _d_Scheduled_SEReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -14329,11 +14331,12 @@ def _d_Scheduled_SEResControlModeType(r):
         r.pos = r.end - q
         _c1_c1_PowerSchedule = _d_PowerScheduleType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_c1_s = 1
         if _c1_c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
                 r.pos = r.end - q
@@ -14361,11 +14364,12 @@ def _d_Scheduled_SEResControlModeType(r):
         _c1_ChargingSchedule.PowerSchedule = _c1_c1_PowerSchedule
         _c1_ChargingSchedule.AbsolutePriceSchedule = _c1_c1_AbsolutePriceSchedule
         _c1_ChargingSchedule.PriceLevelSchedule = _c1_c1_PriceLevelSchedule
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ScheduleTuple/DischargingSchedule'
                 _c1_c2_PowerSchedule = None
@@ -14378,11 +14382,12 @@ def _d_Scheduled_SEResControlModeType(r):
                 r.pos = r.end - q
                 _c1_c2_PowerSchedule = _d_PowerScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c1_c2_s = 1
                 if _c1_c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
                         r.pos = r.end - q
@@ -14424,11 +14429,12 @@ def _d_Scheduled_SEResControlModeType(r):
         _v.ChargingSchedule = _c1_ChargingSchedule
         _v.DischargingSchedule = _c1_DischargingSchedule
         f_ScheduleTuple.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ScheduleTuple'
                 _c2_ScheduleTupleID = None
@@ -14471,11 +14477,12 @@ def _d_Scheduled_SEResControlModeType(r):
                 r.pos = r.end - q
                 _c2_c1_PowerSchedule = _d_PowerScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c2_c1_s = 1
                 if _c2_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
                         r.pos = r.end - q
@@ -14503,11 +14510,12 @@ def _d_Scheduled_SEResControlModeType(r):
                 _c2_ChargingSchedule.PowerSchedule = _c2_c1_PowerSchedule
                 _c2_ChargingSchedule.AbsolutePriceSchedule = _c2_c1_AbsolutePriceSchedule
                 _c2_ChargingSchedule.PriceLevelSchedule = _c2_c1_PriceLevelSchedule
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c2_s = 2
                 if _c2_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'ScheduleTuple/DischargingSchedule'
                         _c2_c2_PowerSchedule = None
@@ -14520,11 +14528,12 @@ def _d_Scheduled_SEResControlModeType(r):
                         r.pos = r.end - q
                         _c2_c2_PowerSchedule = _d_PowerScheduleType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
                         _c2_c2_s = 1
                         if _c2_c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
                                 r.pos = r.end - q
@@ -14566,6 +14575,10 @@ def _d_Scheduled_SEResControlModeType(r):
                 _v.ChargingSchedule = _c2_ChargingSchedule
                 _v.DischargingSchedule = _c2_DischargingSchedule
                 f_ScheduleTuple.append(_v)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 pass
@@ -14573,9 +14586,6 @@ def _d_Scheduled_SEResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ScheduleTuple'
                 _c3_ScheduleTupleID = None
@@ -14618,11 +14628,12 @@ def _d_Scheduled_SEResControlModeType(r):
                 r.pos = r.end - q
                 _c3_c1_PowerSchedule = _d_PowerScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c3_c1_s = 1
                 if _c3_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
                         r.pos = r.end - q
@@ -14650,11 +14661,12 @@ def _d_Scheduled_SEResControlModeType(r):
                 _c3_ChargingSchedule.PowerSchedule = _c3_c1_PowerSchedule
                 _c3_ChargingSchedule.AbsolutePriceSchedule = _c3_c1_AbsolutePriceSchedule
                 _c3_ChargingSchedule.PriceLevelSchedule = _c3_c1_PriceLevelSchedule
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c3_s = 2
                 if _c3_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'ScheduleTuple/DischargingSchedule'
                         _c3_c2_PowerSchedule = None
@@ -14667,11 +14679,12 @@ def _d_Scheduled_SEResControlModeType(r):
                         r.pos = r.end - q
                         _c3_c2_PowerSchedule = _d_PowerScheduleType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
                         _c3_c2_s = 1
                         if _c3_c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
                                 r.pos = r.end - q
@@ -15596,15 +15609,14 @@ def _d_ServiceDetailReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -15781,15 +15793,14 @@ def _d_ServiceDetailResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -15993,15 +16004,14 @@ def _d_ServiceDiscoveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -16020,11 +16030,12 @@ def _d_ServiceDiscoveryReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SupportedServiceIDs'
                 r.pos = r.end - q
@@ -16178,15 +16189,14 @@ def _d_ServiceDiscoveryResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -16224,11 +16234,12 @@ def _d_ServiceDiscoveryResType(r):
         r.pos = r.end - q
         f_EnergyTransferServiceList = _d_ServiceListType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 4
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'VASList'
                 r.pos = r.end - q
@@ -16835,15 +16846,14 @@ def _d_ServiceSelectionReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -16907,18 +16917,17 @@ def _d_ServiceSelectionReqType(r):
             _c2_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceSelectionReqType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('ServiceSelectionReqType', r.end - q)
         if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
         f_SelectedEnergyTransferService = _new(iso20_commonmessages.SelectedServiceType)
         f_SelectedEnergyTransferService.ServiceID = _c2_ServiceID
         f_SelectedEnergyTransferService.ParameterSetID = _c2_ParameterSetID
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SelectedVASList'
                 r.pos = r.end - q
@@ -17097,15 +17106,14 @@ def _d_ServiceSelectionResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -17331,15 +17339,14 @@ def _d_SessionSetupReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -17512,15 +17519,14 @@ def _d_SessionSetupResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -17706,15 +17712,14 @@ def _d_SessionStopReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -17733,19 +17738,17 @@ def _d_SessionStopReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 25: raise r.deviation('SessionStopReqType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 100: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'ChargingSession'
-        f_ChargingSession = ((x >> 1) & 3)
+        f_ChargingSession = ((x >> 3) & 3)
         if f_ChargingSession >= 3: f_ChargingSession = r.enum_index('SessionStopReqType/ChargingSession', f_ChargingSession, 3, r.at(r.end - q))
         else: f_ChargingSession = _E_iso20_commonmessages_chargingSessionType[f_ChargingSession]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVTerminationCode'
                 q -= 1
@@ -17763,6 +17766,10 @@ def _d_SessionStopReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('EVTerminationCode', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 el = 'EVTerminationExplanation'
@@ -17781,6 +17788,9 @@ def _d_SessionStopReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('EVTerminationExplanation', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SessionStopReqType', r.end - q)
                 s = 4
             elif ec == 2:
                 pass
@@ -17788,9 +17798,6 @@ def _d_SessionStopReqType(r):
             else:
                 raise r.deviation('SessionStopReqType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVTerminationExplanation'
                 q -= 1
@@ -17808,6 +17815,9 @@ def _d_SessionStopReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('EVTerminationExplanation', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SessionStopReqType', r.end - q)
                 s = 4
             elif ec == 1:
                 pass
@@ -17815,9 +17825,6 @@ def _d_SessionStopReqType(r):
             else:
                 raise r.deviation('SessionStopReqType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SessionStopReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -18008,15 +18015,14 @@ def _d_SessionStopResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -18158,11 +18164,12 @@ def _d_SignedCertificateChainType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SubCertificates'
                 r.pos = r.end - q
@@ -18301,14 +18308,13 @@ def _d_SignedInstallationDataType(r):
         else:
             r.pos = r.end - q; f_DHPublicKey = r.binary(); V = r.v; q = r.end - r.pos
         if len(f_DHPublicKey) < 133 or len(f_DHPublicKey) > 133: r.facet('SignedInstallationDataType/DHPublicKey', 'length [133, 133]', f_DHPublicKey, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SignedInstallationDataType', r.end - q)
+        ec = (x & 3)
         s = 4
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -18515,21 +18521,26 @@ def _d_SignedMeteringDataType(r):
         r.pos = r.end - q
         f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'Dynamic_SMDTControlMode'
                 f_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
                 s = 5
@@ -18556,9 +18567,9 @@ def _d_SignedMeteringDataType(r):
                     _c2_SelectedScheduleTupleID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
                 if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
                 f_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
                 f_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_SelectedScheduleTupleID
@@ -18566,13 +18577,10 @@ def _d_SignedMeteringDataType(r):
             else:
                 raise r.deviation('SignedMeteringDataType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'Dynamic_SMDTControlMode'
                 f_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
                 s = 5
@@ -18599,9 +18607,9 @@ def _d_SignedMeteringDataType(r):
                     _c4_SelectedScheduleTupleID = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
                 if _c4_SelectedScheduleTupleID < 1 or _c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c4_SelectedScheduleTupleID, r.at(r.end - q))
                 f_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
                 f_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c4_SelectedScheduleTupleID
@@ -18609,14 +18617,8 @@ def _d_SignedMeteringDataType(r):
             else:
                 raise r.deviation('SignedMeteringDataType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
             s = -1
         if s == 6:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -18781,11 +18783,12 @@ def _d_SubCertificatesType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         f_Certificate.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Certificate'
                 q -= 1
@@ -18806,6 +18809,10 @@ def _d_SubCertificatesType(r):
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                 f_Certificate.append(_v)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 pass
@@ -18813,9 +18820,6 @@ def _d_SubCertificatesType(r):
             else:
                 raise r.deviation('SubCertificatesType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Certificate'
                 q -= 1
@@ -19293,15 +19297,14 @@ def _d_TaxRuleType(r):
             f_TaxRuleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('TaxRuleType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('TaxRuleType', r.end - q)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('TaxRuleType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'TaxRuleName'
                 q -= 1
@@ -19345,14 +19348,16 @@ def _d_TaxRuleType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('TaxRuleType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('TaxRuleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
                 f_TaxRate.Exponent = _c1_Exponent
                 f_TaxRate.Value = _c1_Value
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -19381,51 +19386,50 @@ def _d_TaxRuleType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('TaxRuleType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('TaxRuleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
                 f_TaxRate.Exponent = _c2_Exponent
                 f_TaxRate.Value = _c2_Value
+                ec = (x & 3)
                 s = 3
             else:
                 raise r.deviation('TaxRuleType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 93: raise r.deviation('TaxRuleType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 187: raise r.deviation('TaxRuleType', r.end - q)
+                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
                 if _t is None:
                     el = 'TaxIncludedInPrice'
-                    f_TaxIncludedInPrice = ((x >> 5) & 1) == 1
+                    f_TaxIncludedInPrice = ((x >> 6) & 1) == 1
                     el = 'AppliesToEnergyFee'
-                    f_AppliesToEnergyFee = ((x >> 1) & 1) == 1
+                    f_AppliesToEnergyFee = ((x >> 2) & 1) == 1
                 else:
                     el = 'AppliesToEnergyFee'
                     f_TaxIncludedInPrice, f_AppliesToEnergyFee = _t
                 s = 5
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('TaxRuleType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('TaxRuleType', r.end - q)
                 el = 'AppliesToEnergyFee'
-                f_AppliesToEnergyFee = ((x >> 1) & 1) == 1
+                f_AppliesToEnergyFee = ((x >> 2) & 1) == 1
                 s = 5
             else:
                 raise r.deviation('TaxRuleType', r.end - q)
         if s == 5:
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
-            if x & 7099: raise r.deviation('TaxRuleType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 3003: raise r.deviation('TaxRuleType', r.end - q)
             _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 2) & 511)]
             if _t is None:
                 el = 'AppliesToParkingFee'
@@ -19624,15 +19628,14 @@ def _d_VehicleCheckInReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -19651,28 +19654,26 @@ def _d_VehicleCheckInReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 10
-        if q < 0: V, q = r.slideq(q, 10)
-        x = (V >> q) & 1023
-        if x & 825: raise r.deviation('VehicleCheckInReqType', r.end - q)
-        _t = _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType[((x >> 1) & 127)]
+        q -= 13
+        if q < 0: V, q = r.slideq(q, 13)
+        x = (V >> q) & 8191
+        if x & 6600: raise r.deviation('VehicleCheckInReqType', r.end - q)
+        _t = _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType[((x >> 4) & 127)]
         if _t is None:
             el = 'EVCheckInStatus'
-            f_EVCheckInStatus = ((x >> 6) & 3)
+            f_EVCheckInStatus = ((x >> 9) & 3)
             if f_EVCheckInStatus >= 3: f_EVCheckInStatus = r.enum_index('VehicleCheckInReqType/EVCheckInStatus', f_EVCheckInStatus, 3, r.at(r.end - q))
             else: f_EVCheckInStatus = _E_iso20_commonmessages_evCheckInStatusType[f_EVCheckInStatus]
             el = 'ParkingMethod'
-            f_ParkingMethod = ((x >> 1) & 3)
+            f_ParkingMethod = ((x >> 4) & 3)
             if f_ParkingMethod >= 3: f_ParkingMethod = r.enum_index('VehicleCheckInReqType/ParkingMethod', f_ParkingMethod, 3, r.at(r.end - q))
             else: f_ParkingMethod = _E_iso20_commonmessages_parkingMethodType[f_ParkingMethod]
         else:
             el = 'ParkingMethod'
             f_EVCheckInStatus, f_ParkingMethod = _t
+        ec = (x & 7)
         s = 3
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -19698,11 +19699,13 @@ def _d_VehicleCheckInReqType(r):
                     f_VehicleFrame = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleFrame = -f_VehicleFrame - 1
                 if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -19729,11 +19732,13 @@ def _d_VehicleCheckInReqType(r):
                     f_DeviceOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
                 if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
+                ec = (x & 3)
                 s = 5
             elif ec == 2:
                 q -= 2
@@ -19760,9 +19765,9 @@ def _d_VehicleCheckInReqType(r):
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
                 if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
@@ -19772,9 +19777,6 @@ def _d_VehicleCheckInReqType(r):
             else:
                 raise r.deviation('VehicleCheckInReqType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -19800,11 +19802,13 @@ def _d_VehicleCheckInReqType(r):
                     f_DeviceOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
                 if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
                 q -= 2
@@ -19831,9 +19835,9 @@ def _d_VehicleCheckInReqType(r):
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
                 if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
@@ -19843,9 +19847,6 @@ def _d_VehicleCheckInReqType(r):
             else:
                 raise r.deviation('VehicleCheckInReqType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -19871,9 +19872,9 @@ def _d_VehicleCheckInReqType(r):
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
                 if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
@@ -19883,9 +19884,6 @@ def _d_VehicleCheckInReqType(r):
             else:
                 raise r.deviation('VehicleCheckInReqType', r.end - q)
         if s == 6:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -20136,15 +20134,14 @@ def _d_VehicleCheckInResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -20163,19 +20160,17 @@ def _d_VehicleCheckInResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('VehicleCheckInResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3080: raise r.deviation('VehicleCheckInResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 4) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('VehicleCheckInResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -20201,11 +20196,13 @@ def _d_VehicleCheckInResType(r):
                     f_ParkingSpace = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_ParkingSpace = -f_ParkingSpace - 1
                 if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -20232,11 +20229,13 @@ def _d_VehicleCheckInResType(r):
                     f_DeviceLocation = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
                 if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 2:
                 q -= 2
@@ -20263,9 +20262,9 @@ def _d_VehicleCheckInResType(r):
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
                 if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
@@ -20275,9 +20274,6 @@ def _d_VehicleCheckInResType(r):
             else:
                 raise r.deviation('VehicleCheckInResType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -20303,11 +20299,13 @@ def _d_VehicleCheckInResType(r):
                     f_DeviceLocation = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
                 if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -20334,9 +20332,9 @@ def _d_VehicleCheckInResType(r):
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
                 if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
@@ -20346,9 +20344,6 @@ def _d_VehicleCheckInResType(r):
             else:
                 raise r.deviation('VehicleCheckInResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -20374,9 +20369,9 @@ def _d_VehicleCheckInResType(r):
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
                 if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
@@ -20386,9 +20381,6 @@ def _d_VehicleCheckInResType(r):
             else:
                 raise r.deviation('VehicleCheckInResType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -20630,15 +20622,14 @@ def _d_VehicleCheckOutReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -20826,15 +20817,14 @@ def _d_VehicleCheckOutResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q

@@ -118,15 +118,14 @@ def _d_ChargeLoopReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -145,37 +144,35 @@ def _d_ChargeLoopReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DisplayParameters'
                 r.pos = r.end - q
                 f_DisplayParameters = _d_DisplayParametersType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('ChargeLoopReqType', r.end - q)
+                el = 'MeterInfoRequested'
+                f_MeterInfoRequested = ((x >> 2) & 1) == 1
+                s = 3
+            elif ec == 1:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
-                if x & 13: raise r.deviation('ChargeLoopReqType', r.end - q)
+                if x & 11: raise r.deviation('ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
-                s = 3
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
+                f_MeterInfoRequested = ((x >> 2) & 1) == 1
                 s = 3
             else:
                 raise r.deviation('ChargeLoopReqType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeLoopReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -331,15 +328,14 @@ def _d_ChargeLoopResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -358,19 +354,17 @@ def _d_ChargeLoopResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('ChargeLoopResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3080: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 4) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -394,30 +388,38 @@ def _d_ChargeLoopResType(r):
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 227: raise r.deviation('ChargeLoopResType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 908: raise r.deviation('ChargeLoopResType', r.end - q)
                 if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 2) & 7)
+                _c2_EVSENotification = ((x >> 4) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
                 f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
                 f_EVSEStatus.EVSENotification = _c2_EVSENotification
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = _d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 2:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = _d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 3:
                 pass
@@ -425,20 +427,24 @@ def _d_ChargeLoopResType(r):
             else:
                 raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = _d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = _d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 2:
                 pass
@@ -446,14 +452,14 @@ def _d_ChargeLoopResType(r):
             else:
                 raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = _d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 1:
                 pass
@@ -461,9 +467,6 @@ def _d_ChargeLoopResType(r):
             else:
                 raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -686,15 +689,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -832,15 +834,14 @@ def _d_ChargeParameterDiscoveryResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1217,40 +1218,44 @@ def _d_DisplayParametersType(r):
         ec = (V >> q) & 15
         if ec < 5:
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'PresentSOC'
-                f_PresentSOC = ((x >> 1) & 127)
+                f_PresentSOC = ((x >> 5) & 127)
                 if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(r.end - q))
+                ec = (x & 15)
                 s = 1
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 5) & 127)
                 if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 15)
                 s = 2
             elif ec == 2:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 5) & 127)
                 if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 15)
                 s = 3
             elif ec == 3:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
-                f_MaximumSOC = ((x >> 1) & 127)
+                f_MaximumSOC = ((x >> 4) & 127)
                 if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 4
             elif ec == 4:
                 q -= 1
@@ -1275,10 +1280,12 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 5
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
@@ -1306,10 +1313,12 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 6
             elif ec == 6:
                 q -= 1
@@ -1334,18 +1343,21 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 7
             elif ec == 7:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 8
             elif ec == 8:
                 q -= 14
@@ -1374,22 +1386,24 @@ def _d_DisplayParametersType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c1_Exponent
                 f_BatteryEnergyCapacity.Value = _c1_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 9:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 10:
                 pass
@@ -1397,36 +1411,36 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 5:
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 13
+                    if q < 0: V, q = r.slideq(q, 13)
+                    x = (V >> q) & 8191
+                    if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MinimumSOC'
-                    f_MinimumSOC = ((x >> 1) & 127)
+                    f_MinimumSOC = ((x >> 5) & 127)
                     if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                    ec = (x & 15)
                     s = 2
                 elif ec == 1:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 13
+                    if q < 0: V, q = r.slideq(q, 13)
+                    x = (V >> q) & 8191
+                    if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 1) & 127)
+                    f_TargetSOC = ((x >> 5) & 127)
                     if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                    ec = (x & 15)
                     s = 3
                 elif ec == 2:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 12
+                    if q < 0: V, q = r.slideq(q, 12)
+                    x = (V >> q) & 4095
+                    if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 1) & 127)
+                    f_MaximumSOC = ((x >> 4) & 127)
                     if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 4
                 elif ec == 3:
                     q -= 1
@@ -1451,10 +1465,12 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 5
                 elif ec == 4:
                     q -= 1
@@ -1479,10 +1495,12 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 6
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
@@ -1510,18 +1528,21 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 7
                 elif ec == 6:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
+                    f_ChargingComplete = ((x >> 3) & 1) == 1
+                    ec = (x & 3)
                     s = 8
                 elif ec == 7:
                     q -= 14
@@ -1550,22 +1571,24 @@ def _d_DisplayParametersType(r):
                         _c2_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c2_Value = -_c2_Value - 1
                     if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c2_Exponent
                     f_BatteryEnergyCapacity.Value = _c2_Value
+                    ec = (x & 3)
                     s = 9
                 elif ec == 8:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
+                    f_InletHot = ((x >> 2) & 1) == 1
                     s = 10
                 elif ec == 9:
                     pass
@@ -1573,27 +1596,26 @@ def _d_DisplayParametersType(r):
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
         if s == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 13
+                    if q < 0: V, q = r.slideq(q, 13)
+                    x = (V >> q) & 8191
+                    if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 1) & 127)
+                    f_TargetSOC = ((x >> 5) & 127)
                     if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                    ec = (x & 15)
                     s = 3
                 elif ec == 1:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 12
+                    if q < 0: V, q = r.slideq(q, 12)
+                    x = (V >> q) & 4095
+                    if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 1) & 127)
+                    f_MaximumSOC = ((x >> 4) & 127)
                     if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 4
                 elif ec == 2:
                     q -= 1
@@ -1618,10 +1640,12 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 5
                 elif ec == 3:
                     q -= 1
@@ -1646,10 +1670,12 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 6
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
@@ -1677,18 +1703,21 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
+                    ec = (x & 7)
                     s = 7
                 elif ec == 5:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
+                    f_ChargingComplete = ((x >> 3) & 1) == 1
+                    ec = (x & 3)
                     s = 8
                 elif ec == 6:
                     q -= 14
@@ -1717,22 +1746,24 @@ def _d_DisplayParametersType(r):
                         _c3_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c3_Value = -_c3_Value - 1
                     if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c3_Exponent
                     f_BatteryEnergyCapacity.Value = _c3_Value
+                    ec = (x & 3)
                     s = 9
                 elif ec == 7:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
+                    f_InletHot = ((x >> 2) & 1) == 1
                     s = 10
                 elif ec == 8:
                     pass
@@ -1740,17 +1771,15 @@ def _d_DisplayParametersType(r):
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
         if s == 3:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
-                f_MaximumSOC = ((x >> 1) & 127)
+                f_MaximumSOC = ((x >> 4) & 127)
                 if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
                 q -= 1
@@ -1775,10 +1804,12 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
                 q -= 1
@@ -1803,10 +1834,12 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 6
             elif ec == 3:
                 q -= 1
@@ -1831,18 +1864,21 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 7
             elif ec == 4:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 8
             elif ec == 5:
                 q -= 14
@@ -1871,22 +1907,24 @@ def _d_DisplayParametersType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c4_Exponent
                 f_BatteryEnergyCapacity.Value = _c4_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 6:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 7:
                 pass
@@ -1894,9 +1932,6 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -1920,10 +1955,12 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 q -= 1
@@ -1948,10 +1985,12 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 6
             elif ec == 2:
                 q -= 1
@@ -1976,18 +2015,21 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 7
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 8
             elif ec == 4:
                 q -= 14
@@ -2016,22 +2058,24 @@ def _d_DisplayParametersType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c5_Exponent
                 f_BatteryEnergyCapacity.Value = _c5_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 5:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 6:
                 pass
@@ -2039,9 +2083,6 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -2065,10 +2106,12 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 q -= 1
@@ -2093,18 +2136,21 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 7
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 8
             elif ec == 3:
                 q -= 14
@@ -2133,22 +2179,24 @@ def _d_DisplayParametersType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c6_Exponent
                 f_BatteryEnergyCapacity.Value = _c6_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 4:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 5:
                 pass
@@ -2156,9 +2204,6 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -2182,18 +2227,21 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
+                ec = (x & 7)
                 s = 7
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -2222,22 +2270,24 @@ def _d_DisplayParametersType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c7_Exponent
                 f_BatteryEnergyCapacity.Value = _c7_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 4:
                 pass
@@ -2245,16 +2295,14 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -2283,22 +2331,24 @@ def _d_DisplayParametersType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c8_Exponent
                 f_BatteryEnergyCapacity.Value = _c8_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 3:
                 pass
@@ -2306,9 +2356,6 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -2336,22 +2383,24 @@ def _d_DisplayParametersType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c9_Exponent
                 f_BatteryEnergyCapacity.Value = _c9_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 2:
                 pass
@@ -2359,16 +2408,13 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 9:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 1) & 1) == 1
+                f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 1:
                 pass
@@ -2376,9 +2422,6 @@ def _d_DisplayParametersType(r):
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 10:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3107,9 +3150,9 @@ def _d_Dynamic_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3143,9 +3186,9 @@ def _d_Dynamic_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3155,10 +3198,10 @@ def _d_Dynamic_CLReqControlModeType(r):
         else:
             raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
@@ -3377,28 +3420,32 @@ def _d_Dynamic_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+            ec = (x & 7)
             s = 1
         elif ec == 1:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 1) & 127)
+            f_MinimumSOC = ((x >> 3) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 2
         elif ec == 2:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 1) & 127)
+            f_TargetSOC = ((x >> 3) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 1
@@ -3423,9 +3470,9 @@ def _d_Dynamic_CLResControlModeType(r):
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
@@ -3434,26 +3481,25 @@ def _d_Dynamic_CLResControlModeType(r):
         else:
             raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 3) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -3478,9 +3524,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
@@ -3489,17 +3535,15 @@ def _d_Dynamic_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -3524,9 +3568,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
@@ -3535,9 +3579,6 @@ def _d_Dynamic_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -3561,9 +3602,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
@@ -3572,9 +3613,6 @@ def _d_Dynamic_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -4060,15 +4098,14 @@ def _d_MessageHeaderType(r):
             f_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Signature'
                 r.pos = r.end - q
@@ -4198,15 +4235,14 @@ def _d_MeterInfoType(r):
             f_ChargedEnergyReadingWh = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('MeterInfoType', r.end - q)
         if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -4230,10 +4266,12 @@ def _d_MeterInfoType(r):
                     f_BPT_DischargedEnergyReadingWh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -4258,10 +4296,12 @@ def _d_MeterInfoType(r):
                     f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
+                ec = (x & 7)
                 s = 4
             elif ec == 2:
                 q -= 1
@@ -4286,10 +4326,12 @@ def _d_MeterInfoType(r):
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
+                ec = (x & 7)
                 s = 5
             elif ec == 3:
                 el = 'MeterSignature'
@@ -4310,6 +4352,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 6
             elif ec == 4:
                 q -= 2
@@ -4336,11 +4382,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 5:
                 q -= 1
@@ -4365,9 +4413,9 @@ def _d_MeterInfoType(r):
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 6:
@@ -4376,9 +4424,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -4402,10 +4447,12 @@ def _d_MeterInfoType(r):
                     f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
                 q -= 1
@@ -4430,10 +4477,12 @@ def _d_MeterInfoType(r):
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
                 el = 'MeterSignature'
@@ -4454,6 +4503,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 6
             elif ec == 3:
                 q -= 2
@@ -4480,11 +4533,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 4:
                 q -= 1
@@ -4509,9 +4564,9 @@ def _d_MeterInfoType(r):
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 5:
@@ -4520,9 +4575,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -4546,10 +4598,12 @@ def _d_MeterInfoType(r):
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 el = 'MeterSignature'
@@ -4570,6 +4624,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 6
             elif ec == 2:
                 q -= 2
@@ -4596,11 +4654,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
                 q -= 1
@@ -4625,9 +4685,9 @@ def _d_MeterInfoType(r):
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 4:
@@ -4636,9 +4696,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'MeterSignature'
                 q -= 1
@@ -4658,6 +4715,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 6
             elif ec == 1:
                 q -= 2
@@ -4684,11 +4745,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
                 q -= 1
@@ -4713,9 +4776,9 @@ def _d_MeterInfoType(r):
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 3:
@@ -4724,9 +4787,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -4752,11 +4812,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 1
@@ -4781,9 +4843,9 @@ def _d_MeterInfoType(r):
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 2:
@@ -4792,9 +4854,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -4818,9 +4877,9 @@ def _d_MeterInfoType(r):
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 1:
@@ -4829,9 +4888,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 8:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -5289,15 +5345,14 @@ def _d_ReceiptType(r):
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ReceiptType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('ReceiptType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
+        ec = (x & 7)
         s = 1
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -5356,9 +5411,10 @@ def _d_ReceiptType(r):
                     _c1_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 56: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c1_c2_Value = -_c1_c2_Value - 1
                 if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                 _c1_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -5367,6 +5423,7 @@ def _d_ReceiptType(r):
                 f_EnergyCosts = _new(iso20_commontypes.DetailedCostType)
                 f_EnergyCosts.Amount = _c1_Amount
                 f_EnergyCosts.CostPerUnit = _c1_CostPerUnit
+                ec = (x & 7)
                 s = 2
             elif ec == 1:
                 q -= 15
@@ -5426,9 +5483,10 @@ def _d_ReceiptType(r):
                     _c2_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 56: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c2_c2_Value = -_c2_c2_Value - 1
                 if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                 _c2_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -5437,6 +5495,7 @@ def _d_ReceiptType(r):
                 f_OccupancyCosts = _new(iso20_commontypes.DetailedCostType)
                 f_OccupancyCosts.Amount = _c2_Amount
                 f_OccupancyCosts.CostPerUnit = _c2_CostPerUnit
+                ec = (x & 7)
                 s = 3
             elif ec == 2:
                 q -= 15
@@ -5496,9 +5555,10 @@ def _d_ReceiptType(r):
                     _c3_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c3_c2_Value = -_c3_c2_Value - 1
                 if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
                 _c3_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -5507,6 +5567,7 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
                 f_AdditionalServicesCosts.Amount = _c3_Amount
                 f_AdditionalServicesCosts.CostPerUnit = _c3_CostPerUnit
+                ec = (x & 3)
                 s = 4
             elif ec == 3:
                 q -= 15
@@ -5566,9 +5627,10 @@ def _d_ReceiptType(r):
                     _c4_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c4_c2_Value = -_c4_c2_Value - 1
                 if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
                 _c4_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -5577,6 +5639,7 @@ def _d_ReceiptType(r):
                 f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
                 f_OverstayCosts.Amount = _c4_Amount
                 f_OverstayCosts.CostPerUnit = _c4_CostPerUnit
+                ec = (x & 3)
                 s = 5
             elif ec == 4:
                 q -= 2
@@ -5647,9 +5710,6 @@ def _d_ReceiptType(r):
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -5708,9 +5768,10 @@ def _d_ReceiptType(r):
                     _c6_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 56: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
                 if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
                 _c6_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -5719,6 +5780,7 @@ def _d_ReceiptType(r):
                 f_OccupancyCosts = _new(iso20_commontypes.DetailedCostType)
                 f_OccupancyCosts.Amount = _c6_Amount
                 f_OccupancyCosts.CostPerUnit = _c6_CostPerUnit
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 15
@@ -5778,9 +5840,10 @@ def _d_ReceiptType(r):
                     _c7_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c7_c2_Value = -_c7_c2_Value - 1
                 if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(r.end - q))
                 _c7_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -5789,6 +5852,7 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
                 f_AdditionalServicesCosts.Amount = _c7_Amount
                 f_AdditionalServicesCosts.CostPerUnit = _c7_CostPerUnit
+                ec = (x & 3)
                 s = 4
             elif ec == 2:
                 q -= 15
@@ -5848,9 +5912,10 @@ def _d_ReceiptType(r):
                     _c8_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c8_c2_Value = -_c8_c2_Value - 1
                 if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(r.end - q))
                 _c8_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -5859,6 +5924,7 @@ def _d_ReceiptType(r):
                 f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
                 f_OverstayCosts.Amount = _c8_Amount
                 f_OverstayCosts.CostPerUnit = _c8_CostPerUnit
+                ec = (x & 3)
                 s = 5
             elif ec == 3:
                 q -= 2
@@ -5929,9 +5995,6 @@ def _d_ReceiptType(r):
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -5990,9 +6053,10 @@ def _d_ReceiptType(r):
                     _c10_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c10_c2_Value = -_c10_c2_Value - 1
                 if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(r.end - q))
                 _c10_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -6001,6 +6065,7 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
                 f_AdditionalServicesCosts.Amount = _c10_Amount
                 f_AdditionalServicesCosts.CostPerUnit = _c10_CostPerUnit
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 15
@@ -6060,9 +6125,10 @@ def _d_ReceiptType(r):
                     _c11_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c11_c2_Value = -_c11_c2_Value - 1
                 if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(r.end - q))
                 _c11_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -6071,6 +6137,7 @@ def _d_ReceiptType(r):
                 f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
                 f_OverstayCosts.Amount = _c11_Amount
                 f_OverstayCosts.CostPerUnit = _c11_CostPerUnit
+                ec = (x & 3)
                 s = 5
             elif ec == 2:
                 q -= 2
@@ -6141,9 +6208,6 @@ def _d_ReceiptType(r):
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -6202,9 +6266,10 @@ def _d_ReceiptType(r):
                     _c13_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c13_c2_Value = -_c13_c2_Value - 1
                 if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(r.end - q))
                 _c13_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
@@ -6213,6 +6278,7 @@ def _d_ReceiptType(r):
                 f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
                 f_OverstayCosts.Amount = _c13_Amount
                 f_OverstayCosts.CostPerUnit = _c13_CostPerUnit
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
                 q -= 2
@@ -6283,9 +6349,6 @@ def _d_ReceiptType(r):
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -7236,14 +7299,16 @@ def _d_Scheduled_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
+            ec = (x & 3)
             s = 1
         elif ec == 1:
             q -= 14
@@ -7272,14 +7337,16 @@ def _d_Scheduled_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
+            ec = (x & 3)
             s = 2
         elif ec == 2:
             q -= 14
@@ -7308,9 +7375,9 @@ def _d_Scheduled_CLReqControlModeType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -7323,9 +7390,6 @@ def _d_Scheduled_CLReqControlModeType(r):
         else:
             raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7353,14 +7417,16 @@ def _d_Scheduled_CLReqControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
                 f_EVMaximumEnergyRequest.Value = _c4_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -7389,9 +7455,9 @@ def _d_Scheduled_CLReqControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -7404,9 +7470,6 @@ def _d_Scheduled_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7434,9 +7497,9 @@ def _d_Scheduled_CLReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -7449,9 +7512,6 @@ def _d_Scheduled_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7696,15 +7756,14 @@ def _d_V2GMessageType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -7841,15 +7900,14 @@ def _d_V2GRequestType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -7987,15 +8045,14 @@ def _d_V2GResponseType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q

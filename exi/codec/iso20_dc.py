@@ -215,19 +215,18 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
+        ec = (x & 3)
         s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 24
                 if q < 0: V, q = r.slideq(q, 24)
@@ -258,9 +257,9 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -294,9 +293,9 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -306,10 +305,10 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             else:
                 raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 8:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumDischargePower/Exponent'
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
@@ -874,19 +873,18 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
+        ec = (x & 3)
         s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -945,9 +943,9 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -981,9 +979,9 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -993,10 +991,10 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             else:
                 raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if s == 8:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumDischargePower/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
@@ -1451,9 +1449,9 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1487,9 +1485,9 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1499,10 +1497,10 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         else:
             raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
@@ -1804,19 +1802,18 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c12_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
             if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargeCurrent.Exponent = _c12_Exponent
             f_EVMaximumDischargeCurrent.Value = _c12_Value
+            ec = (x & 3)
             s = 12
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1844,14 +1841,16 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c13_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c13_Value
+                ec = (x & 3)
                 s = 13
             elif ec == 1:
                 q -= 14
@@ -1880,9 +1879,9 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1895,9 +1894,6 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 13:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1925,9 +1921,9 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1940,9 +1936,6 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 14:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -2369,28 +2362,32 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+            ec = (x & 7)
             s = 1
         elif ec == 1:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 1) & 127)
+            f_MinimumSOC = ((x >> 3) & 127)
             if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 2
         elif ec == 2:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 1) & 127)
+            f_TargetSOC = ((x >> 3) & 127)
             if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 1
@@ -2415,9 +2412,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
@@ -2447,9 +2444,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2459,26 +2456,25 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
         else:
             raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 3) & 127)
                 if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -2503,9 +2499,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
@@ -2535,9 +2531,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2547,17 +2543,15 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -2582,9 +2576,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
@@ -2614,9 +2608,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2626,9 +2620,6 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -2652,9 +2643,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
@@ -2684,9 +2675,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2696,10 +2687,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
@@ -2722,9 +2713,9 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2732,10 +2723,10 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargePower.Value = _c5_Value
             s = 5
         if s == 5:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
@@ -3407,14 +3398,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
+            ec = (x & 3)
             s = 1
         elif ec == 1:
             q -= 14
@@ -3443,14 +3436,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
+            ec = (x & 3)
             s = 2
         elif ec == 2:
             q -= 14
@@ -3479,9 +3474,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3515,9 +3510,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3527,9 +3522,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
         else:
             raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -3557,14 +3549,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -3593,9 +3587,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3629,9 +3623,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3641,9 +3635,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -3671,9 +3662,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3707,9 +3698,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3719,10 +3710,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
@@ -3745,9 +3736,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3755,10 +3746,10 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetCurrent.Value = _c10_Value
             s = 4
         if s == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetVoltage/Exponent'
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
@@ -3781,19 +3772,18 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
+            ec = (x & 15)
             s = 5
         if s == 5:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
                     q -= 14
@@ -3822,14 +3812,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c12_Exponent
                     f_EVMaximumChargePower.Value = _c12_Value
+                    ec = (x & 15)
                     s = 6
                 elif ec == 1:
                     q -= 14
@@ -3858,14 +3850,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c13_Exponent
                     f_EVMinimumChargePower.Value = _c13_Value
+                    ec = (x & 7)
                     s = 7
                 elif ec == 2:
                     q -= 14
@@ -3894,14 +3888,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                     f_EVMaximumChargeCurrent.Value = _c14_Value
+                    ec = (x & 7)
                     s = 8
                 elif ec == 3:
                     q -= 14
@@ -3930,14 +3926,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c15_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumVoltage.Exponent = _c15_Exponent
                     f_EVMaximumVoltage.Value = _c15_Value
+                    ec = (x & 7)
                     s = 9
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -3969,14 +3967,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c16_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumVoltage.Exponent = _c16_Exponent
                     f_EVMinimumVoltage.Value = _c16_Value
+                    ec = (x & 7)
                     s = 10
                 elif ec == 5:
                     q -= 14
@@ -4005,14 +4005,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c17_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c17_Exponent
                     f_EVMaximumDischargePower.Value = _c17_Value
+                    ec = (x & 3)
                     s = 11
                 elif ec == 6:
                     q -= 14
@@ -4041,14 +4043,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c18_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c18_Exponent
                     f_EVMinimumDischargePower.Value = _c18_Value
+                    ec = (x & 3)
                     s = 12
                 elif ec == 7:
                     q -= 14
@@ -4077,9 +4081,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         _c19_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                     f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4092,9 +4096,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 6:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4122,14 +4123,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c20_Exponent
                 f_EVMinimumChargePower.Value = _c20_Value
+                ec = (x & 7)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -4158,14 +4161,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -4194,14 +4199,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 3:
                 q -= 14
@@ -4230,14 +4237,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 4:
                 q -= 14
@@ -4266,14 +4275,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c24_Exponent
                 f_EVMaximumDischargePower.Value = _c24_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 5:
                 q -= 14
@@ -4302,14 +4313,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c25_Exponent
                 f_EVMinimumDischargePower.Value = _c25_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 6:
                 q -= 14
@@ -4338,9 +4351,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4353,9 +4366,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4383,14 +4393,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c27_Exponent
                 f_EVMaximumChargeCurrent.Value = _c27_Value
+                ec = (x & 7)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -4419,14 +4431,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c28_Exponent
                 f_EVMaximumVoltage.Value = _c28_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 2:
                 q -= 14
@@ -4455,14 +4469,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c29_Exponent
                 f_EVMinimumVoltage.Value = _c29_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 3:
                 q -= 14
@@ -4491,14 +4507,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c30_Exponent
                 f_EVMaximumDischargePower.Value = _c30_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 4:
                 q -= 14
@@ -4527,14 +4545,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVMinimumDischargePower.Value = _c31_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 5:
                 q -= 14
@@ -4563,9 +4583,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4578,9 +4598,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 8:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4608,14 +4625,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c33_Exponent
                 f_EVMaximumVoltage.Value = _c33_Value
+                ec = (x & 7)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -4644,14 +4663,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c34_Exponent
                 f_EVMinimumVoltage.Value = _c34_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 2:
                 q -= 14
@@ -4680,14 +4701,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c35_Exponent
                 f_EVMaximumDischargePower.Value = _c35_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 3:
                 q -= 14
@@ -4716,14 +4739,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c36_Exponent
                 f_EVMinimumDischargePower.Value = _c36_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 4:
                 q -= 14
@@ -4752,9 +4777,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4767,9 +4792,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 9:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4797,14 +4819,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c38_Exponent
                 f_EVMinimumVoltage.Value = _c38_Value
+                ec = (x & 7)
                 s = 10
             elif ec == 1:
                 q -= 14
@@ -4833,14 +4857,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c39_Exponent
                 f_EVMaximumDischargePower.Value = _c39_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 2:
                 q -= 14
@@ -4869,14 +4895,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c40_Exponent
                 f_EVMinimumDischargePower.Value = _c40_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 3:
                 q -= 14
@@ -4905,9 +4933,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4920,9 +4948,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 10:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -4950,14 +4975,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c42_Exponent
                 f_EVMaximumDischargePower.Value = _c42_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 1:
                 q -= 14
@@ -4986,14 +5013,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c43_Exponent
                 f_EVMinimumDischargePower.Value = _c43_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 2:
                 q -= 14
@@ -5022,9 +5051,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -5037,9 +5066,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -5067,14 +5093,16 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c45_Exponent
                 f_EVMinimumDischargePower.Value = _c45_Value
+                ec = (x & 3)
                 s = 12
             elif ec == 1:
                 q -= 14
@@ -5103,9 +5131,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c46_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
                 if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -5118,9 +5146,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -5148,9 +5173,9 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c47_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
                 if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -5163,9 +5188,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 13:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -6357,14 +6379,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c1_Exponent
                 f_EVSEMaximumChargePower.Value = _c1_Value
+                ec = (x & 15)
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -6393,14 +6417,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c2_Exponent
                 f_EVSEMinimumChargePower.Value = _c2_Value
+                ec = (x & 7)
                 s = 2
             elif ec == 2:
                 q -= 14
@@ -6429,14 +6455,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c3_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 3:
                 q -= 14
@@ -6465,14 +6493,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c4_Exponent
                 f_EVSEMaximumVoltage.Value = _c4_Value
+                ec = (x & 7)
                 s = 4
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
@@ -6504,14 +6534,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c5_Exponent
                 f_EVSEMaximumDischargePower.Value = _c5_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 5:
                 q -= 14
@@ -6540,14 +6572,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumDischargePower.Value = _c6_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 6:
                 q -= 14
@@ -6576,14 +6610,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c7_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c7_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 7:
                 q -= 14
@@ -6612,9 +6648,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6627,9 +6663,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            ec = (V >> q) & 15
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6657,14 +6690,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c9_Exponent
                 f_EVSEMinimumChargePower.Value = _c9_Value
+                ec = (x & 7)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -6693,14 +6728,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c10_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c10_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 2:
                 q -= 14
@@ -6729,14 +6766,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c11_Exponent
                 f_EVSEMaximumVoltage.Value = _c11_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 3:
                 q -= 14
@@ -6765,14 +6804,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c12_Exponent
                 f_EVSEMaximumDischargePower.Value = _c12_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 4:
                 q -= 14
@@ -6801,14 +6842,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c13_Exponent
                 f_EVSEMinimumDischargePower.Value = _c13_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 5:
                 q -= 14
@@ -6837,14 +6880,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c14_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c14_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 6:
                 q -= 14
@@ -6873,9 +6918,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6888,9 +6933,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -6918,14 +6960,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c16_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -6954,14 +6998,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c17_Exponent
                 f_EVSEMaximumVoltage.Value = _c17_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -6990,14 +7036,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c18_Exponent
                 f_EVSEMaximumDischargePower.Value = _c18_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -7026,14 +7074,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c19_Exponent
                 f_EVSEMinimumDischargePower.Value = _c19_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 4:
                 q -= 14
@@ -7062,14 +7112,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c20_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c20_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 5:
                 q -= 14
@@ -7098,9 +7150,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -7113,9 +7165,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7143,14 +7192,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c22_Exponent
                 f_EVSEMaximumVoltage.Value = _c22_Value
+                ec = (x & 7)
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -7179,14 +7230,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c23_Exponent
                 f_EVSEMaximumDischargePower.Value = _c23_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -7215,14 +7268,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c24_Exponent
                 f_EVSEMinimumDischargePower.Value = _c24_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 3:
                 q -= 14
@@ -7251,14 +7306,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c25_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c25_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 4:
                 q -= 14
@@ -7287,9 +7344,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -7302,9 +7359,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7332,14 +7386,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c27_Exponent
                 f_EVSEMaximumDischargePower.Value = _c27_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -7368,14 +7424,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c28_Exponent
                 f_EVSEMinimumDischargePower.Value = _c28_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 2:
                 q -= 14
@@ -7404,14 +7462,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c29_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c29_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 3:
                 q -= 14
@@ -7440,9 +7500,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -7455,9 +7515,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7485,14 +7542,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVSEMinimumDischargePower.Value = _c31_Value
+                ec = (x & 3)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -7521,14 +7580,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c32_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
                 q -= 14
@@ -7557,9 +7618,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -7572,9 +7633,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7602,14 +7660,16 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c34_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c34_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -7638,9 +7698,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -7653,9 +7713,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -7683,9 +7740,9 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -7698,9 +7755,6 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 8:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -8774,19 +8828,18 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
+        ec = (x & 3)
         s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 10
                 if q < 0: V, q = r.slideq(q, 10)
@@ -9150,19 +9203,18 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
+        ec = (x & 3)
         s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -9420,15 +9472,14 @@ def _d_DC_CableCheckReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -9567,15 +9618,14 @@ def _d_DC_CableCheckResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -9745,15 +9795,14 @@ def _d_DC_ChargeLoopReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -9772,38 +9821,39 @@ def _d_DC_ChargeLoopReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DisplayParameters'
                 r.pos = r.end - q
                 f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+                el = 'MeterInfoRequested'
+                f_MeterInfoRequested = ((x >> 2) & 1) == 1
+                s = 3
+            elif ec == 1:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
-                if x & 13: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+                if x & 11: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
-                s = 3
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
+                f_MeterInfoRequested = ((x >> 2) & 1) == 1
                 s = 3
             else:
                 raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             el = 'EVPresentVoltage/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentVoltage/Value'
@@ -9826,35 +9876,40 @@ def _d_DC_ChargeLoopReqType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentVoltage.Exponent = _c2_Exponent
             f_EVPresentVoltage.Value = _c2_Value
+            ec = (x & 7)
             s = 4
         if s == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BPT_Dynamic_DC_CLReqControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_DC_CLReqControlMode = _d_BPT_Dynamic_DC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 s = 5
             elif ec == 1:
                 el = 'BPT_Scheduled_DC_CLReqControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_DC_CLReqControlMode = _d_BPT_Scheduled_DC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
-                s = 5
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+                s = 5
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 el = 'CLReqControlMode'
                 f_CLReqControlMode = _new(iso20_commontypes.CLReqControlModeType)
                 s = 5
@@ -9863,19 +9918,22 @@ def _d_DC_ChargeLoopReqType(r):
                 r.pos = r.end - q
                 f_Dynamic_DC_CLReqControlMode = _d_Dynamic_DC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 s = 5
             elif ec == 4:
                 el = 'Scheduled_DC_CLReqControlMode'
                 r.pos = r.end - q
                 f_Scheduled_DC_CLReqControlMode = _d_Scheduled_DC_CLReqControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 s = 5
             else:
                 raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -10124,15 +10182,14 @@ def _d_DC_ChargeLoopResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -10151,19 +10208,17 @@ def _d_DC_ChargeLoopResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3080: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 4) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -10187,30 +10242,38 @@ def _d_DC_ChargeLoopResType(r):
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 227: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 908: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 2) & 7)
+                _c2_EVSENotification = ((x >> 4) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
                 f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
                 f_EVSEStatus.EVSENotification = _c2_EVSENotification
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 2:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -10239,9 +10302,9 @@ def _d_DC_ChargeLoopResType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -10251,20 +10314,24 @@ def _d_DC_ChargeLoopResType(r):
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -10293,9 +10360,9 @@ def _d_DC_ChargeLoopResType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -10305,14 +10372,14 @@ def _d_DC_ChargeLoopResType(r):
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -10341,9 +10408,9 @@ def _d_DC_ChargeLoopResType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -10353,10 +10420,10 @@ def _d_DC_ChargeLoopResType(r):
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 5:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentCurrent/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentCurrent/Value'
@@ -10379,9 +10446,9 @@ def _d_DC_ChargeLoopResType(r):
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -10389,10 +10456,10 @@ def _d_DC_ChargeLoopResType(r):
             f_EVSEPresentCurrent.Value = _c6_Value
             s = 6
         if s == 6:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentVoltage/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentVoltage/Value'
@@ -10415,47 +10482,51 @@ def _d_DC_ChargeLoopResType(r):
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 15837: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126696: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentVoltage.Exponent = _c7_Exponent
             f_EVSEPresentVoltage.Value = _c7_Value
-            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 1) & 511)]
+            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEPowerLimitAchieved'
-                f_EVSEPowerLimitAchieved = ((x >> 9) & 1) == 1
+                f_EVSEPowerLimitAchieved = ((x >> 12) & 1) == 1
                 el = 'EVSECurrentLimitAchieved'
-                f_EVSECurrentLimitAchieved = ((x >> 5) & 1) == 1
+                f_EVSECurrentLimitAchieved = ((x >> 8) & 1) == 1
                 el = 'EVSEVoltageLimitAchieved'
-                f_EVSEVoltageLimitAchieved = ((x >> 1) & 1) == 1
+                f_EVSEVoltageLimitAchieved = ((x >> 4) & 1) == 1
             else:
                 el = 'EVSEVoltageLimitAchieved'
                 f_EVSEPowerLimitAchieved, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved = _t
+            ec = (x & 7)
             s = 10
         if s == 10:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BPT_Dynamic_DC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_DC_CLResControlMode = _d_BPT_Dynamic_DC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 11
             elif ec == 1:
                 el = 'BPT_Scheduled_DC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_DC_CLResControlMode = _d_BPT_Scheduled_DC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
-                s = 11
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                s = 11
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
                 f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
                 s = 11
@@ -10464,19 +10535,22 @@ def _d_DC_ChargeLoopResType(r):
                 r.pos = r.end - q
                 f_Dynamic_DC_CLResControlMode = _d_Dynamic_DC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 11
             elif ec == 4:
                 el = 'Scheduled_DC_CLResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_DC_CLResControlMode = _d_Scheduled_DC_CLResControlModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 11
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 11:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -10886,15 +10960,14 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -10913,29 +10986,33 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'BPT_DC_CPDReqEnergyTransferMode'
                 r.pos = r.end - q
                 f_BPT_DC_CPDReqEnergyTransferMode = _d_BPT_DC_CPDReqEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
                 s = 2
             elif ec == 1:
                 el = 'DC_CPDReqEnergyTransferMode'
                 r.pos = r.end - q
                 f_DC_CPDReqEnergyTransferMode = _d_DC_CPDReqEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
                 s = 2
             else:
                 raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -11086,15 +11163,14 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -11113,37 +11189,38 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1540: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 3) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'BPT_DC_CPDResEnergyTransferMode'
                 r.pos = r.end - q
                 f_BPT_DC_CPDResEnergyTransferMode = _d_BPT_DC_CPDResEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
                 s = 3
             elif ec == 1:
                 el = 'DC_CPDResEnergyTransferMode'
                 r.pos = r.end - q
                 f_DC_CPDResEnergyTransferMode = _d_DC_CPDResEnergyTransferModeType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
                 s = 3
             else:
                 raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -11303,15 +11380,14 @@ def _d_DC_PreChargeReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -11567,15 +11643,14 @@ def _d_DC_PreChargeResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -11778,15 +11853,14 @@ def _d_DC_WeldingDetectionReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -11939,15 +12013,14 @@ def _d_DC_WeldingDetectionResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -12171,9 +12244,9 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12207,9 +12280,9 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12219,10 +12292,10 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         else:
             raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
@@ -12711,28 +12784,32 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
+            ec = (x & 7)
             s = 1
         elif ec == 1:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 1) & 127)
+            f_MinimumSOC = ((x >> 3) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 2
         elif ec == 2:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 1) & 127)
+            f_TargetSOC = ((x >> 3) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 1
@@ -12757,9 +12834,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
@@ -12789,9 +12866,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -12801,26 +12878,25 @@ def _d_Dynamic_DC_CLResControlModeType(r):
         else:
             raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 1) & 127)
+                f_MinimumSOC = ((x >> 3) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -12845,9 +12921,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
@@ -12877,9 +12953,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -12889,17 +12965,15 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 1) & 127)
+                f_TargetSOC = ((x >> 3) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -12924,9 +12998,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
@@ -12956,9 +13030,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -12968,9 +13042,6 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -12994,9 +13065,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
@@ -13026,9 +13097,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -13038,10 +13109,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
@@ -13064,9 +13135,9 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -13074,10 +13145,10 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargePower.Value = _c5_Value
             s = 5
         if s == 5:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
@@ -13538,14 +13609,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
+            ec = (x & 3)
             s = 1
         elif ec == 1:
             q -= 14
@@ -13574,14 +13647,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
+            ec = (x & 3)
             s = 2
         elif ec == 2:
             q -= 14
@@ -13610,9 +13685,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -13646,9 +13721,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -13658,9 +13733,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
         else:
             raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -13688,14 +13760,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -13724,9 +13798,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -13760,9 +13834,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -13772,9 +13846,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -13802,9 +13873,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -13838,9 +13909,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -13850,10 +13921,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
@@ -13876,9 +13947,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -13886,10 +13957,10 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetCurrent.Value = _c10_Value
             s = 4
         if s == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetVoltage/Exponent'
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
@@ -13912,19 +13983,18 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
+            ec = (x & 7)
             s = 5
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -13952,14 +14022,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c12_Exponent
                 f_EVMaximumChargePower.Value = _c12_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 q -= 14
@@ -13988,14 +14060,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c13_Exponent
                 f_EVMinimumChargePower.Value = _c13_Value
+                ec = (x & 7)
                 s = 7
             elif ec == 2:
                 q -= 14
@@ -14024,14 +14098,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                 f_EVMaximumChargeCurrent.Value = _c14_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 3:
                 q -= 14
@@ -14060,14 +14136,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c15_Exponent
                 f_EVMaximumVoltage.Value = _c15_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 4:
                 q -= 14
@@ -14096,9 +14174,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14111,9 +14189,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -14141,14 +14216,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c17_Exponent
                 f_EVMinimumChargePower.Value = _c17_Value
+                ec = (x & 7)
                 s = 7
             elif ec == 1:
                 q -= 14
@@ -14177,14 +14254,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c18_Exponent
                 f_EVMaximumChargeCurrent.Value = _c18_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
                 q -= 14
@@ -14213,14 +14292,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c19_Exponent
                 f_EVMaximumVoltage.Value = _c19_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 3:
                 q -= 14
@@ -14249,9 +14330,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14264,9 +14345,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -14294,14 +14372,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 14
@@ -14330,14 +14410,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 2:
                 q -= 14
@@ -14366,9 +14448,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14381,9 +14463,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -14411,14 +14490,16 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c24_Exponent
                 f_EVMaximumVoltage.Value = _c24_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 1:
                 q -= 14
@@ -14447,9 +14528,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14462,9 +14543,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 9:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -14492,9 +14570,9 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14507,9 +14585,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 10:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -15210,14 +15285,16 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
+            ec = (x & 7)
             s = 1
         elif ec == 1:
             q -= 14
@@ -15246,14 +15323,16 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c2_Exponent
             f_EVSEMinimumChargePower.Value = _c2_Value
+            ec = (x & 3)
             s = 2
         elif ec == 2:
             q -= 14
@@ -15282,14 +15361,16 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c3_Value
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 14
@@ -15318,9 +15399,9 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -15333,9 +15414,6 @@ def _d_Scheduled_DC_CLResControlModeType(r):
         else:
             raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -15363,14 +15441,16 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c5_Exponent
                 f_EVSEMinimumChargePower.Value = _c5_Value
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 14
@@ -15399,14 +15479,16 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c6_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c6_Value
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 14
@@ -15435,9 +15517,9 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -15450,9 +15532,6 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -15480,14 +15559,16 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c8_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c8_Value
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 14
@@ -15516,9 +15597,9 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -15531,9 +15612,6 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -15561,9 +15639,9 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -15576,9 +15654,6 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             else:
                 raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:

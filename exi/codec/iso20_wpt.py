@@ -163,6 +163,10 @@ def _d_AlternativeSECCType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SSID', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            ec = x
             s = 1
         elif ec == 1:
             el = 'BSSID'
@@ -181,6 +185,10 @@ def _d_AlternativeSECCType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 2:
             el = 'IPAddress'
@@ -199,6 +207,10 @@ def _d_AlternativeSECCType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 3
         elif ec == 3:
             q -= 1
@@ -223,9 +235,9 @@ def _d_AlternativeSECCType(r):
                 f_Port = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AlternativeSECCType', r.end - q)
             if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             s = 4
         elif ec == 4:
@@ -234,9 +246,6 @@ def _d_AlternativeSECCType(r):
         else:
             raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BSSID'
                 q -= 1
@@ -254,6 +263,10 @@ def _d_AlternativeSECCType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 el = 'IPAddress'
@@ -272,6 +285,10 @@ def _d_AlternativeSECCType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -296,9 +313,9 @@ def _d_AlternativeSECCType(r):
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AlternativeSECCType', r.end - q)
                 if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 3:
@@ -307,9 +324,6 @@ def _d_AlternativeSECCType(r):
             else:
                 raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'IPAddress'
                 q -= 1
@@ -327,6 +341,10 @@ def _d_AlternativeSECCType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -351,9 +369,9 @@ def _d_AlternativeSECCType(r):
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AlternativeSECCType', r.end - q)
                 if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 2:
@@ -362,9 +380,6 @@ def _d_AlternativeSECCType(r):
             else:
                 raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -388,9 +403,9 @@ def _d_AlternativeSECCType(r):
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AlternativeSECCType', r.end - q)
                 if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 1:
@@ -399,9 +414,6 @@ def _d_AlternativeSECCType(r):
             else:
                 raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -733,15 +745,14 @@ def _d_WPT_AlignmentCheckReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -760,19 +771,17 @@ def _d_WPT_AlignmentCheckReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 25: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 100: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 1) & 3)
+        f_EVProcessing = ((x >> 3) & 3)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_AlignmentCheckReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -851,9 +860,7 @@ def _d_WPT_AlignmentCheckReqType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 20
@@ -1074,15 +1081,14 @@ def _d_WPT_AlignmentCheckResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1101,23 +1107,21 @@ def _d_WPT_AlignmentCheckResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
-        if x & 12345: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 98760: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 6) & 63)
+        f_ResponseCode = ((x >> 9) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_AlignmentCheckResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 1) & 3)
+        f_EVSEProcessing = ((x >> 4) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_AlignmentCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
+        ec = (x & 7)
         s = 3
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1145,14 +1149,16 @@ def _d_WPT_AlignmentCheckResType(r):
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_PowerTransmitted = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTransmitted.Exponent = _c2_Exponent
                 f_PowerTransmitted.Value = _c2_Value
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -1181,14 +1187,16 @@ def _d_WPT_AlignmentCheckResType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c3_Exponent
                 f_SupplyDeviceCurrent.Value = _c3_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 2:
                 el = 'VendorSpecificDataContainer'
@@ -1209,9 +1217,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 3:
                 pass
@@ -1219,9 +1225,6 @@ def _d_WPT_AlignmentCheckResType(r):
             else:
                 raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1249,14 +1252,16 @@ def _d_WPT_AlignmentCheckResType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c4_Exponent
                 f_SupplyDeviceCurrent.Value = _c4_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
                 el = 'VendorSpecificDataContainer'
@@ -1277,9 +1282,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 2:
                 pass
@@ -1287,9 +1290,6 @@ def _d_WPT_AlignmentCheckResType(r):
             else:
                 raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'VendorSpecificDataContainer'
                 q -= 1
@@ -1309,9 +1309,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 1:
                 pass
@@ -1343,9 +1341,7 @@ def _d_WPT_AlignmentCheckResType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 21
@@ -1658,15 +1654,14 @@ def _d_WPT_ChargeLoopReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -1685,38 +1680,39 @@ def _d_WPT_ChargeLoopReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DisplayParameters'
                 r.pos = r.end - q
                 f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                el = 'MeterInfoRequested'
+                f_MeterInfoRequested = ((x >> 2) & 1) == 1
+                s = 3
+            elif ec == 1:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
-                if x & 13: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                if x & 11: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
-                s = 3
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 1) & 1) == 1
+                f_MeterInfoRequested = ((x >> 2) & 1) == 1
                 s = 3
             else:
                 raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
@@ -1770,22 +1766,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 121: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 968: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVPCPowerOutput = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerOutput.Exponent = _c3_Exponent
             f_EVPCPowerOutput.Value = _c3_Value
             el = 'EVPCChargeDiagnostics'
-            f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 1) & 3)]
+            f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 4) & 3)]
+            ec = (x & 7)
             s = 6
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -1813,14 +1807,16 @@ def _d_WPT_ChargeLoopReqType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCOperatingFrequency.Exponent = _c4_Exponent
                 f_EVPCOperatingFrequency.Value = _c4_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
                 q -= 15
@@ -1942,9 +1938,10 @@ def _d_WPT_ChargeLoopReqType(r):
                     _c5_c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c4_Value = -_c5_c4_Value - 1
                 if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
                 _c5_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
@@ -1955,6 +1952,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c5_EVPCCoilCurrentInformation
                 f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c5_EVPCCurrentOutputInformation
                 f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c5_EVPCVoltageOutputInformation
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
                 el = 'ManufacturerSpecificDataContainer'
@@ -1975,9 +1973,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 9
             elif ec == 3:
                 pass
@@ -1985,9 +1981,6 @@ def _d_WPT_ChargeLoopReqType(r):
             else:
                 raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -2108,9 +2101,10 @@ def _d_WPT_ChargeLoopReqType(r):
                     _c6_c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c4_Value = -_c6_c4_Value - 1
                 if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(r.end - q))
                 _c6_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
@@ -2121,6 +2115,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c6_EVPCCoilCurrentInformation
                 f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c6_EVPCCurrentOutputInformation
                 f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c6_EVPCVoltageOutputInformation
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 el = 'ManufacturerSpecificDataContainer'
@@ -2141,9 +2136,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 9
             elif ec == 2:
                 pass
@@ -2151,9 +2144,6 @@ def _d_WPT_ChargeLoopReqType(r):
             else:
                 raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ManufacturerSpecificDataContainer'
                 q -= 1
@@ -2173,9 +2163,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 9
             elif ec == 1:
                 pass
@@ -2207,9 +2195,7 @@ def _d_WPT_ChargeLoopReqType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_ManufacturerSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 24
@@ -2716,15 +2702,14 @@ def _d_WPT_ChargeLoopResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -2743,19 +2728,17 @@ def _d_WPT_ChargeLoopResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 385: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3080: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 63)
+        f_ResponseCode = ((x >> 4) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -2779,30 +2762,38 @@ def _d_WPT_ChargeLoopResType(r):
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 227: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 908: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 2) & 7)
+                _c2_EVSENotification = ((x >> 4) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
                 f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
                 f_EVSEStatus.EVSENotification = _c2_EVSENotification
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 2:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 3:
                 q -= 14
@@ -2831,32 +2822,38 @@ def _d_WPT_ChargeLoopResType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c3_Exponent
                 f_EVPCPowerRequest.Value = _c3_Value
+                ec = (x & 3)
                 s = 6
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 2:
                 q -= 14
@@ -2885,26 +2882,28 @@ def _d_WPT_ChargeLoopResType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c4_Exponent
                 f_EVPCPowerRequest.Value = _c4_Value
+                ec = (x & 3)
                 s = 6
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 s = 5
             elif ec == 1:
                 q -= 14
@@ -2933,22 +2932,24 @@ def _d_WPT_ChargeLoopResType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c5_Exponent
                 f_EVPCPowerRequest.Value = _c5_Value
+                ec = (x & 3)
                 s = 6
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 5:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
@@ -2971,19 +2972,18 @@ def _d_WPT_ChargeLoopResType(r):
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c6_Exponent
             f_EVPCPowerRequest.Value = _c6_Value
+            ec = (x & 3)
             s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -3042,9 +3042,9 @@ def _d_WPT_ChargeLoopResType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
@@ -3078,9 +3078,9 @@ def _d_WPT_ChargeLoopResType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
@@ -3090,10 +3090,10 @@ def _d_WPT_ChargeLoopResType(r):
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 8:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'SPCMinOutputPowerLimit/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'SPCMinOutputPowerLimit/Value'
@@ -3116,24 +3116,22 @@ def _d_WPT_ChargeLoopResType(r):
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 241: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1928: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_SPCMinOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
             f_SPCMinOutputPowerLimit.Exponent = _c10_Exponent
             f_SPCMinOutputPowerLimit.Value = _c10_Value
             el = 'SPCChargeDiagnostics'
-            f_SPCChargeDiagnostics = ((x >> 1) & 7)
+            f_SPCChargeDiagnostics = ((x >> 4) & 7)
             if f_SPCChargeDiagnostics >= 6: f_SPCChargeDiagnostics = r.enum_index('WPT_ChargeLoopResType/SPCChargeDiagnostics', f_SPCChargeDiagnostics, 6, r.at(r.end - q))
             else: f_SPCChargeDiagnostics = _E_iso20_wpt_WPT_SPCChargeDiagnosticsType[f_SPCChargeDiagnostics]
+            ec = (x & 7)
             s = 10
         if s == 10:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
@@ -3161,14 +3159,16 @@ def _d_WPT_ChargeLoopResType(r):
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_SPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SPCOperatingFrequency.Exponent = _c11_Exponent
                 f_SPCOperatingFrequency.Value = _c11_Value
+                ec = (x & 3)
                 s = 11
             elif ec == 1:
                 q -= 15
@@ -3197,9 +3197,10 @@ def _d_WPT_ChargeLoopResType(r):
                     _c12_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
                 if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
                 _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
@@ -3207,6 +3208,7 @@ def _d_WPT_ChargeLoopResType(r):
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Value = _c12_c1_Value
                 f_SPCPowerControlParameter = _new(iso20_wpt.WPT_SPCPowerControlParameterType)
                 f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c12_SPCPrimaryDeviceCoilCurrentInformation
+                ec = (x & 3)
                 s = 12
             elif ec == 2:
                 el = 'ManufacturerSpecificDataContainer'
@@ -3227,9 +3229,7 @@ def _d_WPT_ChargeLoopResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 13
             elif ec == 3:
                 pass
@@ -3237,9 +3237,6 @@ def _d_WPT_ChargeLoopResType(r):
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 11:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -3267,9 +3264,10 @@ def _d_WPT_ChargeLoopResType(r):
                     _c13_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
                 if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
                 _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
@@ -3277,6 +3275,7 @@ def _d_WPT_ChargeLoopResType(r):
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Value = _c13_c1_Value
                 f_SPCPowerControlParameter = _new(iso20_wpt.WPT_SPCPowerControlParameterType)
                 f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c13_SPCPrimaryDeviceCoilCurrentInformation
+                ec = (x & 3)
                 s = 12
             elif ec == 1:
                 el = 'ManufacturerSpecificDataContainer'
@@ -3297,9 +3296,7 @@ def _d_WPT_ChargeLoopResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 13
             elif ec == 2:
                 pass
@@ -3307,9 +3304,6 @@ def _d_WPT_ChargeLoopResType(r):
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 12:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ManufacturerSpecificDataContainer'
                 q -= 1
@@ -3329,9 +3323,7 @@ def _d_WPT_ChargeLoopResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 13
             elif ec == 1:
                 pass
@@ -3363,9 +3355,7 @@ def _d_WPT_ChargeLoopResType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_ManufacturerSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 28
@@ -3956,15 +3946,14 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -4123,9 +4112,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 22
@@ -4373,15 +4360,14 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -4605,9 +4591,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_SDManufacturerSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 25
@@ -5393,15 +5377,14 @@ def _d_WPT_FinePositioningReqType(r):
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 2
                 if _c1_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
                         r.pos = r.end - q
@@ -5463,9 +5446,7 @@ def _d_WPT_FinePositioningReqType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 20
@@ -5481,9 +5462,9 @@ def _d_WPT_FinePositioningReqType(r):
                         r.pos = r.end - q
                         _c2_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                         f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                         f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
                         f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
@@ -5496,9 +5477,6 @@ def _d_WPT_FinePositioningReqType(r):
                     else:
                         raise r.deviation('WPT_FinePositioningReqType', r.end - q)
             if s == 5:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                 s = -1
             if s == 20:
                 q -= 2
@@ -5515,9 +5493,9 @@ def _d_WPT_FinePositioningReqType(r):
                     r.pos = r.end - q
                     _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                     f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                     f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
                     f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
@@ -5749,15 +5727,14 @@ def _d_WPT_FinePositioningResType(r):
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 2
                 if _c1_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
                         r.pos = r.end - q
@@ -5814,9 +5791,7 @@ def _d_WPT_FinePositioningResType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 20
@@ -5832,9 +5807,9 @@ def _d_WPT_FinePositioningResType(r):
                         r.pos = r.end - q
                         _c2_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                         f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                         f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
                         f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
@@ -5847,9 +5822,6 @@ def _d_WPT_FinePositioningResType(r):
                     else:
                         raise r.deviation('WPT_FinePositioningResType', r.end - q)
             if s == 5:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 s = -1
             if s == 20:
                 q -= 2
@@ -5866,9 +5838,9 @@ def _d_WPT_FinePositioningResType(r):
                     r.pos = r.end - q
                     _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                     f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                     f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
                     f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
@@ -6103,15 +6075,14 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 2
                 if _c1_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
                         r.pos = r.end - q
@@ -6208,9 +6179,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 23
@@ -6243,6 +6212,9 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                         f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
                         f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                         s = 8
                         break
                     elif ec == 2:
@@ -6252,9 +6224,6 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     else:
                         raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
             if s == 8:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 s = -1
             if s == 23:
                 q -= 2
@@ -6288,6 +6257,9 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                     f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
                     f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                     s = 8
                 elif ec == 1:
                     pass
@@ -6584,15 +6556,14 @@ def _d_WPT_FinePositioningSetupResType(r):
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+                ec = (x & 3)
                 _c1_s = 2
                 if _c1_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
                         r.pos = r.end - q
@@ -6689,9 +6660,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 23
@@ -6724,6 +6693,9 @@ def _d_WPT_FinePositioningSetupResType(r):
                         f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                         f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
                         f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                         s = 8
                         break
                     elif ec == 2:
@@ -6733,9 +6705,6 @@ def _d_WPT_FinePositioningSetupResType(r):
                     else:
                         raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
             if s == 8:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 s = -1
             if s == 23:
                 q -= 2
@@ -6769,6 +6738,9 @@ def _d_WPT_FinePositioningSetupResType(r):
                     f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                     f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
                     f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                     s = 8
                 elif ec == 1:
                     pass
@@ -7074,17 +7046,15 @@ def _d_WPT_LF_DataPackageType(r):
     f_LF_TxData = None
     f_LF_RxData = None
     try:
-        q -= 11
-        if q < 0: V, q = r.slideq(q, 11)
-        x = (V >> q) & 2047
-        if x & 1537: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slideq(q, 13)
+        x = (V >> q) & 8191
+        if x & 6148: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
         el = 'PackageIndex'
-        f_PackageIndex = ((x >> 1) & 255)
+        f_PackageIndex = ((x >> 3) & 255)
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -9608,6 +9578,9 @@ def _d_WPT_LF_TransmitterDataType(r):
                         r.pos = r.end - q
                         f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         s = 6
                         break
                     elif ec == 2:
@@ -9617,9 +9590,6 @@ def _d_WPT_LF_TransmitterDataType(r):
                     else:
                         raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
             if s == 6:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 s = -1
             if s == 258:
                 q -= 2
@@ -9630,6 +9600,9 @@ def _d_WPT_LF_TransmitterDataType(r):
                     r.pos = r.end - q
                     f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                     s = 6
                 elif ec == 1:
                     pass
@@ -10400,15 +10373,14 @@ def _d_WPT_PairingReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -10427,19 +10399,17 @@ def _d_WPT_PairingReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 25: raise r.deviation('WPT_PairingReqType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 100: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 1) & 3)
+        f_EVProcessing = ((x >> 3) & 3)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_PairingReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -10510,9 +10480,7 @@ def _d_WPT_PairingReqType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 20
@@ -10724,15 +10692,14 @@ def _d_WPT_PairingResType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
@@ -10751,23 +10718,21 @@ def _d_WPT_PairingResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
-        if x & 12345: raise r.deviation('WPT_PairingResType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 98760: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 6) & 63)
+        f_ResponseCode = ((x >> 9) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_PairingResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 1) & 3)
+        f_EVSEProcessing = ((x >> 4) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_PairingResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
+        ec = (x & 7)
         s = 3
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -10791,16 +10756,22 @@ def _d_WPT_PairingResType(r):
                     f_ObservedIDCode = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('WPT_PairingResType', r.end - q)
                 if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 el = 'AlternativeSECCList'
                 r.pos = r.end - q
                 f_AlternativeSECCList = _d_AlternativeSECCListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 5
             elif ec == 2:
                 el = 'VendorSpecificDataContainer'
@@ -10821,9 +10792,7 @@ def _d_WPT_PairingResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 3:
                 pass
@@ -10831,14 +10800,15 @@ def _d_WPT_PairingResType(r):
             else:
                 raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AlternativeSECCList'
                 r.pos = r.end - q
                 f_AlternativeSECCList = _d_AlternativeSECCListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 5
             elif ec == 1:
                 el = 'VendorSpecificDataContainer'
@@ -10859,9 +10829,7 @@ def _d_WPT_PairingResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 2:
                 pass
@@ -10869,9 +10837,6 @@ def _d_WPT_PairingResType(r):
             else:
                 raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'VendorSpecificDataContainer'
                 q -= 1
@@ -10891,9 +10856,7 @@ def _d_WPT_PairingResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 1:
                 pass
@@ -10925,9 +10888,7 @@ def _d_WPT_PairingResType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 21
@@ -11298,9 +11259,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c1_IndexNumber
                 _v.TxRxIdentifier = _c1_TxRxIdentifier
-                r.pos = r.end - q
                 f_PulseSequenceOrder.append(_v)
-                V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
@@ -11353,9 +11312,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c2_IndexNumber
                 _v.TxRxIdentifier = _c2_TxRxIdentifier
-                r.pos = r.end - q
                 f_PulseSequenceOrder.append(_v)
-                V = r.v; q = r.end - r.pos
                 s = 2
             if s == 2:
                 _k = 0
@@ -11416,9 +11373,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                         _v.IndexNumber = _c3_IndexNumber
                         _v.TxRxIdentifier = _c3_TxRxIdentifier
-                        r.pos = r.end - q
                         f_PulseSequenceOrder.append(_v)
-                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 253:
                             s = 258
@@ -11446,18 +11401,18 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                             f_PulseSeparationTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         s = 4
                         break
                     else:
                         raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseDuration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11528,9 +11483,9 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     f_PulseSeparationTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 s = 4
         r.pos = r.end - q

@@ -55,6 +55,10 @@ def _d_AuthorizationReqType(r):
             r.pos = r.end - q
             f_Id = r.string('iso2_msgbody:Id')
             V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 1
         elif ec == 1:
             q -= 1
@@ -67,9 +71,9 @@ def _d_AuthorizationReqType(r):
             else:
                 r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
             if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
             s = 2
         elif ec == 2:
             pass
@@ -77,9 +81,6 @@ def _d_AuthorizationReqType(r):
         else:
             raise r.deviation('AuthorizationReqType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -91,9 +92,9 @@ def _d_AuthorizationReqType(r):
                 else:
                     r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
                 if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
                 s = 2
             elif ec == 1:
                 pass
@@ -101,9 +102,6 @@ def _d_AuthorizationReqType(r):
             else:
                 raise r.deviation('AuthorizationReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -286,6 +284,10 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c1_Id = r.string('iso2_msgbody:Id')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c1_s = 1
                         elif ec == 1:
                             q -= 1
@@ -298,9 +300,9 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
                             if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c1_s = 2
                         elif ec == 2:
                             pass
@@ -308,9 +310,6 @@ def _d_BodyType(r):
                         else:
                             raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
@@ -322,9 +321,9 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
                                 if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
                                 _c1_s = 2
                             elif ec == 1:
                                 pass
@@ -332,29 +331,29 @@ def _d_BodyType(r):
                             else:
                                 raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c1_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c1_s = -1
                         _cv = _new(iso2_msgbody.AuthorizationReqType)
                         _cv.Id = _c1_Id
                         _cv.GenChallenge = _c1_GenChallenge
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 1:
-                        q -= 14
-                        if q < 0: V, q = r.slideq(q, 14)
-                        x = (V >> q) & 16383
-                        if x & 12403: raise r.deviation('BodyType', r.end - q)
+                        q -= 15
+                        if q < 0: V, q = r.slideq(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 24807: raise r.deviation('BodyType', r.end - q)
                         el = 'AuthorizationRes'
                         _cf = 'AuthorizationRes'
-                        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 2) & 1023)]
+                        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 3) & 1023)]
                         if _t is None:
                             el = 'AuthorizationRes/ResponseCode'
-                            _c2_ResponseCode = ((x >> 7) & 31)
+                            _c2_ResponseCode = ((x >> 8) & 31)
                             if _c2_ResponseCode >= 26: _c2_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c2_ResponseCode, 26, r.at(r.end - q))
                             else: _c2_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_ResponseCode]
                             el = 'AuthorizationRes/EVSEProcessing'
-                            _c2_EVSEProcessing = ((x >> 2) & 3)
+                            _c2_EVSEProcessing = ((x >> 3) & 3)
                             if _c2_EVSEProcessing >= 3: _c2_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c2_EVSEProcessing, 3, r.at(r.end - q))
                             else: _c2_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_EVSEProcessing]
                         else:
@@ -365,34 +364,34 @@ def _d_BodyType(r):
                         _cv.EVSEProcessing = _c2_EVSEProcessing
                         s = 1
                     elif ec == 2:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'BodyElement'
                         _cf = 'BodyElement'
                         _cv = _new(iso2_msgbody.BodyBaseType)
                         s = 1
                     elif ec == 3:
-                        q -= 24
-                        if q < 0: V, q = r.slideq(q, 24)
-                        x = (V >> q) & 16777215
-                        if x & 15604743: raise r.deviation('BodyType', r.end - q)
+                        q -= 25
+                        if q < 0: V, q = r.slideq(q, 25)
+                        x = (V >> q) & 33554431
+                        if x & 31209487: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
                         if _t is None:
                             el = 'CableCheckReq/DC_EVStatus/EVReady'
-                            _c4_c1_EVReady = ((x >> 20) & 1) == 1
+                            _c4_c1_EVReady = ((x >> 21) & 1) == 1
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c4_c1_EVErrorCode = ((x >> 13) & 15)
+                            _c4_c1_EVErrorCode = ((x >> 14) & 15)
                             if _c4_c1_EVErrorCode >= 12: _c4_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c4_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c4_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c4_c1_EVErrorCode]
                         else:
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                             _c4_c1_EVReady, _c4_c1_EVErrorCode = _t
                         el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
-                        _c4_c1_EVRESSSOC = ((x >> 3) & 127)
+                        _c4_c1_EVRESSSOC = ((x >> 4) & 127)
                         if _c4_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c4_c1_EVRESSSOC, r.at(r.end - q))
                         _c4_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                         _c4_DC_EVStatus.EVReady = _c4_c1_EVReady
@@ -442,33 +441,31 @@ def _d_BodyType(r):
                             _c5_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c5_c1_EVSENotification = ((x >> 1) & 3)
+                        _c5_c1_EVSENotification = ((x >> 3) & 3)
                         if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
+                        ec = (x & 3)
                         _c5_c1_s = 2
                         if _c5_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 12
-                                if q < 0: V, q = r.slideq(q, 12)
-                                x = (V >> q) & 4095
-                                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                                q -= 13
+                                if q < 0: V, q = r.slideq(q, 13)
+                                x = (V >> q) & 8191
+                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                                 if _t is None:
                                     el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c5_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                    _c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
                                     if _c5_c1_EVSEIsolationStatus >= 5: _c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                                     else: _c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_c1_EVSEIsolationStatus]
                                     el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c5_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                    _c5_c1_EVSEStatusCode = ((x >> 2) & 15)
                                     if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                     else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
                                 else:
@@ -476,33 +473,30 @@ def _d_BodyType(r):
                                     _c5_c1_EVSEIsolationStatus, _c5_c1_EVSEStatusCode = _t
                                 _c5_c1_s = 4
                             elif ec == 1:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c5_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                _c5_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
                                 _c5_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c5_c1_s == 4:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _c5_c1_s = -1
                         _c5_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                         _c5_DC_EVSEStatus.NotificationMaxDelay = _c5_c1_NotificationMaxDelay
                         _c5_DC_EVSEStatus.EVSENotification = _c5_c1_EVSENotification
                         _c5_DC_EVSEStatus.EVSEIsolationStatus = _c5_c1_EVSEIsolationStatus
                         _c5_DC_EVSEStatus.EVSEStatusCode = _c5_c1_EVSEStatusCode
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 51: raise r.deviation('BodyType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 103: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes/EVSEProcessing'
-                        _c5_EVSEProcessing = ((x >> 2) & 3)
+                        _c5_EVSEProcessing = ((x >> 3) & 3)
                         if _c5_EVSEProcessing >= 3: _c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c5_EVSEProcessing, 3, r.at(r.end - q))
                         else: _c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c5_EVSEProcessing]
                         _cv = _new(iso2_msgbody.CableCheckResType)
@@ -548,9 +542,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.CertificateInstallationReqType)
                         _cv.Id = _c6_Id
                         _cv.OEMProvisioningCert = _c6_OEMProvisioningCert
@@ -600,6 +594,10 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c7_c1_s = 2
                         elif ec == 1:
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
@@ -620,13 +618,14 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c7_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if _c7_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
                                 r.pos = r.end - q
@@ -681,6 +680,10 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c7_c2_s = 2
                         elif ec == 1:
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
@@ -701,13 +704,14 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c7_c2_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if _c7_c2_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                                 r.pos = r.end - q
@@ -813,9 +817,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c7_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.CertificateInstallationResType)
                         _cv.ResponseCode = _c7_ResponseCode
                         _cv.SAProvisioningCertificateChain = _c7_SAProvisioningCertificateChain
@@ -870,6 +874,10 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c8_c1_s = 2
                         elif ec == 1:
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
@@ -890,13 +898,14 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c8_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if _c8_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
                                 r.pos = r.end - q
@@ -930,9 +939,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c8_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.CertificateUpdateReqType)
                         _cv.Id = _c8_Id
                         _cv.ContractSignatureCertChain = _c8_ContractSignatureCertChain
@@ -945,6 +954,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_CertificateUpdateResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -984,43 +996,48 @@ def _d_BodyType(r):
                                 _c9_MaxEntriesSAScheduleTuple = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 452: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
+                            el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                            _c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
+                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
+                            else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
+                            ec = (x & 3)
+                            _c9_s = 2
+                        elif ec == 1:
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
-                            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
+                            if x & 68: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
+                            _c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
                             if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
-                            _c9_s = 2
-                        elif ec == 1:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
-                            else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
+                            ec = (x & 3)
                             _c9_s = 2
                         else:
                             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         if _c9_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
                                 r.pos = r.end - q
                                 _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                                 _c9_s = 3
                             elif ec == 1:
                                 el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
                                 r.pos = r.end - q
                                 _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                                 _c9_s = 3
                             elif ec == 2:
                                 el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
@@ -1061,13 +1078,13 @@ def _d_BodyType(r):
                                     raise r.deviation('EVChargeParameterType', r.end - q)
                                 _c9_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
                                 _c9_EVChargeParameter.DepartureTime = _c9_c1_DepartureTime
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                                 _c9_s = 3
                             else:
                                 raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         if _c9_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             _c9_s = -1
                         _cv = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
                         _cv.MaxEntriesSAScheduleTuple = _c9_MaxEntriesSAScheduleTuple
@@ -1075,6 +1092,9 @@ def _d_BodyType(r):
                         _cv.AC_EVChargeParameter = _c9_AC_EVChargeParameter
                         _cv.DC_EVChargeParameter = _c9_DC_EVChargeParameter
                         _cv.EVChargeParameter = _c9_EVChargeParameter
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 10:
                         el = 'ChargeParameterDiscoveryRes'
@@ -1082,11 +1102,14 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_ChargeParameterDiscoveryResType(r)
                         V = r.v; q = r.end - r.pos
-                        s = 1
-                    elif ec == 11:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        s = 1
+                    elif ec == 11:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
                         _cv = _new(iso2_msgbody.ChargingStatusReqType)
@@ -1097,6 +1120,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_ChargingStatusResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1107,6 +1133,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_CurrentDemandReqType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 14:
                         el = 'CurrentDemandRes'
@@ -1114,6 +1143,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_CurrentDemandResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
@@ -1151,6 +1183,10 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c11_s = 2
                         elif ec == 1:
                             el = 'MeteringReceiptReq/SessionID'
@@ -1171,13 +1207,14 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c11_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c11_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 11
                                 if q < 0: V, q = r.slideq(q, 11)
@@ -1190,25 +1227,31 @@ def _d_BodyType(r):
                                 r.pos = r.end - q
                                 _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 _c11_s = 4
                             elif ec == 1:
                                 el = 'MeteringReceiptReq/MeterInfo'
                                 r.pos = r.end - q
                                 _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 _c11_s = 4
                             else:
                                 raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c11_s == 4:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             _c11_s = -1
                         _cv = _new(iso2_msgbody.MeteringReceiptReqType)
                         _cv.Id = _c11_Id
                         _cv.SessionID = _c11_SessionID
                         _cv.SAScheduleTupleID = _c11_SAScheduleTupleID
                         _cv.MeterInfo = _c11_MeterInfo
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 16:
                         el = 'MeteringReceiptRes'
@@ -1216,6 +1259,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_MeteringReceiptResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 17:
                         q -= 2
@@ -1264,6 +1310,10 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c12_c1_s = 2
                         elif ec == 1:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
@@ -1284,13 +1334,14 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if _c12_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                                 r.pos = r.end - q
@@ -1309,9 +1360,9 @@ def _d_BodyType(r):
                         _c12_ContractSignatureCertChain.Id = _c12_c1_Id
                         _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
                         _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.PaymentDetailsReqType)
                         _cv.eMAID = _c12_eMAID
                         _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
@@ -1363,9 +1414,9 @@ def _d_BodyType(r):
                             _c13_EVSETimeStamp = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_EVSETimeStamp = -_c13_EVSETimeStamp - 1
                         if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c13_EVSETimeStamp, r.at(r.end - q))
                         _cv = _new(iso2_msgbody.PaymentDetailsResType)
@@ -1386,22 +1437,22 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
                         _cv.SelectedPaymentOption = _c14_SelectedPaymentOption
                         _cv.SelectedServiceList = _c14_SelectedServiceList
                         s = 1
                     elif ec == 20:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentServiceSelectionRes'
                         _cf = 'PaymentServiceSelectionRes'
                         el = 'PaymentServiceSelectionRes/ResponseCode'
-                        _c15_ResponseCode = ((x >> 2) & 31)
+                        _c15_ResponseCode = ((x >> 3) & 31)
                         if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c15_ResponseCode, 26, r.at(r.end - q))
                         else: _c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c15_ResponseCode]
                         _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
@@ -1413,6 +1464,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_PowerDeliveryReqType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1423,6 +1477,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_PowerDeliveryResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 23:
                         q -= 39
@@ -1526,9 +1583,9 @@ def _d_BodyType(r):
                             _c16_c3_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c16_c3_Value = -_c16_c3_Value - 1
                         if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c3_Value, r.at(r.end - q))
                         _c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -1578,33 +1635,31 @@ def _d_BodyType(r):
                             _c17_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c17_c1_EVSENotification = ((x >> 1) & 3)
+                        _c17_c1_EVSENotification = ((x >> 3) & 3)
                         if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c17_c1_EVSENotification]
+                        ec = (x & 3)
                         _c17_c1_s = 2
                         if _c17_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 12
-                                if q < 0: V, q = r.slideq(q, 12)
-                                x = (V >> q) & 4095
-                                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                                q -= 13
+                                if q < 0: V, q = r.slideq(q, 13)
+                                x = (V >> q) & 8191
+                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                                 if _t is None:
                                     el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c17_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                    _c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
                                     if _c17_c1_EVSEIsolationStatus >= 5: _c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c17_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                                     else: _c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c17_c1_EVSEIsolationStatus]
                                     el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                    _c17_c1_EVSEStatusCode = ((x >> 2) & 15)
                                     if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                     else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
                                 else:
@@ -1612,21 +1667,18 @@ def _d_BodyType(r):
                                     _c17_c1_EVSEIsolationStatus, _c17_c1_EVSEStatusCode = _t
                                 _c17_c1_s = 4
                             elif ec == 1:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                _c17_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
                                 _c17_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c17_c1_s == 4:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _c17_c1_s = -1
                         _c17_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                         _c17_DC_EVSEStatus.NotificationMaxDelay = _c17_c1_NotificationMaxDelay
@@ -1670,9 +1722,9 @@ def _d_BodyType(r):
                             _c17_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c17_c2_Value = -_c17_c2_Value - 1
                         if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(r.end - q))
                         _c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -1709,9 +1761,9 @@ def _d_BodyType(r):
                             _c18_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
                         _cv = _new(iso2_msgbody.ServiceDetailReqType)
                         _cv.ServiceID = _c18_ServiceID
@@ -1749,15 +1801,14 @@ def _d_BodyType(r):
                             _c19_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
+                        ec = (x & 3)
                         _c19_s = 2
                         if _c19_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ServiceDetailRes/ServiceParameterList'
                                 r.pos = r.end - q
@@ -1776,6 +1827,9 @@ def _d_BodyType(r):
                         _cv.ResponseCode = _c19_ResponseCode
                         _cv.ServiceID = _c19_ServiceID
                         _cv.ServiceParameterList = _c19_ServiceParameterList
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1806,14 +1860,18 @@ def _d_BodyType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c20_s = 1
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                             _c20_s = 2
                         elif ec == 2:
                             pass
@@ -1821,16 +1879,13 @@ def _d_BodyType(r):
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c20_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                                 _c20_s = 2
                             elif ec == 1:
                                 pass
@@ -1838,13 +1893,13 @@ def _d_BodyType(r):
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c20_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c20_s = -1
                         _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c20_ServiceScope
                         _cv.ServiceCategory = _c20_ServiceCategory
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 28:
                         el = 'ServiceDiscoveryRes'
@@ -1852,6 +1907,9 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _cv = _d_ServiceDiscoveryResType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 29:
                         q -= 1
@@ -1877,9 +1935,9 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c21_EVCCID
                         s = 1
@@ -1902,14 +1960,13 @@ def _d_BodyType(r):
                         _c22_EVSEID = r.string('iso2_msgbody:EVSEID')
                         if len(_c22_EVSEID) < 7 or len(_c22_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c22_EVSEID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SessionSetupResType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = (x & 3)
                         _c22_s = 2
                         if _c22_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -1950,57 +2007,60 @@ def _d_BodyType(r):
                         _cv.ResponseCode = _c22_ResponseCode
                         _cv.EVSEID = _c22_EVSEID
                         _cv.EVSETimeStamp = _c22_EVSETimeStamp
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 31:
-                        q -= 5
-                        if q < 0: V, q = r.slideq(q, 5)
-                        x = (V >> q) & 31
-                        if x & 27: raise r.deviation('BodyType', r.end - q)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 55: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
-                        _c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
+                        _c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 3) & 1)]
                         _cv = _new(iso2_msgbody.SessionStopReqType)
                         _cv.ChargingSession = _c23_ChargingSession
                         s = 1
                     elif ec == 32:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c24_ResponseCode = ((x >> 2) & 31)
+                        _c24_ResponseCode = ((x >> 3) & 31)
                         if _c24_ResponseCode >= 26: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 26, r.at(r.end - q))
                         else: _c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c24_ResponseCode]
                         _cv = _new(iso2_msgbody.SessionStopResType)
                         _cv.ResponseCode = _c24_ResponseCode
                         s = 1
                     elif ec == 33:
-                        q -= 24
-                        if q < 0: V, q = r.slideq(q, 24)
-                        x = (V >> q) & 16777215
-                        if x & 15604743: raise r.deviation('BodyType', r.end - q)
+                        q -= 25
+                        if q < 0: V, q = r.slideq(q, 25)
+                        x = (V >> q) & 33554431
+                        if x & 31209487: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
                         if _t is None:
                             el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                            _c25_c1_EVReady = ((x >> 20) & 1) == 1
+                            _c25_c1_EVReady = ((x >> 21) & 1) == 1
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c25_c1_EVErrorCode = ((x >> 13) & 15)
+                            _c25_c1_EVErrorCode = ((x >> 14) & 15)
                             if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c25_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
                         else:
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                             _c25_c1_EVReady, _c25_c1_EVErrorCode = _t
                         el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                        _c25_c1_EVRESSSOC = ((x >> 3) & 127)
+                        _c25_c1_EVRESSSOC = ((x >> 4) & 127)
                         if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
                         _c25_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                         _c25_DC_EVStatus.EVReady = _c25_c1_EVReady
@@ -2047,33 +2107,31 @@ def _d_BodyType(r):
                             _c26_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c26_c1_EVSENotification = ((x >> 1) & 3)
+                        _c26_c1_EVSENotification = ((x >> 3) & 3)
                         if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
+                        ec = (x & 3)
                         _c26_c1_s = 2
                         if _c26_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
-                                q -= 12
-                                if q < 0: V, q = r.slideq(q, 12)
-                                x = (V >> q) & 4095
-                                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                                q -= 13
+                                if q < 0: V, q = r.slideq(q, 13)
+                                x = (V >> q) & 8191
+                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                                 if _t is None:
                                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c26_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                    _c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
                                     if _c26_c1_EVSEIsolationStatus >= 5: _c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                                     else: _c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c26_c1_EVSEIsolationStatus]
                                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                    _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                                     if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                     else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
                                 else:
@@ -2081,21 +2139,18 @@ def _d_BodyType(r):
                                     _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
                                 _c26_c1_s = 4
                             elif ec == 1:
-                                q -= 6
-                                if q < 0: V, q = r.slideq(q, 6)
-                                x = (V >> q) & 63
-                                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
                                 _c26_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c26_c1_s == 4:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _c26_c1_s = -1
                         _c26_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                         _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
@@ -2139,9 +2194,9 @@ def _d_BodyType(r):
                             _c26_c2_Value = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c26_c2_Value = -_c26_c2_Value - 1
                         if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
                         _c26_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -2159,9 +2214,6 @@ def _d_BodyType(r):
                     else:
                         raise r.deviation('BodyType', r.end - q)
         if s == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3687,33 +3739,31 @@ def _d_CableCheckResType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 1) & 3)
+        _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
                     if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                     else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 1) & 15)
+                    _c1_EVSEStatusCode = ((x >> 2) & 15)
                     if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 else:
@@ -3721,21 +3771,18 @@ def _d_CableCheckResType(r):
                     _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
                 _c1_s = 4
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -3996,6 +4043,10 @@ def _d_CertificateInstallationResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         elif ec == 1:
             el = 'SAProvisioningCertificateChain/Certificate'
@@ -4016,13 +4067,14 @@ def _d_CertificateInstallationResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAProvisioningCertificateChain/SubCertificates'
                 r.pos = r.end - q
@@ -4077,6 +4129,10 @@ def _d_CertificateInstallationResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c2_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
@@ -4097,13 +4153,14 @@ def _d_CertificateInstallationResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if _c2_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
@@ -4489,6 +4546,10 @@ def _d_CertificateUpdateReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
@@ -4509,13 +4570,14 @@ def _d_CertificateUpdateReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
@@ -4718,6 +4780,10 @@ def _d_CertificateUpdateResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         elif ec == 1:
             el = 'SAProvisioningCertificateChain/Certificate'
@@ -4738,13 +4804,14 @@ def _d_CertificateUpdateResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAProvisioningCertificateChain/SubCertificates'
                 r.pos = r.end - q
@@ -4799,6 +4866,10 @@ def _d_CertificateUpdateResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c2_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
@@ -4819,13 +4890,14 @@ def _d_CertificateUpdateResType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if _c2_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
@@ -4931,11 +5003,12 @@ def _d_CertificateUpdateResType(r):
         r.pos = r.end - q
         f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -5252,43 +5325,48 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 f_MaxEntriesSAScheduleTuple = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 452: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
+            el = 'RequestedEnergyTransferMode'
+            f_RequestedEnergyTransferMode = ((x >> 3) & 7)
+            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
+            else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
-            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
+            if x & 68: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'RequestedEnergyTransferMode'
-            f_RequestedEnergyTransferMode = ((x >> 1) & 7)
+            f_RequestedEnergyTransferMode = ((x >> 3) & 7)
             if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
             else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
-            s = 2
-        elif ec == 1:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            el = 'RequestedEnergyTransferMode'
-            f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
-            else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
+            ec = (x & 3)
             s = 2
         else:
             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AC_EVChargeParameter'
                 r.pos = r.end - q
                 f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 s = 3
             elif ec == 1:
                 el = 'DC_EVChargeParameter'
                 r.pos = r.end - q
                 f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 s = 3
             elif ec == 2:
                 el = 'EVChargeParameter'
@@ -5329,13 +5407,13 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     raise r.deviation('EVChargeParameterType', r.end - q)
                 f_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
                 f_EVChargeParameter.DepartureTime = _c1_DepartureTime
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 s = 3
             else:
                 raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -5455,40 +5533,44 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        q -= 13
-        if q < 0: V, q = r.slideq(q, 13)
-        x = (V >> q) & 8191
-        if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 1) & 1023)]
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 49608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 4) & 1023)]
         if _t is None:
             el = 'ResponseCode'
-            f_ResponseCode = ((x >> 6) & 31)
+            f_ResponseCode = ((x >> 9) & 31)
             if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
             else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
             el = 'EVSEProcessing'
-            f_EVSEProcessing = ((x >> 1) & 3)
+            f_EVSEProcessing = ((x >> 4) & 3)
             if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ChargeParameterDiscoveryResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
             else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
         else:
             el = 'EVSEProcessing'
             f_ResponseCode, f_EVSEProcessing = _t
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'SAScheduleList'
                 r.pos = r.end - q
                 f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'SASchedules'
                 f_SASchedules = _new(iso2_msgdatatypes.SASchedulesType)
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 3
@@ -5609,9 +5691,9 @@ def _d_ChargeParameterDiscoveryResType(r):
                     _c2_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c2_c3_Value = -_c2_c3_Value - 1
                 if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                 _c2_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -5628,20 +5710,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 r.pos = r.end - q
                 f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
                 V = r.v; q = r.end - r.pos
-                s = 4
-            elif ec == 4:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                s = 4
+            elif ec == 4:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
                 f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
                 s = 4
             else:
                 raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -5761,9 +5843,9 @@ def _d_ChargeParameterDiscoveryResType(r):
                     _c4_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c4_c3_Value = -_c4_c3_Value - 1
                 if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(r.end - q))
                 _c4_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -5780,20 +5862,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 r.pos = r.end - q
                 f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
                 V = r.v; q = r.end - r.pos
-                s = 4
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                s = 4
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
                 f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
                 s = 4
             else:
                 raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -6112,18 +6194,16 @@ def _d_ChargingStatusResType(r):
         f_EVSEID = r.string('iso2_msgbody:EVSEID')
         if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('ChargingStatusResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3585: raise r.deviation('ChargingStatusResType', r.end - q)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28680: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'SAScheduleTupleID'
-        f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+        f_SAScheduleTupleID = ((x >> 4) & 255) + 1
         if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
+        ec = (x & 7)
         s = 3
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -6162,29 +6242,35 @@ def _d_ChargingStatusResType(r):
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
                 f_EVSEMaxCurrent.Unit = _c1_Unit
                 f_EVSEMaxCurrent.Value = _c1_Value
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 5
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 3:
                 q -= 2
@@ -6209,19 +6295,19 @@ def _d_ChargingStatusResType(r):
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 6) & 3)
+                    _c2_EVSENotification = ((x >> 7) & 3)
                     if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
                     else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
-                    _c2_RCD = ((x >> 2) & 1) == 1
+                    _c2_RCD = ((x >> 3) & 1) == 1
                 else:
                     el = 'AC_EVSEStatus/RCD'
                     _c2_EVSENotification, _c2_RCD = _t
@@ -6233,22 +6319,23 @@ def _d_ChargingStatusResType(r):
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 5
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 2:
                 q -= 2
@@ -6273,19 +6360,19 @@ def _d_ChargingStatusResType(r):
                     _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
-                    _c3_EVSENotification = ((x >> 6) & 3)
+                    _c3_EVSENotification = ((x >> 7) & 3)
                     if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
                     else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
-                    _c3_RCD = ((x >> 2) & 1) == 1
+                    _c3_RCD = ((x >> 3) & 1) == 1
                 else:
                     el = 'AC_EVSEStatus/RCD'
                     _c3_EVSENotification, _c3_RCD = _t
@@ -6297,16 +6384,13 @@ def _d_ChargingStatusResType(r):
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 1:
                 q -= 2
@@ -6331,19 +6415,19 @@ def _d_ChargingStatusResType(r):
                     _c4_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
-                    _c4_EVSENotification = ((x >> 6) & 3)
+                    _c4_EVSENotification = ((x >> 7) & 3)
                     if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
                     else: _c4_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
-                    _c4_RCD = ((x >> 2) & 1) == 1
+                    _c4_RCD = ((x >> 3) & 1) == 1
                 else:
                     el = 'AC_EVSEStatus/RCD'
                     _c4_EVSENotification, _c4_RCD = _t
@@ -6355,9 +6439,9 @@ def _d_ChargingStatusResType(r):
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ChargingStatusResType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -6377,19 +6461,19 @@ def _d_ChargingStatusResType(r):
                 _c5_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
             if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
-            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c5_EVSENotification = ((x >> 6) & 3)
+                _c5_EVSENotification = ((x >> 7) & 3)
                 if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
                 else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
-                _c5_RCD = ((x >> 2) & 1) == 1
+                _c5_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEStatus/RCD'
                 _c5_EVSENotification, _c5_RCD = _t
@@ -6399,9 +6483,6 @@ def _d_ChargingStatusResType(r):
             f_AC_EVSEStatus.RCD = _c5_RCD
             s = 7
         if s == 7:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -6705,20 +6786,19 @@ def _d_CurrentDemandReqType(r):
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 24: raise r.deviation('CurrentDemandReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c2_Multiplier
         f_EVTargetCurrent.Unit = _c2_Unit
         f_EVTargetCurrent.Value = _c2_Value
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -6757,15 +6837,17 @@ def _d_CurrentDemandReqType(r):
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c3_Unit
                 f_EVMaximumVoltageLimit.Value = _c3_Value
+                ec = (x & 7)
                 s = 3
             elif ec == 1:
                 q -= 15
@@ -6805,15 +6887,17 @@ def _d_CurrentDemandReqType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c4_Unit
                 f_EVMaximumCurrentLimit.Value = _c4_Value
+                ec = (x & 3)
                 s = 4
             elif ec == 2:
                 q -= 15
@@ -6853,38 +6937,38 @@ def _d_CurrentDemandReqType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c5_Unit
                 f_EVMaximumPowerLimit.Value = _c5_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 4:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -6923,15 +7007,17 @@ def _d_CurrentDemandReqType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c6_Unit
                 f_EVMaximumCurrentLimit.Value = _c6_Value
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 15
@@ -6971,38 +7057,38 @@ def _d_CurrentDemandReqType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c7_Unit
                 f_EVMaximumPowerLimit.Value = _c7_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -7041,68 +7127,67 @@ def _d_CurrentDemandReqType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c8_Unit
                 f_EVMaximumPowerLimit.Value = _c8_Value
+                ec = (x & 3)
                 s = 5
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 5:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                f_BulkChargingComplete = ((x >> 2) & 1) == 1
                 s = 6
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 3) & 1) == 1
+                ec = (x & 3)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 6:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 13: raise r.deviation('CurrentDemandReqType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 1) & 1) == 1
+            f_ChargingComplete = ((x >> 3) & 1) == 1
+            ec = (x & 3)
             s = 7
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -7141,15 +7226,17 @@ def _d_CurrentDemandReqType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_RemainingTimeToFullSoC = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
                 f_RemainingTimeToFullSoC.Unit = _c9_Unit
                 f_RemainingTimeToFullSoC.Value = _c9_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 15
@@ -7189,9 +7276,9 @@ def _d_CurrentDemandReqType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7237,9 +7324,9 @@ def _d_CurrentDemandReqType(r):
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7250,9 +7337,6 @@ def _d_CurrentDemandReqType(r):
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -7291,9 +7375,9 @@ def _d_CurrentDemandReqType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7339,9 +7423,9 @@ def _d_CurrentDemandReqType(r):
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7352,10 +7436,10 @@ def _d_CurrentDemandReqType(r):
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 9:
-            q -= 16
-            if q < 0: V, q = r.slideq(q, 16)
-            x = (V >> q) & 65535
-            if x & 58254: raise r.deviation('CurrentDemandReqType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
@@ -7389,9 +7473,9 @@ def _d_CurrentDemandReqType(r):
                 _c14_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
             if _neg: _c14_Value = -_c14_Value - 1
             if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7400,9 +7484,6 @@ def _d_CurrentDemandReqType(r):
             f_EVTargetVoltage.Value = _c14_Value
             s = 10
         if s == 10:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7935,33 +8016,31 @@ def _d_CurrentDemandResType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 1) & 3)
+        _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
                     if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                     else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 1) & 15)
+                    _c1_EVSEStatusCode = ((x >> 2) & 15)
                     if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 else:
@@ -7969,21 +8048,18 @@ def _d_CurrentDemandResType(r):
                     _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
                 _c1_s = 4
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -8070,32 +8146,30 @@ def _d_CurrentDemandResType(r):
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
-        if x & 15837: raise r.deviation('CurrentDemandResType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126696: raise r.deviation('CurrentDemandResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEPresentCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
         f_EVSEPresentCurrent.Unit = _c3_Unit
         f_EVSEPresentCurrent.Value = _c3_Value
-        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 1) & 511)]
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 4) & 511)]
         if _t is None:
             el = 'EVSECurrentLimitAchieved'
-            f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
+            f_EVSECurrentLimitAchieved = ((x >> 12) & 1) == 1
             el = 'EVSEVoltageLimitAchieved'
-            f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
+            f_EVSEVoltageLimitAchieved = ((x >> 8) & 1) == 1
             el = 'EVSEPowerLimitAchieved'
-            f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
+            f_EVSEPowerLimitAchieved = ((x >> 4) & 1) == 1
         else:
             el = 'EVSEPowerLimitAchieved'
             f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved = _t
+        ec = (x & 7)
         s = 7
         if s == 7:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -8134,15 +8208,17 @@ def _d_CurrentDemandResType(r):
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
                 f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
                 f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 15
@@ -8182,15 +8258,17 @@ def _d_CurrentDemandResType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c5_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 2:
                 q -= 15
@@ -8230,9 +8308,9 @@ def _d_CurrentDemandResType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -8249,16 +8327,13 @@ def _d_CurrentDemandResType(r):
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 11
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -8297,15 +8372,17 @@ def _d_CurrentDemandResType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c7_Value
+                ec = (x & 3)
                 s = 9
             elif ec == 1:
                 q -= 15
@@ -8345,9 +8422,9 @@ def _d_CurrentDemandResType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -8364,16 +8441,13 @@ def _d_CurrentDemandResType(r):
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 11
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 9:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -8412,9 +8486,9 @@ def _d_CurrentDemandResType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -8431,51 +8505,53 @@ def _d_CurrentDemandResType(r):
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 11
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 10:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEID'
             r.pos = r.end - q
             f_EVSEID = r.string('iso2_msgbody:EVSEID')
             if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
-            s = 11
-        if s == 11:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1537: raise r.deviation('CurrentDemandResType', r.end - q)
-            el = 'SAScheduleTupleID'
-            f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-            if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
-            s = 12
-        if s == 12:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+            s = 11
+        if s == 11:
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2052: raise r.deviation('CurrentDemandResType', r.end - q)
+            el = 'SAScheduleTupleID'
+            f_SAScheduleTupleID = ((x >> 3) & 255) + 1
+            if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
+            ec = (x & 3)
+            s = 12
+        if s == 12:
             if ec == 0:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 13
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 14
             elif ec == 2:
                 pass
@@ -8483,16 +8559,13 @@ def _d_CurrentDemandResType(r):
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 13:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 14
             elif ec == 1:
                 pass
@@ -8500,9 +8573,6 @@ def _d_CurrentDemandResType(r):
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 14:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -8976,6 +9046,10 @@ def _d_MeteringReceiptReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 1:
             el = 'SessionID'
@@ -8996,13 +9070,14 @@ def _d_MeteringReceiptReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 11
                 if q < 0: V, q = r.slideq(q, 11)
@@ -9015,19 +9090,22 @@ def _d_MeteringReceiptReqType(r):
                 r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 s = 4
             else:
                 raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -9124,19 +9202,17 @@ def _d_MeteringReceiptResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 193: raise r.deviation('MeteringReceiptResType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 772: raise r.deviation('MeteringReceiptResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 31)
+        f_ResponseCode = ((x >> 3) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -9160,19 +9236,19 @@ def _d_MeteringReceiptResType(r):
                     _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1851: raise r.deviation('MeteringReceiptResType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3703: raise r.deviation('MeteringReceiptResType', r.end - q)
                 if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 6) & 3)
+                    _c1_EVSENotification = ((x >> 7) & 3)
                     if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
                     else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 2) & 1) == 1
+                    _c1_RCD = ((x >> 3) & 1) == 1
                 else:
                     el = 'AC_EVSEStatus/RCD'
                     _c1_EVSENotification, _c1_RCD = _t
@@ -9209,33 +9285,31 @@ def _d_MeteringReceiptResType(r):
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'DC_EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 1) & 3)
+                _c2_EVSENotification = ((x >> 3) & 3)
                 if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+                ec = (x & 3)
                 _c2_s = 2
                 if _c2_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 12
-                        if q < 0: V, q = r.slideq(q, 12)
-                        x = (V >> q) & 4095
-                        if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                        q -= 13
+                        if q < 0: V, q = r.slideq(q, 13)
+                        x = (V >> q) & 8191
+                        if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                         if _t is None:
                             el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                            _c2_EVSEIsolationStatus = ((x >> 8) & 7)
+                            _c2_EVSEIsolationStatus = ((x >> 9) & 7)
                             if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
                             else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
                             el = 'DC_EVSEStatus/EVSEStatusCode'
-                            _c2_EVSEStatusCode = ((x >> 1) & 15)
+                            _c2_EVSEStatusCode = ((x >> 2) & 15)
                             if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         else:
@@ -9243,27 +9317,27 @@ def _d_MeteringReceiptResType(r):
                             _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
                         _c2_s = 4
                     elif ec == 1:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c2_EVSEStatusCode = ((x >> 1) & 15)
+                        _c2_EVSEStatusCode = ((x >> 2) & 15)
                         if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                         else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         _c2_s = 4
                     else:
                         raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_s == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     _c2_s = -1
                 f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                 f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
                 f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
                 f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
                 f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeteringReceiptResType', r.end - q)
                 s = 2
             elif ec == 2:
                 q -= 2
@@ -9288,13 +9362,13 @@ def _d_MeteringReceiptResType(r):
                     _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 115: raise r.deviation('MeteringReceiptResType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
                 if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
-                _c3_EVSENotification = ((x >> 2) & 3)
+                _c3_EVSENotification = ((x >> 3) & 3)
                 if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
                 else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
                 f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
@@ -9304,9 +9378,6 @@ def _d_MeteringReceiptResType(r):
             else:
                 raise r.deviation('MeteringReceiptResType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeteringReceiptResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -9514,6 +9585,10 @@ def _d_PaymentDetailsReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
@@ -9534,13 +9609,14 @@ def _d_PaymentDetailsReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
@@ -9866,100 +9942,100 @@ def _d_PowerDeliveryReqType(r):
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        q -= 16
-        if q < 0: V, q = r.slideq(q, 16)
-        x = (V >> q) & 65535
-        if x & 52737: raise r.deviation('PowerDeliveryReqType', r.end - q)
+        q -= 19
+        if q < 0: V, q = r.slideq(q, 19)
+        x = (V >> q) & 524287
+        if x & 421896: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ChargeProgress'
-        f_ChargeProgress = ((x >> 12) & 3)
+        f_ChargeProgress = ((x >> 15) & 3)
         if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(r.end - q))
         else: f_ChargeProgress = _E_iso2_msgdatatypes_chargeProgressType[f_ChargeProgress]
         el = 'SAScheduleTupleID'
-        f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+        f_SAScheduleTupleID = ((x >> 4) & 255) + 1
         if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
+        ec = (x & 7)
         s = 2
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'ChargingProfile'
                 r.pos = r.end - q
                 f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 el = 'DC_EVPowerDeliveryParameter'
                 _c1_DC_EVStatus = None
                 _c1_BulkChargingComplete = None
                 _c1_ChargingComplete = None
-                q -= 23
-                if q < 0: V, q = r.slideq(q, 23)
-                x = (V >> q) & 8388607
-                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                q -= 25
+                if q < 0: V, q = r.slideq(q, 25)
+                x = (V >> q) & 33554431
+                if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 12) & 255)]
+                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                    _c1_c1_EVReady = ((x >> 19) & 1) == 1
+                    _c1_c1_EVReady = ((x >> 21) & 1) == 1
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c1_c1_EVErrorCode = ((x >> 12) & 15)
+                    _c1_c1_EVErrorCode = ((x >> 14) & 15)
                     if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
                     else: _c1_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
                 else:
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
                     _c1_c1_EVReady, _c1_c1_EVErrorCode = _t
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                _c1_c1_EVRESSSOC = ((x >> 2) & 127)
+                _c1_c1_EVRESSSOC = ((x >> 4) & 127)
                 if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
                 _c1_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                 _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
                 _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
                 _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
+                ec = (x & 3)
                 _c1_s = 1
                 if _c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
                         if _t is None:
                             el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c1_BulkChargingComplete = ((x >> 5) & 1) == 1
+                            _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                            _c1_ChargingComplete = ((x >> 2) & 1) == 1
                         else:
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                             _c1_BulkChargingComplete, _c1_ChargingComplete = _t
                         _c1_s = 3
                     elif ec == 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c1_ChargingComplete = ((x >> 2) & 1) == 1
                         _c1_s = 3
                     else:
                         raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 if _c1_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     _c1_s = -1
                 f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
                 f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
-                s = 4
-            elif ec == 2:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                s = 4
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 4
@@ -9969,81 +10045,76 @@ def _d_PowerDeliveryReqType(r):
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
                 _c3_DC_EVStatus = None
                 _c3_BulkChargingComplete = None
                 _c3_ChargingComplete = None
-                q -= 23
-                if q < 0: V, q = r.slideq(q, 23)
-                x = (V >> q) & 8388607
-                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                q -= 25
+                if q < 0: V, q = r.slideq(q, 25)
+                x = (V >> q) & 33554431
+                if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 12) & 255)]
+                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                    _c3_c1_EVReady = ((x >> 19) & 1) == 1
+                    _c3_c1_EVReady = ((x >> 21) & 1) == 1
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c3_c1_EVErrorCode = ((x >> 12) & 15)
+                    _c3_c1_EVErrorCode = ((x >> 14) & 15)
                     if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
                     else: _c3_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
                 else:
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
                     _c3_c1_EVReady, _c3_c1_EVErrorCode = _t
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                _c3_c1_EVRESSSOC = ((x >> 2) & 127)
+                _c3_c1_EVRESSSOC = ((x >> 4) & 127)
                 if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
                 _c3_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                 _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
                 _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
                 _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
+                ec = (x & 3)
                 _c3_s = 1
                 if _c3_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
                         if _t is None:
                             el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c3_BulkChargingComplete = ((x >> 5) & 1) == 1
+                            _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                            _c3_ChargingComplete = ((x >> 2) & 1) == 1
                         else:
                             el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                             _c3_BulkChargingComplete, _c3_ChargingComplete = _t
                         _c3_s = 3
                     elif ec == 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c3_ChargingComplete = ((x >> 2) & 1) == 1
                         _c3_s = 3
                     else:
                         raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 if _c3_s == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     _c3_s = -1
                 f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
                 f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
-                s = 4
-            elif ec == 1:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                s = 4
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 4
@@ -10053,9 +10124,6 @@ def _d_PowerDeliveryReqType(r):
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -10259,19 +10327,17 @@ def _d_PowerDeliveryResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 193: raise r.deviation('PowerDeliveryResType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 772: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 1) & 31)
+        f_ResponseCode = ((x >> 3) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -10295,19 +10361,19 @@ def _d_PowerDeliveryResType(r):
                     _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1851: raise r.deviation('PowerDeliveryResType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3703: raise r.deviation('PowerDeliveryResType', r.end - q)
                 if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 6) & 3)
+                    _c1_EVSENotification = ((x >> 7) & 3)
                     if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
                     else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 2) & 1) == 1
+                    _c1_RCD = ((x >> 3) & 1) == 1
                 else:
                     el = 'AC_EVSEStatus/RCD'
                     _c1_EVSENotification, _c1_RCD = _t
@@ -10344,33 +10410,31 @@ def _d_PowerDeliveryResType(r):
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'DC_EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 1) & 3)
+                _c2_EVSENotification = ((x >> 3) & 3)
                 if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+                ec = (x & 3)
                 _c2_s = 2
                 if _c2_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 12
-                        if q < 0: V, q = r.slideq(q, 12)
-                        x = (V >> q) & 4095
-                        if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                        q -= 13
+                        if q < 0: V, q = r.slideq(q, 13)
+                        x = (V >> q) & 8191
+                        if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                         if _t is None:
                             el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                            _c2_EVSEIsolationStatus = ((x >> 8) & 7)
+                            _c2_EVSEIsolationStatus = ((x >> 9) & 7)
                             if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
                             else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
                             el = 'DC_EVSEStatus/EVSEStatusCode'
-                            _c2_EVSEStatusCode = ((x >> 1) & 15)
+                            _c2_EVSEStatusCode = ((x >> 2) & 15)
                             if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         else:
@@ -10378,27 +10442,27 @@ def _d_PowerDeliveryResType(r):
                             _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
                         _c2_s = 4
                     elif ec == 1:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c2_EVSEStatusCode = ((x >> 1) & 15)
+                        _c2_EVSEStatusCode = ((x >> 2) & 15)
                         if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                         else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         _c2_s = 4
                     else:
                         raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_s == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     _c2_s = -1
                 f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                 f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
                 f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
                 f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
                 f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
                 s = 2
             elif ec == 2:
                 q -= 2
@@ -10423,13 +10487,13 @@ def _d_PowerDeliveryResType(r):
                     _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 115: raise r.deviation('PowerDeliveryResType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
                 if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
-                _c3_EVSENotification = ((x >> 2) & 3)
+                _c3_EVSENotification = ((x >> 3) & 3)
                 if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
                 else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
                 f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
@@ -10439,9 +10503,6 @@ def _d_PowerDeliveryResType(r):
             else:
                 raise r.deviation('PowerDeliveryResType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -10847,33 +10908,31 @@ def _d_PreChargeResType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 1) & 3)
+        _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
                     if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                     else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 1) & 15)
+                    _c1_EVSEStatusCode = ((x >> 2) & 15)
                     if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 else:
@@ -10881,21 +10940,18 @@ def _d_PreChargeResType(r):
                     _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
                 _c1_s = 4
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -11163,15 +11219,14 @@ def _d_ServiceDetailResType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceParameterList'
                 r.pos = r.end - q
@@ -11270,14 +11325,18 @@ def _d_ServiceDiscoveryReqType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 1
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
             s = 2
         elif ec == 2:
             pass
@@ -11285,16 +11344,13 @@ def _d_ServiceDiscoveryReqType(r):
         else:
             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                 s = 2
             elif ec == 1:
                 pass
@@ -11302,9 +11358,6 @@ def _d_ServiceDiscoveryReqType(r):
             else:
                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -11422,15 +11475,14 @@ def _d_ServiceDiscoveryResType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ChargeServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ChargeService/ServiceName'
                 q -= 1
@@ -11448,27 +11500,26 @@ def _d_ServiceDiscoveryResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ChargeService/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ChargeService/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             else:
                 raise r.deviation('ChargeServiceType', r.end - q)
         if _c1_s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ChargeService/ServiceScope'
                 q -= 1
@@ -11486,27 +11537,24 @@ def _d_ServiceDiscoveryResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('ChargeServiceType', r.end - q)
+                el = 'ChargeService/FreeService'
+                _c1_FreeService = ((x >> 2) & 1) == 1
+                _c1_s = 5
+            elif ec == 1:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
-                if x & 13: raise r.deviation('ChargeServiceType', r.end - q)
+                if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ChargeService/FreeService'
-                _c1_FreeService = ((x >> 1) & 1) == 1
-                _c1_s = 5
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'ChargeService/FreeService'
-                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_FreeService = ((x >> 2) & 1) == 1
                 _c1_s = 5
             else:
                 raise r.deviation('ChargeServiceType', r.end - q)
         if _c1_s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/SupportedEnergyTransferMode'
             r.pos = r.end - q
             _c1_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
@@ -11522,11 +11570,12 @@ def _d_ServiceDiscoveryResType(r):
         f_ChargeService.ServiceScope = _c1_ServiceScope
         f_ChargeService.FreeService = _c1_FreeService
         f_ChargeService.SupportedEnergyTransferMode = _c1_SupportedEnergyTransferMode
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceList'
                 r.pos = r.end - q
@@ -11779,14 +11828,13 @@ def _d_SessionSetupResType(r):
         f_EVSEID = r.string('iso2_msgbody:EVSEID')
         if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -12078,33 +12126,31 @@ def _d_WeldingDetectionResType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 1) & 3)
+        _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
                     if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                     else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 1) & 15)
+                    _c1_EVSEStatusCode = ((x >> 2) & 15)
                     if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 else:
@@ -12112,21 +12158,18 @@ def _d_WeldingDetectionResType(r):
                     _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
                 _c1_s = 4
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay

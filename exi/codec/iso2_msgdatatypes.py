@@ -107,9 +107,9 @@ def _d_AC_EVChargeParameterType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -155,9 +155,9 @@ def _d_AC_EVChargeParameterType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -168,10 +168,10 @@ def _d_AC_EVChargeParameterType(r):
         else:
             raise r.deviation('AC_EVChargeParameterType', r.end - q)
         if s == 2:
-            q -= 16
-            if q < 0: V, q = r.slideq(q, 16)
-            x = (V >> q) & 65535
-            if x & 58254: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'EVMaxVoltage'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
@@ -836,6 +836,10 @@ def _d_CertificateChainType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 1:
             el = 'Certificate'
@@ -856,13 +860,14 @@ def _d_CertificateChainType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SubCertificates'
                 r.pos = r.end - q
@@ -982,15 +987,14 @@ def _d_ChargeServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ChargeServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceName'
                 q -= 1
@@ -1008,27 +1012,26 @@ def _d_ChargeServiceType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 s = 3
             else:
                 raise r.deviation('ChargeServiceType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceScope'
                 q -= 1
@@ -1046,27 +1049,24 @@ def _d_ChargeServiceType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('ChargeServiceType', r.end - q)
+                el = 'FreeService'
+                f_FreeService = ((x >> 2) & 1) == 1
+                s = 5
+            elif ec == 1:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
-                if x & 13: raise r.deviation('ChargeServiceType', r.end - q)
+                if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'FreeService'
-                f_FreeService = ((x >> 1) & 1) == 1
-                s = 5
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'FreeService'
-                f_FreeService = ((x >> 1) & 1) == 1
+                f_FreeService = ((x >> 2) & 1) == 1
                 s = 5
             else:
                 raise r.deviation('ChargeServiceType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'SupportedEnergyTransferMode'
             r.pos = r.end - q
             f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
@@ -1266,20 +1266,19 @@ def _d_ChargingProfileType(r):
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
         _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
         _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
         _c1_ChargingProfileEntryMaxPower.Value = _c1_c1_Value
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 5
                 if q < 0: V, q = r.slideq(q, 5)
@@ -1371,20 +1370,19 @@ def _d_ChargingProfileType(r):
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
                     if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
                     _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
                     _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
                     _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
+                    ec = (x & 3)
                     _c2_s = 2
                     if _c2_s == 2:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             q -= 5
                             if q < 0: V, q = r.slideq(q, 5)
@@ -1663,15 +1661,14 @@ def _d_ConsumptionCostType(r):
             _c2_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CostType', r.end - q)
         if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
+        ec = (x & 3)
         _c2_s = 2
         if _c2_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
@@ -1691,11 +1688,12 @@ def _d_ConsumptionCostType(r):
         _v.amount = _c2_amount
         _v.amountMultiplier = _c2_amountMultiplier
         f_Cost.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Cost'
                 _c3_costKind = None
@@ -1728,15 +1726,14 @@ def _d_ConsumptionCostType(r):
                     _c3_amount = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('CostType', r.end - q)
                 if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
+                ec = (x & 3)
                 _c3_s = 2
                 if _c3_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
@@ -1756,6 +1753,10 @@ def _d_ConsumptionCostType(r):
                 _v.amount = _c3_amount
                 _v.amountMultiplier = _c3_amountMultiplier
                 f_Cost.append(_v)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 pass
@@ -1763,9 +1764,6 @@ def _d_ConsumptionCostType(r):
             else:
                 raise r.deviation('ConsumptionCostType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Cost'
                 _c4_costKind = None
@@ -1798,15 +1796,14 @@ def _d_ConsumptionCostType(r):
                     _c4_amount = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('CostType', r.end - q)
                 if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
+                ec = (x & 3)
                 _c4_s = 2
                 if _c4_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
@@ -2140,15 +2137,14 @@ def _d_CostType(r):
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CostType', r.end - q)
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
@@ -2256,25 +2252,25 @@ def _d_DC_EVChargeParameterType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 24
-            if q < 0: V, q = r.slideq(q, 24)
-            x = (V >> q) & 16777215
-            if x & 16190979: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            q -= 25
+            if q < 0: V, q = r.slideq(q, 25)
+            x = (V >> q) & 33554431
+            if x & 32381959: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 12) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
             if _t is None:
                 el = 'DC_EVStatus/EVReady'
-                _c1_EVReady = ((x >> 19) & 1) == 1
+                _c1_EVReady = ((x >> 20) & 1) == 1
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 12) & 15)
+                _c1_EVErrorCode = ((x >> 13) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             else:
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVReady, _c1_EVErrorCode = _t
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 2) & 127)
+            _c1_EVRESSSOC = ((x >> 3) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
             f_DC_EVStatus.EVReady = _c1_EVReady
@@ -2282,24 +2278,24 @@ def _d_DC_EVChargeParameterType(r):
             f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
             s = 2
         elif ec == 1:
-            q -= 22
-            if q < 0: V, q = r.slideq(q, 22)
-            x = (V >> q) & 4194303
-            if x & 3608067: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            q -= 23
+            if q < 0: V, q = r.slideq(q, 23)
+            x = (V >> q) & 8388607
+            if x & 7216135: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 12) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
             if _t is None:
                 el = 'DC_EVStatus/EVReady'
-                _c2_EVReady = ((x >> 19) & 1) == 1
+                _c2_EVReady = ((x >> 20) & 1) == 1
                 el = 'DC_EVStatus/EVErrorCode'
-                _c2_EVErrorCode = ((x >> 12) & 15)
+                _c2_EVErrorCode = ((x >> 13) & 15)
                 if _c2_EVErrorCode >= 12: _c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_EVErrorCode, 12, r.at(r.end - q))
                 else: _c2_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_EVErrorCode]
             else:
                 el = 'DC_EVStatus/EVErrorCode'
                 _c2_EVReady, _c2_EVErrorCode = _t
             el = 'DC_EVStatus/EVRESSSOC'
-            _c2_EVRESSSOC = ((x >> 2) & 127)
+            _c2_EVRESSSOC = ((x >> 3) & 127)
             if _c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_EVRESSSOC, r.at(r.end - q))
             f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
             f_DC_EVStatus.EVReady = _c2_EVReady
@@ -2309,10 +2305,10 @@ def _d_DC_EVChargeParameterType(r):
         else:
             raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 2:
-            q -= 16
-            if q < 0: V, q = r.slideq(q, 16)
-            x = (V >> q) & 65535
-            if x & 58254: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumCurrentLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
@@ -2346,20 +2342,19 @@ def _d_DC_EVChargeParameterType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
             f_EVMaximumCurrentLimit.Unit = _c3_Unit
             f_EVMaximumCurrentLimit.Value = _c3_Value
+            ec = (x & 3)
             s = 3
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -2441,15 +2436,17 @@ def _d_DC_EVChargeParameterType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c5_Unit
                 f_EVMaximumVoltageLimit.Value = _c5_Value
+                ec = (x & 7)
                 s = 5
             elif ec == 1:
                 q -= 15
@@ -2489,22 +2486,21 @@ def _d_DC_EVChargeParameterType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c6_Unit
                 f_EVMaximumVoltageLimit.Value = _c6_Value
+                ec = (x & 7)
                 s = 5
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 5:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -2543,15 +2539,17 @@ def _d_DC_EVChargeParameterType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVEnergyCapacity = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyCapacity.Multiplier = _c7_Multiplier
                 f_EVEnergyCapacity.Unit = _c7_Unit
                 f_EVEnergyCapacity.Value = _c7_Value
+                ec = (x & 7)
                 s = 6
             elif ec == 1:
                 q -= 15
@@ -2591,32 +2589,35 @@ def _d_DC_EVChargeParameterType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c8_Multiplier
                 f_EVEnergyRequest.Unit = _c8_Unit
                 f_EVEnergyRequest.Value = _c8_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 2:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 1) & 127)
+                f_FullSOC = ((x >> 3) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 8
             elif ec == 3:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 4:
@@ -2625,9 +2626,6 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 6:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -2666,32 +2664,35 @@ def _d_DC_EVChargeParameterType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c9_Multiplier
                 f_EVEnergyRequest.Unit = _c9_Unit
                 f_EVEnergyRequest.Value = _c9_Value
+                ec = (x & 3)
                 s = 7
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 1) & 127)
+                f_FullSOC = ((x >> 3) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 8
             elif ec == 2:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 3:
@@ -2700,25 +2701,23 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 7:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 1) & 127)
+                f_FullSOC = ((x >> 3) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 2:
@@ -2727,16 +2726,13 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 1) & 127)
+                f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 1:
@@ -2745,9 +2741,6 @@ def _d_DC_EVChargeParameterType(r):
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 9:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3116,63 +3109,58 @@ def _d_DC_EVPowerDeliveryParameterType(r):
     f_BulkChargingComplete = None
     f_ChargingComplete = None
     try:
-        q -= 23
-        if q < 0: V, q = r.slideq(q, 23)
-        x = (V >> q) & 8388607
-        if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+        q -= 25
+        if q < 0: V, q = r.slideq(q, 25)
+        x = (V >> q) & 33554431
+        if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         el = 'DC_EVStatus'
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 12) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
-            _c1_EVReady = ((x >> 19) & 1) == 1
+            _c1_EVReady = ((x >> 21) & 1) == 1
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 12) & 15)
+            _c1_EVErrorCode = ((x >> 14) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
         else:
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVReady, _c1_EVErrorCode = _t
         el = 'DC_EVStatus/EVRESSSOC'
-        _c1_EVRESSSOC = ((x >> 2) & 127)
+        _c1_EVRESSSOC = ((x >> 4) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
                 if _t is None:
                     el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 5) & 1) == 1
+                    f_BulkChargingComplete = ((x >> 6) & 1) == 1
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
+                    f_ChargingComplete = ((x >> 2) & 1) == 1
                 else:
                     el = 'ChargingComplete'
                     f_BulkChargingComplete, f_ChargingComplete = _t
                 s = 3
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 1) & 1) == 1
+                f_ChargingComplete = ((x >> 2) & 1) == 1
                 s = 3
             else:
                 raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3286,33 +3274,31 @@ def _d_DC_EVSEChargeParameterType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 1) & 3)
+        _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        ec = (x & 3)
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
                     if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                     else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 1) & 15)
+                    _c1_EVSEStatusCode = ((x >> 2) & 15)
                     if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 else:
@@ -3320,21 +3306,18 @@ def _d_DC_EVSEChargeParameterType(r):
                     _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
                 _c1_s = 4
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -3550,20 +3533,19 @@ def _d_DC_EVSEChargeParameterType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMinimumVoltageLimit.Multiplier = _c6_Multiplier
         f_EVSEMinimumVoltageLimit.Unit = _c6_Unit
         f_EVSEMinimumVoltageLimit.Value = _c6_Value
+        ec = (x & 3)
         s = 6
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -3645,15 +3627,17 @@ def _d_DC_EVSEChargeParameterType(r):
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c8_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c8_Unit
                 f_EVSEPeakCurrentRipple.Value = _c8_Value
+                ec = (x & 3)
                 s = 8
             elif ec == 1:
                 q -= 15
@@ -3693,22 +3677,21 @@ def _d_DC_EVSEChargeParameterType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c9_Unit
                 f_EVSEPeakCurrentRipple.Value = _c9_Value
+                ec = (x & 3)
                 s = 8
             else:
                 raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if s == 8:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 15
                 if q < 0: V, q = r.slideq(q, 15)
@@ -4118,33 +4101,31 @@ def _d_DC_EVSEStatusType(r):
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
-        f_EVSENotification = ((x >> 1) & 3)
+        f_EVSENotification = ((x >> 3) & 3)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 1023)]
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                 if _t is None:
                     el = 'EVSEIsolationStatus'
-                    f_EVSEIsolationStatus = ((x >> 8) & 7)
+                    f_EVSEIsolationStatus = ((x >> 9) & 7)
                     if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(r.end - q))
                     else: f_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[f_EVSEIsolationStatus]
                     el = 'EVSEStatusCode'
-                    f_EVSEStatusCode = ((x >> 1) & 15)
+                    f_EVSEStatusCode = ((x >> 2) & 15)
                     if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
                     else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
                 else:
@@ -4152,21 +4133,18 @@ def _d_DC_EVSEStatusType(r):
                     f_EVSEIsolationStatus, f_EVSEStatusCode = _t
                 s = 4
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'EVSEStatusCode'
-                f_EVSEStatusCode = ((x >> 1) & 15)
+                f_EVSEStatusCode = ((x >> 2) & 15)
                 if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
                 else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
                 s = 4
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -4735,15 +4713,14 @@ def _d_EntryType(r):
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_s = 1
             if _c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -4780,20 +4757,20 @@ def _d_EntryType(r):
             f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
-            s = 1
-        elif ec == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
+            s = 1
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
             s = 1
         else:
             raise r.deviation('EntryType', r.end - q)
         if s == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -5158,11 +5135,12 @@ def _d_MeterInfoType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        ec = x
         s = 1
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -5186,10 +5164,12 @@ def _d_MeterInfoType(r):
                     f_MeterReading = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
+                ec = (x & 7)
                 s = 2
             elif ec == 1:
                 el = 'SigMeterReading'
@@ -5210,6 +5190,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 2:
                 q -= 2
@@ -5236,11 +5220,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 3:
                 q -= 2
@@ -5267,9 +5253,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -5279,9 +5265,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = 'SigMeterReading'
                 q -= 1
@@ -5301,6 +5284,10 @@ def _d_MeterInfoType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -5327,11 +5314,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 2:
                 q -= 2
@@ -5358,9 +5347,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -5370,9 +5359,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -5398,11 +5384,13 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+                ec = (x & 3)
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -5429,9 +5417,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -5441,9 +5429,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -5469,9 +5454,9 @@ def _d_MeterInfoType(r):
                     f_TMeter = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
@@ -5481,9 +5466,6 @@ def _d_MeterInfoType(r):
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -5685,19 +5667,17 @@ def _d_NotificationType(r):
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 25: raise r.deviation('NotificationType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 100: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
-        f_FaultCode = ((x >> 1) & 3)
+        f_FaultCode = ((x >> 3) & 3)
         if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_iso2_msgdatatypes_faultCodeType[f_FaultCode]
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'FaultMsg'
                 q -= 1
@@ -5810,15 +5790,14 @@ def _d_PMaxScheduleEntryType(r):
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_s = 1
             if _c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -5855,21 +5834,24 @@ def _d_PMaxScheduleEntryType(r):
             f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
-            s = 1
-        elif ec == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            s = 1
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
             s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if s == 1:
-            q -= 16
-            if q < 0: V, q = r.slideq(q, 16)
-            x = (V >> q) & 65535
-            if x & 58254: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMax'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
@@ -6060,15 +6042,14 @@ def _d_PMaxScheduleType(r):
                 _c1_c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_c1_s = 1
             if _c1_c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -6105,21 +6086,24 @@ def _d_PMaxScheduleType(r):
             _c1_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
             _c1_RelativeTimeInterval.start = _c1_c1_start
             _c1_RelativeTimeInterval.duration = _c1_c1_duration
-            _c1_s = 1
-        elif ec == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            _c1_s = 1
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
             _c1_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
             _c1_s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if _c1_s == 1:
-            q -= 16
-            if q < 0: V, q = r.slideq(q, 16)
-            x = (V >> q) & 65535
-            if x & 58254: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/PMax'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
@@ -6209,15 +6193,14 @@ def _d_PMaxScheduleType(r):
                             _c2_c1_start = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
+                        ec = (x & 3)
                         _c2_c1_s = 1
                         if _c2_c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
@@ -6254,21 +6237,24 @@ def _d_PMaxScheduleType(r):
                         _c2_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
                         _c2_RelativeTimeInterval.start = _c2_c1_start
                         _c2_RelativeTimeInterval.duration = _c2_c1_duration
-                        _c2_s = 1
-                    elif ec == 1:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 1:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/TimeInterval'
                         _c2_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
                         _c2_s = 1
                     else:
                         raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     if _c2_s == 1:
-                        q -= 16
-                        if q < 0: V, q = r.slideq(q, 16)
-                        x = (V >> q) & 65535
-                        if x & 58254: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        q -= 15
+                        if q < 0: V, q = r.slideq(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/PMax'
                         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                         if _t is None:
@@ -6598,9 +6584,7 @@ def _d_ParameterSetType(r):
         r.pos = r.end - q
         _v = _d_ParameterType(r)
         V = r.v; q = r.end - r.pos
-        r.pos = r.end - q
         f_Parameter.append(_v)
-        V = r.v; q = r.end - r.pos
         s = 2
         if s == 2:
             _k = 0
@@ -6613,9 +6597,7 @@ def _d_ParameterSetType(r):
                     r.pos = r.end - q
                     _v = _d_ParameterType(r)
                     V = r.v; q = r.end - r.pos
-                    r.pos = r.end - q
                     f_Parameter.append(_v)
-                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 17
@@ -6723,11 +6705,12 @@ def _d_ParameterType(r):
         r.pos = r.end - q
         f_Name = r.string('iso2_msgdatatypes:Name')
         V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        ec = x
         s = 1
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
@@ -7025,11 +7008,12 @@ def _d_PaymentOptionListType(r):
         el = 'PaymentOption'
         _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
         f_PaymentOption.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -7258,20 +7242,19 @@ def _d_ProfileEntryType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
         f_ChargingProfileEntryMaxPower.Multiplier = _c1_Multiplier
         f_ChargingProfileEntryMaxPower.Unit = _c1_Unit
         f_ChargingProfileEntryMaxPower.Value = _c1_Value
+        ec = (x & 3)
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 5
                 if q < 0: V, q = r.slideq(q, 5)
@@ -7387,15 +7370,14 @@ def _d_RelativeTimeIntervalType(r):
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -7506,11 +7488,12 @@ def _d_SAScheduleListType(r):
         r.pos = r.end - q
         _c1_PMaxSchedule = _d_PMaxScheduleType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 2
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple/SalesTariff'
                 r.pos = r.end - q
@@ -7530,11 +7513,12 @@ def _d_SAScheduleListType(r):
         _v.PMaxSchedule = _c1_PMaxSchedule
         _v.SalesTariff = _c1_SalesTariff
         f_SAScheduleTuple.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple'
                 _c2_SAScheduleTupleID = None
@@ -7551,11 +7535,12 @@ def _d_SAScheduleListType(r):
                 r.pos = r.end - q
                 _c2_PMaxSchedule = _d_PMaxScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c2_s = 2
                 if _c2_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple/SalesTariff'
                         r.pos = r.end - q
@@ -7575,6 +7560,10 @@ def _d_SAScheduleListType(r):
                 _v.PMaxSchedule = _c2_PMaxSchedule
                 _v.SalesTariff = _c2_SalesTariff
                 f_SAScheduleTuple.append(_v)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 pass
@@ -7582,9 +7571,6 @@ def _d_SAScheduleListType(r):
             else:
                 raise r.deviation('SAScheduleListType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple'
                 _c3_SAScheduleTupleID = None
@@ -7601,11 +7587,12 @@ def _d_SAScheduleListType(r):
                 r.pos = r.end - q
                 _c3_PMaxSchedule = _d_PMaxScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c3_s = 2
                 if _c3_s == 2:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple/SalesTariff'
                         r.pos = r.end - q
@@ -7809,11 +7796,12 @@ def _d_SAScheduleTupleType(r):
         r.pos = r.end - q
         f_PMaxSchedule = _d_PMaxScheduleType(r)
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 2
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariff'
                 r.pos = r.end - q
@@ -7947,15 +7935,14 @@ def _d_SalesTariffEntryType(r):
                 _c1_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
+            ec = (x & 3)
             _c1_s = 1
             if _c1_s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -7992,27 +7979,31 @@ def _d_SalesTariffEntryType(r):
             f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 1
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SalesTariffEntryType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            ec = (x & 3)
             s = 1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('SalesTariffEntryType', r.end - q)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
                 el = 'EPriceLevel'
-                f_EPriceLevel = ((x >> 1) & 255)
+                f_EPriceLevel = ((x >> 3) & 255)
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 el = 'ConsumptionCost'
@@ -8020,6 +8011,10 @@ def _d_SalesTariffEntryType(r):
                 _v = _d_ConsumptionCostType(r)
                 V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 2:
                 pass
@@ -8027,15 +8022,16 @@ def _d_SalesTariffEntryType(r):
             else:
                 raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
                 r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
                 V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 pass
@@ -8043,15 +8039,16 @@ def _d_SalesTariffEntryType(r):
             else:
                 raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
                 r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
                 V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
                 pass
@@ -8059,9 +8056,6 @@ def _d_SalesTariffEntryType(r):
             else:
                 raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
                 r.pos = r.end - q
@@ -8243,29 +8237,28 @@ def _d_SalesTariffType(r):
             r.pos = r.end - q
             f_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1537: raise r.deviation('SalesTariffType', r.end - q)
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 6148: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
-            f_SalesTariffID = ((x >> 1) & 255) + 1
+            f_SalesTariffID = ((x >> 3) & 255) + 1
             if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
+            ec = (x & 3)
             s = 2
         elif ec == 1:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
-            if x & 513: raise r.deviation('SalesTariffType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2052: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
-            f_SalesTariffID = ((x >> 1) & 255) + 1
+            f_SalesTariffID = ((x >> 3) & 255) + 1
             if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
+            ec = (x & 3)
             s = 2
         else:
             raise r.deviation('SalesTariffType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariffDescription'
                 q -= 1
@@ -8283,14 +8276,18 @@ def _d_SalesTariffType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('SalesTariffType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 1) & 255)
+                f_NumEPriceLevels = ((x >> 2) & 255)
                 s = 4
             elif ec == 2:
                 el = 'SalesTariffEntry'
@@ -8302,16 +8299,13 @@ def _d_SalesTariffType(r):
             else:
                 raise r.deviation('SalesTariffType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 513: raise r.deviation('SalesTariffType', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 1) & 255)
+                f_NumEPriceLevels = ((x >> 2) & 255)
                 s = 4
             elif ec == 1:
                 el = 'SalesTariffEntry'
@@ -8323,9 +8317,6 @@ def _d_SalesTariffType(r):
             else:
                 raise r.deviation('SalesTariffType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffEntry'
             r.pos = r.end - q
             _v = _d_SalesTariffEntryType(r)
@@ -8540,15 +8531,14 @@ def _d_SelectedServiceListType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -8622,15 +8612,14 @@ def _d_SelectedServiceListType(r):
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
                     if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                    ec = (x & 3)
                     _c2_s = 1
                     if _c2_s == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -8841,15 +8830,14 @@ def _d_SelectedServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -8977,15 +8965,14 @@ def _d_ServiceListType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceName'
                 q -= 1
@@ -9003,27 +8990,26 @@ def _d_ServiceListType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ServiceType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 _c1_s = 3
             else:
                 raise r.deviation('ServiceType', r.end - q)
         if _c1_s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceScope'
                 q -= 1
@@ -9041,27 +9027,24 @@ def _d_ServiceListType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('ServiceType', r.end - q)
+                el = 'Service/FreeService'
+                _c1_FreeService = ((x >> 2) & 1) == 1
+                _c1_s = 5
+            elif ec == 1:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
-                if x & 13: raise r.deviation('ServiceType', r.end - q)
+                if x & 11: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/FreeService'
-                _c1_FreeService = ((x >> 1) & 1) == 1
-                _c1_s = 5
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ServiceType', r.end - q)
-                el = 'Service/FreeService'
-                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_FreeService = ((x >> 2) & 1) == 1
                 _c1_s = 5
             else:
                 raise r.deviation('ServiceType', r.end - q)
         if _c1_s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
             _c1_s = -1
         _v = _new(iso2_msgdatatypes.ServiceType)
         _v.ServiceID = _c1_ServiceID
@@ -9106,15 +9089,14 @@ def _d_ServiceListType(r):
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('ServiceType', r.end - q)
                     if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                    ec = (x & 3)
                     _c2_s = 1
                     if _c2_s == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceName'
                             q -= 1
@@ -9132,27 +9114,26 @@ def _d_ServiceListType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 25: raise r.deviation('ServiceType', r.end - q)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 100: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/ServiceCategory'
-                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            ec = (x & 3)
                             _c2_s = 3
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 9: raise r.deviation('ServiceType', r.end - q)
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 36: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/ServiceCategory'
-                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            ec = (x & 3)
                             _c2_s = 3
                         else:
                             raise r.deviation('ServiceType', r.end - q)
                     if _c2_s == 3:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceScope'
                             q -= 1
@@ -9170,27 +9151,24 @@ def _d_ServiceListType(r):
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 27: raise r.deviation('ServiceType', r.end - q)
+                            el = 'Service/FreeService'
+                            _c2_FreeService = ((x >> 2) & 1) == 1
+                            _c2_s = 5
+                        elif ec == 1:
                             q -= 4
                             if q < 0: V, q = r.slideq(q, 4)
                             x = (V >> q) & 15
-                            if x & 13: raise r.deviation('ServiceType', r.end - q)
+                            if x & 11: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/FreeService'
-                            _c2_FreeService = ((x >> 1) & 1) == 1
-                            _c2_s = 5
-                        elif ec == 1:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 5: raise r.deviation('ServiceType', r.end - q)
-                            el = 'Service/FreeService'
-                            _c2_FreeService = ((x >> 1) & 1) == 1
+                            _c2_FreeService = ((x >> 2) & 1) == 1
                             _c2_s = 5
                         else:
                             raise r.deviation('ServiceType', r.end - q)
                     if _c2_s == 5:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
                         _c2_s = -1
                     _v = _new(iso2_msgdatatypes.ServiceType)
                     _v.ServiceID = _c2_ServiceID
@@ -9558,15 +9536,14 @@ def _d_ServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        ec = (x & 3)
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceName'
                 q -= 1
@@ -9584,27 +9561,26 @@ def _d_ServiceType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('ServiceType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('ServiceType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('ServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
                 s = 3
             else:
                 raise r.deviation('ServiceType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceScope'
                 q -= 1
@@ -9622,27 +9598,24 @@ def _d_ServiceType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('ServiceType', r.end - q)
+                el = 'FreeService'
+                f_FreeService = ((x >> 2) & 1) == 1
+                s = 5
+            elif ec == 1:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
-                if x & 13: raise r.deviation('ServiceType', r.end - q)
+                if x & 11: raise r.deviation('ServiceType', r.end - q)
                 el = 'FreeService'
-                f_FreeService = ((x >> 1) & 1) == 1
-                s = 5
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('ServiceType', r.end - q)
-                el = 'FreeService'
-                f_FreeService = ((x >> 1) & 1) == 1
+                f_FreeService = ((x >> 2) & 1) == 1
                 s = 5
             else:
                 raise r.deviation('ServiceType', r.end - q)
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:

@@ -77,28 +77,27 @@ def _d_V2G_Message(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _c1_s = 1
         if _c1_s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Notification'
                 _c1_c1_FaultCode = None
                 _c1_c1_FaultMsg = None
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('NotificationType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('NotificationType', r.end - q)
                 el = 'Header/Notification/FaultCode'
-                _c1_c1_FaultCode = ((x >> 1) & 3)
+                _c1_c1_FaultCode = ((x >> 3) & 3)
                 if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
                 else: _c1_c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
+                ec = (x & 3)
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Notification/FaultMsg'
                         q -= 1
@@ -128,12 +127,19 @@ def _d_V2G_Message(r):
                 _c1_Notification = _new(iso2_msgdatatypes.NotificationType)
                 _c1_Notification.FaultCode = _c1_c1_FaultCode
                 _c1_Notification.FaultMsg = _c1_c1_FaultMsg
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 _c1_s = 2
             elif ec == 1:
                 el = 'Header/Signature'
                 r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = 3
             elif ec == 2:
                 pass
@@ -141,14 +147,14 @@ def _d_V2G_Message(r):
             else:
                 raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
                 r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = 3
             elif ec == 1:
                 pass
@@ -156,9 +162,6 @@ def _d_V2G_Message(r):
             else:
                 raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             _c1_s = -1
         f_Header = _new(iso2_msgheader.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID

@@ -40,28 +40,27 @@ def _d_MessageHeaderType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Notification'
                 _c1_FaultCode = None
                 _c1_FaultMsg = None
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 25: raise r.deviation('NotificationType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 100: raise r.deviation('NotificationType', r.end - q)
                 el = 'Notification/FaultCode'
-                _c1_FaultCode = ((x >> 1) & 3)
+                _c1_FaultCode = ((x >> 3) & 3)
                 if _c1_FaultCode >= 3: _c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_FaultCode, 3, r.at(r.end - q))
                 else: _c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_FaultCode]
+                ec = (x & 3)
                 _c1_s = 1
                 if _c1_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Notification/FaultMsg'
                         q -= 1
@@ -91,12 +90,19 @@ def _d_MessageHeaderType(r):
                 f_Notification = _new(iso2_msgdatatypes.NotificationType)
                 f_Notification.FaultCode = _c1_FaultCode
                 f_Notification.FaultMsg = _c1_FaultMsg
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 el = 'Signature'
                 r.pos = r.end - q
                 f_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 s = 3
             elif ec == 2:
                 pass
@@ -104,14 +110,14 @@ def _d_MessageHeaderType(r):
             else:
                 raise r.deviation('MessageHeaderType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Signature'
                 r.pos = r.end - q
                 f_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 s = 3
             elif ec == 1:
                 pass
@@ -119,9 +125,6 @@ def _d_MessageHeaderType(r):
             else:
                 raise r.deviation('MessageHeaderType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:

@@ -25,15 +25,20 @@ def _d_CanonicalizationMethodType(r, key):
                 r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
                 V = r.v; q = r.end - r.pos
-                s = 1
-            if s == 1:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                x = (V >> q) & 3
+                ec = x
+                s = 1
+            if s == 1:
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -42,17 +47,22 @@ def _d_CanonicalizationMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', r.end - q)
             if s == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -61,17 +71,22 @@ def _d_CanonicalizationMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', r.end - q)
             if s == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -80,6 +95,10 @@ def _d_CanonicalizationMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('CanonicalizationMethodType', r.end - q)
@@ -190,6 +209,10 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 1:
                     el = 'G'
@@ -209,6 +232,9 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('G', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 2
                 elif ec == 2:
                     el = 'Y'
@@ -228,13 +254,14 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                 el = 'Y'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -252,11 +279,12 @@ def _d_DSAKeyValueType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-                s = 3
-            if s == 3:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                x = (V >> q) & 3
+                ec = x
+                s = 3
+            if s == 3:
                 if ec == 0:
                     el = 'J'
                     q -= 1
@@ -275,6 +303,10 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('J', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     el = 'Seed'
@@ -294,6 +326,9 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 6
                 elif ec == 2:
                     pass
@@ -301,9 +336,6 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'G'
                     q -= 1
@@ -322,6 +354,9 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('G', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 2
                 elif ec == 1:
                     el = 'Y'
@@ -341,13 +376,14 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 5:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Seed'
                     q -= 1
@@ -366,6 +402,9 @@ def _d_DSAKeyValueType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 6
                 elif ec == 1:
                     pass
@@ -373,9 +412,6 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 6:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                 el = 'PgenCounter'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -590,15 +626,20 @@ def _d_DigestMethodType(r, key):
                 r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
                 V = r.v; q = r.end - r.pos
-                s = 1
-            if s == 1:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                x = (V >> q) & 3
+                ec = x
+                s = 1
+            if s == 1:
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -607,17 +648,22 @@ def _d_DigestMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', r.end - q)
             if s == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -626,17 +672,22 @@ def _d_DigestMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', r.end - q)
             if s == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -645,6 +696,10 @@ def _d_DigestMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('DigestMethodType', r.end - q)
@@ -724,6 +779,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         f_Id = r.string('Id')
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 1
                     elif ec == 1:
                         el = 'KeyName'
@@ -742,6 +801,10 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 3
                     elif ec == 2:
                         el = 'KeyValue'
@@ -749,6 +812,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
                         V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 4
                     elif ec == 3:
                         el = 'RetrievalMethod'
@@ -763,18 +830,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c1_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c1_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c1_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c1_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c1_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c1_s = 3
                         elif ec == 3:
                             pass
@@ -782,20 +860,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c1_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c1_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c1_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c1_s = 3
                             elif ec == 2:
                                 pass
@@ -803,14 +885,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c1_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c1_s = 3
                             elif ec == 1:
                                 pass
@@ -818,15 +900,16 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c1_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c1_Type
                         _v.URI = _c1_URI
                         _v.Transforms = _c1_Transforms
                         f_RetrievalMethod.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 5
                     elif ec == 4:
                         el = 'X509Data'
@@ -834,6 +917,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_X509DataType(r)
                         V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 6
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -844,6 +931,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_PGPDataType(r)
                         V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 7
                     elif ec == 6:
                         el = 'SPKIData'
@@ -851,6 +942,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 8
                     elif ec == 7:
                         el = 'MgmtData'
@@ -869,23 +964,32 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 9
                     elif ec == 8:
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 10
                     elif ec == 9:
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 2
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 4:
                     if ec == 0:
                         el = 'KeyName'
@@ -904,6 +1008,10 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
@@ -911,6 +1019,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
                         V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 4
                     elif ec == 2:
                         el = 'RetrievalMethod'
@@ -925,18 +1037,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c2_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c2_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c2_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c2_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c2_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c2_s = 3
                         elif ec == 3:
                             pass
@@ -944,20 +1067,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c2_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c2_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c2_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c2_s = 3
                             elif ec == 2:
                                 pass
@@ -965,14 +1092,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c2_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c2_s = 3
                             elif ec == 1:
                                 pass
@@ -980,15 +1107,16 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c2_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c2_Type
                         _v.URI = _c2_URI
                         _v.Transforms = _c2_Transforms
                         f_RetrievalMethod.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
@@ -996,6 +1124,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_X509DataType(r)
                         V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 6
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -1006,6 +1138,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_PGPDataType(r)
                         V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
@@ -1013,6 +1149,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 8
                     elif ec == 6:
                         el = 'MgmtData'
@@ -1031,23 +1171,32 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 9
                     elif ec == 7:
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 10
                     elif ec == 8:
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 2
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 2:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 4:
                     if ec == 0:
                         el = 'KeyName'
@@ -1066,6 +1215,10 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
@@ -1073,6 +1226,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
                         V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 4
                     elif ec == 2:
                         el = 'RetrievalMethod'
@@ -1087,18 +1244,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c3_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c3_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c3_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c3_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c3_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c3_s = 3
                         elif ec == 3:
                             pass
@@ -1106,20 +1274,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c3_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c3_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c3_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c3_s = 3
                             elif ec == 2:
                                 pass
@@ -1127,14 +1299,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c3_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c3_s = 3
                             elif ec == 1:
                                 pass
@@ -1142,15 +1314,16 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c3_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c3_Type
                         _v.URI = _c3_URI
                         _v.Transforms = _c3_Transforms
                         f_RetrievalMethod.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
@@ -1158,6 +1331,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_X509DataType(r)
                         V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 6
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -1168,6 +1345,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_PGPDataType(r)
                         V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
@@ -1175,6 +1356,10 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 8
                     elif ec == 6:
                         el = 'MgmtData'
@@ -1193,23 +1378,32 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 9
                     elif ec == 7:
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 10
                     elif ec == 8:
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 2
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 3:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -1249,18 +1443,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c4_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c4_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c4_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c4_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c4_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c4_s = 3
                         elif ec == 3:
                             pass
@@ -1268,20 +1473,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c4_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c4_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c4_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c4_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c4_s = 3
                             elif ec == 2:
                                 pass
@@ -1289,14 +1498,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c4_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c4_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c4_s = 3
                             elif ec == 1:
                                 pass
@@ -1304,9 +1513,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c4_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c4_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c4_Type
@@ -1360,6 +1566,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -1368,13 +1578,14 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 3
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 4:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -1414,18 +1625,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c5_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c5_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c5_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c5_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c5_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c5_s = 3
                         elif ec == 3:
                             pass
@@ -1433,20 +1655,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c5_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c5_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c5_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c5_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c5_s = 3
                             elif ec == 2:
                                 pass
@@ -1454,14 +1680,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c5_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c5_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c5_s = 3
                             elif ec == 1:
                                 pass
@@ -1469,9 +1695,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c5_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c5_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c5_Type
@@ -1525,6 +1748,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -1533,13 +1760,14 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 4
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 5:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -1579,18 +1807,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c6_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c6_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c6_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c6_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c6_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c6_s = 3
                         elif ec == 3:
                             pass
@@ -1598,20 +1837,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c6_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c6_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c6_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c6_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c6_s = 3
                             elif ec == 2:
                                 pass
@@ -1619,14 +1862,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c6_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c6_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c6_s = 3
                             elif ec == 1:
                                 pass
@@ -1634,9 +1877,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c6_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c6_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c6_Type
@@ -1690,6 +1930,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -1698,13 +1942,14 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 5
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 6:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -1744,18 +1989,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c7_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c7_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c7_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c7_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c7_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c7_s = 3
                         elif ec == 3:
                             pass
@@ -1763,20 +2019,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c7_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c7_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c7_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c7_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c7_s = 3
                             elif ec == 2:
                                 pass
@@ -1784,14 +2044,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c7_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c7_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c7_s = 3
                             elif ec == 1:
                                 pass
@@ -1799,9 +2059,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c7_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c7_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c7_Type
@@ -1855,6 +2112,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -1863,13 +2124,14 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 6
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 7:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -1909,18 +2171,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c8_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c8_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c8_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c8_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c8_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c8_s = 3
                         elif ec == 3:
                             pass
@@ -1928,20 +2201,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c8_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c8_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c8_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c8_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c8_s = 3
                             elif ec == 2:
                                 pass
@@ -1949,14 +2226,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c8_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c8_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c8_s = 3
                             elif ec == 1:
                                 pass
@@ -1964,9 +2241,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c8_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c8_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c8_Type
@@ -2020,6 +2294,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2028,13 +2306,14 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 7
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 8:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -2074,18 +2353,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c9_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c9_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c9_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c9_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c9_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c9_s = 3
                         elif ec == 3:
                             pass
@@ -2093,20 +2383,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c9_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c9_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c9_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c9_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c9_s = 3
                             elif ec == 2:
                                 pass
@@ -2114,14 +2408,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c9_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c9_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c9_s = 3
                             elif ec == 1:
                                 pass
@@ -2129,9 +2423,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c9_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c9_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c9_Type
@@ -2185,6 +2476,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2193,13 +2488,14 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 8
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 9:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -2239,18 +2535,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c10_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c10_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c10_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c10_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c10_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c10_s = 3
                         elif ec == 3:
                             pass
@@ -2258,20 +2565,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c10_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c10_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c10_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c10_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c10_s = 3
                             elif ec == 2:
                                 pass
@@ -2279,14 +2590,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c10_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c10_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c10_s = 3
                             elif ec == 1:
                                 pass
@@ -2294,9 +2605,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c10_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c10_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c10_Type
@@ -2350,6 +2658,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2358,13 +2670,14 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 9
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 10:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -2404,18 +2717,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c11_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c11_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c11_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c11_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c11_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c11_s = 3
                         elif ec == 3:
                             pass
@@ -2423,20 +2747,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c11_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c11_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c11_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c11_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c11_s = 3
                             elif ec == 2:
                                 pass
@@ -2444,14 +2772,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c11_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c11_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c11_s = 3
                             elif ec == 1:
                                 pass
@@ -2459,9 +2787,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c11_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c11_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c11_Type
@@ -2515,6 +2840,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2523,6 +2852,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 10
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -2569,18 +2902,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c12_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c12_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c12_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c12_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c12_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c12_s = 3
                         elif ec == 3:
                             pass
@@ -2588,20 +2932,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c12_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c12_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c12_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c12_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c12_s = 3
                             elif ec == 2:
                                 pass
@@ -2609,14 +2957,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c12_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c12_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c12_s = 3
                             elif ec == 1:
                                 pass
@@ -2624,9 +2972,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c12_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c12_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c12_Type
@@ -2682,6 +3027,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -2739,18 +3088,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c13_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c13_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c13_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c13_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c13_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c13_s = 3
                         elif ec == 3:
                             pass
@@ -2758,20 +3118,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c13_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c13_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c13_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c13_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c13_s = 3
                             elif ec == 2:
                                 pass
@@ -2779,14 +3143,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c13_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c13_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c13_s = 3
                             elif ec == 1:
                                 pass
@@ -2794,9 +3158,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c13_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c13_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c13_Type
@@ -2852,6 +3213,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -2911,18 +3276,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c14_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c14_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c14_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c14_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c14_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c14_s = 3
                         elif ec == 3:
                             pass
@@ -2930,20 +3306,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c14_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c14_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c14_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c14_s = 3
                             elif ec == 2:
                                 pass
@@ -2951,14 +3331,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c14_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c14_s = 3
                             elif ec == 1:
                                 pass
@@ -2966,9 +3346,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c14_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c14_Type
@@ -3022,6 +3399,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3081,18 +3462,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c15_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c15_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c15_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c15_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c15_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c15_s = 3
                         elif ec == 3:
                             pass
@@ -3100,20 +3492,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c15_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c15_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c15_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c15_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c15_s = 3
                             elif ec == 2:
                                 pass
@@ -3121,14 +3517,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c15_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c15_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c15_s = 3
                             elif ec == 1:
                                 pass
@@ -3136,9 +3532,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c15_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c15_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c15_Type
@@ -3192,6 +3585,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3251,18 +3648,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c16_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c16_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c16_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c16_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c16_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c16_s = 3
                         elif ec == 3:
                             pass
@@ -3270,20 +3678,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c16_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c16_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c16_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c16_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c16_s = 3
                             elif ec == 2:
                                 pass
@@ -3291,14 +3703,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c16_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c16_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c16_s = 3
                             elif ec == 1:
                                 pass
@@ -3306,9 +3718,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c16_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c16_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c16_Type
@@ -3362,6 +3771,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3421,18 +3834,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c17_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c17_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c17_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c17_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c17_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c17_s = 3
                         elif ec == 3:
                             pass
@@ -3440,20 +3864,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c17_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c17_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c17_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c17_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c17_s = 3
                             elif ec == 2:
                                 pass
@@ -3461,14 +3889,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c17_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c17_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c17_s = 3
                             elif ec == 1:
                                 pass
@@ -3476,9 +3904,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c17_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c17_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c17_Type
@@ -3532,6 +3957,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3591,18 +4020,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c18_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c18_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c18_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c18_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c18_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c18_s = 3
                         elif ec == 3:
                             pass
@@ -3610,20 +4050,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c18_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c18_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c18_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c18_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c18_s = 3
                             elif ec == 2:
                                 pass
@@ -3631,14 +4075,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c18_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c18_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c18_s = 3
                             elif ec == 1:
                                 pass
@@ -3646,9 +4090,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c18_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c18_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c18_Type
@@ -3702,6 +4143,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3717,9 +4162,6 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 18:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
@@ -3759,18 +4201,29 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _c19_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c19_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c19_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
                             _c19_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c19_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c19_s = 3
                         elif ec == 3:
                             pass
@@ -3778,20 +4231,24 @@ def _d_KeyInfoType(r, key):
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c19_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c19_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                ec = x
                                 _c19_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c19_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c19_s = 3
                             elif ec == 2:
                                 pass
@@ -3799,14 +4256,14 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c19_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c19_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                                 _c19_s = 3
                             elif ec == 1:
                                 pass
@@ -3814,9 +4271,6 @@ def _d_KeyInfoType(r, key):
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c19_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c19_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c19_Type
@@ -3870,6 +4324,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -3878,6 +4336,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         s = 18
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -6888,6 +7350,10 @@ def _d_KeyValueType(r, key):
                     r.pos = r.end - q
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 elif ec == 1:
                     q -= 1
@@ -6930,34 +7396,45 @@ def _d_KeyValueType(r, key):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c1_Modulus
                     f_RSAKeyValue.Exponent = _c1_Exponent
+                    ec = (x & 3)
                     s = 3
                 elif ec == 2:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 3:
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
             if s == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = r.end - q
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 elif ec == 1:
                     q -= 1
@@ -7000,29 +7477,36 @@ def _d_KeyValueType(r, key):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c2_Modulus
                     f_RSAKeyValue.Exponent = _c2_Exponent
+                    ec = (x & 3)
                     s = 3
                 elif ec == 2:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 3:
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
             if s == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     pass
                     s = -1
@@ -7030,13 +7514,14 @@ def _d_KeyValueType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
             if s == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     pass
                     s = -1
@@ -7044,13 +7529,14 @@ def _d_KeyValueType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     pass
                     s = -1
@@ -7058,6 +7544,10 @@ def _d_KeyValueType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
@@ -7193,6 +7683,10 @@ def _d_ManifestType(r):
             _v = _d_ReferenceType(r)
             V = r.v; q = r.end - r.pos
             f_Reference.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 1:
             el = 'Reference'
@@ -7200,13 +7694,14 @@ def _d_ManifestType(r):
             _v = _d_ReferenceType(r)
             V = r.v; q = r.end - r.pos
             f_Reference.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         else:
             raise r.deviation('ManifestType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Reference'
                 r.pos = r.end - q
@@ -7340,23 +7835,39 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     f_Encoding = r.string('Encoding')
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 1
                 elif ec == 1:
                     el = '@Id'
                     r.pos = r.end - q
                     f_Id = r.string('Id')
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
                     r.pos = r.end - q
                     f_MimeType = r.string('MimeType')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 3:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 4:
                     pass
@@ -7365,29 +7876,42 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('ObjectType', r.end - q)
             if s == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = r.end - q
                     f_Id = r.string('Id')
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
                     r.pos = r.end - q
                     f_MimeType = r.string('MimeType')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 2:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 3:
                     pass
@@ -7396,23 +7920,32 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('ObjectType', r.end - q)
             if s == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     el = '@MimeType'
                     r.pos = r.end - q
                     f_MimeType = r.string('MimeType')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 2:
                     pass
@@ -7421,17 +7954,22 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('ObjectType', r.end - q)
             if s == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -7440,17 +7978,22 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('ObjectType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -7459,17 +8002,22 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('ObjectType', r.end - q)
             if s == 5:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -7478,6 +8026,10 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 else:
                     raise r.deviation('ObjectType', r.end - q)
@@ -7637,6 +8189,10 @@ def _d_PGPDataType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 1
                 elif ec == 1:
                     el = 'PGPKeyPacket'
@@ -7656,13 +8212,14 @@ def _d_PGPDataType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
             if s == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'PGPKeyPacket'
                     q -= 1
@@ -7681,11 +8238,19 @@ def _d_PGPDataType(r):
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 elif ec == 1:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 2:
                     pass
@@ -7693,13 +8258,14 @@ def _d_PGPDataType(r):
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
             if s == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -7707,13 +8273,14 @@ def _d_PGPDataType(r):
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
             if s == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -7721,13 +8288,14 @@ def _d_PGPDataType(r):
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -7735,13 +8303,14 @@ def _d_PGPDataType(r):
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
             if s == 5:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -7944,118 +8513,154 @@ def _d_ReferenceType(r):
             r.pos = r.end - q
             f_Id = r.string('Id')
             V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            ec = x
             s = 1
         elif ec == 1:
             el = '@Type'
             r.pos = r.end - q
             f_Type = r.string('Type')
             V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 2:
             el = '@URI'
             r.pos = r.end - q
             f_URI = r.string('URI')
             V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 3
         elif ec == 3:
             el = 'Transforms'
             r.pos = r.end - q
             f_Transforms = _d_TransformsType(r)
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             s = 4
         elif ec == 4:
             el = 'DigestMethod'
             r.pos = r.end - q
             f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             s = 5
         else:
             raise r.deviation('ReferenceType', r.end - q)
         if s == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            ec = (V >> q) & 7
             if ec == 0:
                 el = '@Type'
                 r.pos = r.end - q
                 f_Type = r.string('Type')
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 el = '@URI'
                 r.pos = r.end - q
                 f_URI = r.string('URI')
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 2:
                 el = 'Transforms'
                 r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 4
             elif ec == 3:
                 el = 'DigestMethod'
                 r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = '@URI'
                 r.pos = r.end - q
                 f_URI = r.string('URI')
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 3
             elif ec == 1:
                 el = 'Transforms'
                 r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 4
             elif ec == 2:
                 el = 'DigestMethod'
                 r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
         if s == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Transforms'
                 r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'DigestMethod'
                 r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
         if s == 4:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             el = 'DigestMethod'
             r.pos = r.end - q
             f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
             V = r.v; q = r.end - r.pos
-            s = 5
-        if s == 5:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
+            s = 5
+        if s == 5:
             el = 'DigestValue'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -8282,18 +8887,29 @@ def _d_RetrievalMethodType(r):
             r.pos = r.end - q
             f_Type = r.string('Type')
             V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 1
         elif ec == 1:
             el = '@URI'
             r.pos = r.end - q
             f_URI = r.string('URI')
             V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 2:
             el = 'Transforms'
             r.pos = r.end - q
             f_Transforms = _d_TransformsType(r)
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
             s = 3
         elif ec == 3:
             pass
@@ -8301,20 +8917,24 @@ def _d_RetrievalMethodType(r):
         else:
             raise r.deviation('RetrievalMethodType', r.end - q)
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = '@URI'
                 r.pos = r.end - q
                 f_URI = r.string('URI')
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 2
             elif ec == 1:
                 el = 'Transforms'
                 r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                 s = 3
             elif ec == 2:
                 pass
@@ -8322,14 +8942,14 @@ def _d_RetrievalMethodType(r):
             else:
                 raise r.deviation('RetrievalMethodType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Transforms'
                 r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                 s = 3
             elif ec == 1:
                 pass
@@ -8337,9 +8957,6 @@ def _d_RetrievalMethodType(r):
             else:
                 raise r.deviation('RetrievalMethodType', r.end - q)
         if s == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -8468,11 +9085,12 @@ def _d_SPKIDataType(r):
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
                 f_SPKISexp.append(_v)
-                s = 1
-            if s == 1:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                x = (V >> q) & 3
+                ec = x
+                s = 1
+            if s == 1:
                 if ec == 0:
                     el = 'SPKISexp'
                     q -= 1
@@ -8497,6 +9115,10 @@ def _d_SPKIDataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 elif ec == 2:
                     pass
@@ -8504,9 +9126,6 @@ def _d_SPKIDataType(r):
                 else:
                     raise r.deviation('SPKIDataType', r.end - q)
             if s == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     q -= 1
@@ -8560,6 +9179,10 @@ def _d_SPKIDataType(r):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
                         s = 4
                         break
                     elif ec == 2:
@@ -8569,9 +9192,6 @@ def _d_SPKIDataType(r):
                     else:
                         raise r.deviation('SPKIDataType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     q -= 1
@@ -8721,11 +9341,12 @@ def _d_SignatureMethodType(r, key):
                 r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
                 V = r.v; q = r.end - r.pos
-                s = 1
-            if s == 1:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
+                x = (V >> q) & 7
+                ec = x
+                s = 1
+            if s == 1:
                 if ec == 0:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -8751,15 +9372,21 @@ def _d_SignatureMethodType(r, key):
                         f_HMACOutputLength = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SignatureMethodType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('SignatureMethodType', r.end - q)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
+                    ec = (x & 3)
                     s = 3
                 elif ec == 1:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 2:
                     pass
@@ -8768,13 +9395,14 @@ def _d_SignatureMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', r.end - q)
             if s == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -8800,15 +9428,21 @@ def _d_SignatureMethodType(r, key):
                         f_HMACOutputLength = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SignatureMethodType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('SignatureMethodType', r.end - q)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
+                    ec = (x & 3)
                     s = 3
                 elif ec == 1:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 2:
                     pass
@@ -8817,17 +9451,22 @@ def _d_SignatureMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', r.end - q)
             if s == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -8836,17 +9475,22 @@ def _d_SignatureMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('SignatureMethodType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -8855,6 +9499,10 @@ def _d_SignatureMethodType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('SignatureMethodType', r.end - q)
@@ -8968,6 +9616,10 @@ def _d_SignaturePropertiesType(r):
             _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
             V = r.v; q = r.end - r.pos
             f_SignatureProperty.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         elif ec == 1:
             el = 'SignatureProperty'
@@ -8975,13 +9627,14 @@ def _d_SignaturePropertiesType(r):
             _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
             V = r.v; q = r.end - r.pos
             f_SignatureProperty.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             s = 2
         else:
             raise r.deviation('SignaturePropertiesType', r.end - q)
         if s == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SignatureProperty'
                 r.pos = r.end - q
@@ -9121,55 +9774,74 @@ def _d_SignaturePropertyType(r, key):
                     r.pos = r.end - q
                     f_Target = r.string('Target')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 elif ec == 1:
                     el = '@Target'
                     r.pos = r.end - q
                     f_Target = r.string('Target')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 1:
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 elif ec == 1:
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -9178,17 +9850,22 @@ def _d_SignaturePropertyType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 4
                 else:
                     raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 5:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -9197,6 +9874,10 @@ def _d_SignaturePropertyType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     s = 5
                 else:
                     raise r.deviation('SignaturePropertyType', r.end - q)
@@ -9299,19 +9980,22 @@ def _d_SignatureType(r):
             r.pos = r.end - q
             f_SignedInfo = _d_SignedInfoType(r)
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
             s = 2
         elif ec == 1:
             el = 'SignedInfo'
             r.pos = r.end - q
             f_SignedInfo = _d_SignedInfoType(r)
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
             s = 2
         else:
             raise r.deviation('SignatureType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
             el = 'SignatureValue'
             _c1_Id = None
             _c1_value = None
@@ -9330,6 +10014,9 @@ def _d_SignatureType(r):
                     _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
                     r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
                 _c1_s = 2
             elif ec == 2:
                 q -= 3
@@ -9349,6 +10036,9 @@ def _d_SignatureType(r):
                         _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
                         r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
                     _c1_s = 2
                 elif ec == 1:
                     q -= 3
@@ -9359,23 +10049,25 @@ def _d_SignatureType(r):
                 else:
                     raise r.deviation('SignatureValueType', r.end - q)
             if _c1_s == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
                 _c1_s = -1
             f_SignatureValue = _new(xmldsig.SignatureValueType)
             f_SignatureValue.Id = _c1_Id
             f_SignatureValue.value = _c1_value
-            s = 3
-        if s == 3:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            x = (V >> q) & 3
+            ec = x
+            s = 3
+        if s == 3:
             if ec == 0:
                 el = 'KeyInfo'
                 r.pos = r.end - q
                 f_KeyInfo = _d_KeyInfoType(r, 'xmldsig:KeyInfo')
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 s = 4
             elif ec == 1:
                 el = 'Object'
@@ -9390,9 +10082,6 @@ def _d_SignatureType(r):
             else:
                 raise r.deviation('SignatureType', r.end - q)
         if s == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Object'
                 r.pos = r.end - q
@@ -9606,6 +10295,9 @@ def _d_SignatureValueType(r):
                 f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
                 r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
             s = 2
         elif ec == 2:
             q -= 3
@@ -9625,6 +10317,9 @@ def _d_SignatureValueType(r):
                     f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
                     r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
                 s = 2
             elif ec == 1:
                 q -= 3
@@ -9635,9 +10330,6 @@ def _d_SignatureValueType(r):
             else:
                 raise r.deviation('SignatureValueType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -9719,19 +10411,22 @@ def _d_SignedInfoType(r):
             r.pos = r.end - q
             f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             s = 2
         elif ec == 1:
             el = 'CanonicalizationMethod'
             r.pos = r.end - q
             f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
             V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             s = 2
         else:
             raise r.deviation('SignedInfoType', r.end - q)
         if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             el = 'SignatureMethod'
             r.pos = r.end - q
             f_SignatureMethod = _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
@@ -9744,11 +10439,12 @@ def _d_SignedInfoType(r):
             _v = _d_ReferenceType(r)
             V = r.v; q = r.end - r.pos
             f_Reference.append(_v)
-            s = 4
-        if s == 4:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        if s == 4:
             if ec == 0:
                 el = 'Reference'
                 r.pos = r.end - q
@@ -9904,11 +10600,12 @@ def _d_TransformType(r, key):
                 r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
                 V = r.v; q = r.end - r.pos
-                s = 1
-            if s == 1:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
+                x = (V >> q) & 7
+                ec = x
+                s = 1
+            if s == 1:
                 if ec == 0:
                     el = 'XPath'
                     q -= 1
@@ -9931,6 +10628,10 @@ def _d_TransformType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 3
                 elif ec == 2:
                     pass
@@ -9939,13 +10640,14 @@ def _d_TransformType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('TransformType', r.end - q)
             if s == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'XPath'
                     q -= 1
@@ -9968,6 +10670,10 @@ def _d_TransformType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 3
                 elif ec == 2:
                     pass
@@ -9976,13 +10682,14 @@ def _d_TransformType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('TransformType', r.end - q)
             if s == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'XPath'
                     q -= 1
@@ -10005,6 +10712,10 @@ def _d_TransformType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 3
                 elif ec == 2:
                     pass
@@ -10013,6 +10724,10 @@ def _d_TransformType(r, key):
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 3
                 else:
                     raise r.deviation('TransformType', r.end - q)
@@ -10042,6 +10757,10 @@ def _d_TransformType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        ec = x
                         s = 3
                         break
                     elif ec == 2:
@@ -10184,11 +10903,12 @@ def _d_TransformsType(r):
         _v = _d_TransformType(r, 'xmldsig:Transform')
         V = r.v; q = r.end - r.pos
         f_Transform.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         s = 1
         if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Transform'
                 r.pos = r.end - q
@@ -10349,6 +11069,10 @@ def _d_X509DataType(r):
                     _v.X509IssuerName = _c1_X509IssuerName
                     _v.X509SerialNumber = _c1_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 1
                 elif ec == 1:
                     el = 'X509SKI'
@@ -10369,6 +11093,10 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 2
                 elif ec == 2:
                     el = 'X509SubjectName'
@@ -10387,6 +11115,10 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 3
                 elif ec == 3:
                     el = 'X509Certificate'
@@ -10407,6 +11139,10 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 4
                 elif ec == 4:
                     el = 'X509CRL'
@@ -10427,18 +11163,23 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 5
                 elif ec == 5:
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 6
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -10573,6 +11314,10 @@ def _d_X509DataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 12
                 elif ec == 6:
                     pass
@@ -10580,9 +11325,6 @@ def _d_X509DataType(r):
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -10717,6 +11459,10 @@ def _d_X509DataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 12
                 elif ec == 6:
                     pass
@@ -10724,9 +11470,6 @@ def _d_X509DataType(r):
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -10861,6 +11604,10 @@ def _d_X509DataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 12
                 elif ec == 6:
                     pass
@@ -10868,9 +11615,6 @@ def _d_X509DataType(r):
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 4:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -11005,6 +11749,10 @@ def _d_X509DataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 12
                 elif ec == 6:
                     pass
@@ -11012,9 +11760,6 @@ def _d_X509DataType(r):
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 5:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -11149,6 +11894,10 @@ def _d_X509DataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 12
                 elif ec == 6:
                     pass
@@ -11156,9 +11905,6 @@ def _d_X509DataType(r):
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 6:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -11293,6 +12039,10 @@ def _d_X509DataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 12
                 elif ec == 6:
                     pass
@@ -11441,6 +12191,10 @@ def _d_X509DataType(r):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        ec = x
                         s = 12
                         break
                     elif ec == 6:
@@ -11591,6 +12345,10 @@ def _d_X509DataType(r):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        ec = x
                         s = 12
                         break
                     elif ec == 6:
@@ -11741,6 +12499,10 @@ def _d_X509DataType(r):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        ec = x
                         s = 12
                         break
                     elif ec == 6:
@@ -11891,6 +12653,10 @@ def _d_X509DataType(r):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        ec = x
                         s = 12
                         break
                     elif ec == 6:
@@ -12041,6 +12807,10 @@ def _d_X509DataType(r):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        ec = x
                         s = 12
                         break
                     elif ec == 6:
@@ -12050,9 +12820,6 @@ def _d_X509DataType(r):
                     else:
                         raise r.deviation('X509DataType', r.end - q)
             if s == 12:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
                 if ec == 0:
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
@@ -12187,6 +12954,10 @@ def _d_X509DataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    ec = x
                     s = 12
                 elif ec == 6:
                     pass

@@ -611,7 +611,7 @@ class CodecWriter:
                 continue
             if kind == "var":
                 lines = ops[i][1]
-                if any("r." in x or "_d_" in x for x in lines):  # a call: hand it the position
+                if any(re.search(r"\br\.", x) or "_d_" in x for x in lines):  # a call: hand it the position
                     L.append("r.pos = r.end - q")
                     L.extend(lines)
                     L.append("V = r.v; q = r.end - r.pos")
@@ -647,88 +647,94 @@ class CodecWriter:
             while i < len(ops) and ops[i][0] in ("fix", "nop"):
                 run.append(ops[i])
                 i += 1
-            total = sum(op[1] for op in run if op[0] == "fix")
-            if total == 0:
-                for op in run:
-                    if op[0] == "nop":
-                        L.extend(op[1])
-                continue
-            fixes = [op for op in run if op[0] == "fix" and op[1]]
-            if all(op[2] == "code" for op in fixes):  # event codes only: one test of all their bits
-                L.append(f"q -= {total}")
-                L.append(f"if q < 0: V, q = r.slideq(q, {total})")
-                L.append(f"if (V >> q) & {(1 << total) - 1}: raise r.deviation({where!r}, r.end - q)")
-                for op in run:
-                    if op[0] == "nop":
-                        L.extend(op[1])
-                continue
+            L.extend(self._render_run(run, where))
+        return L
+
+    def _render_run(self, run: list[tuple], where: str) -> list[str]:
+        """One run of fix ops (and the nop lines between them) as one read of the window into x."""
+        L: list[str] = []
+        total = sum(op[1] for op in run if op[0] == "fix")
+        if total == 0:
+            for op in run:
+                if op[0] == "nop":
+                    L.extend(op[1])
+            return L
+        fixes = [op for op in run if op[0] == "fix" and op[1]]
+        if all(op[2] == "code" for op in fixes):  # event codes only: one test of all their bits
             L.append(f"q -= {total}")
             L.append(f"if q < 0: V, q = r.slideq(q, {total})")
-            L.append(f"x = (V >> q) & {(1 << total) - 1}")
-            shift = total
-            code_mask = 0
-            body: list[str] = []
-            k = 0
-            while k < len(run):
-                op = run[k]
+            L.append(f"if (V >> q) & {(1 << total) - 1}: raise r.deviation({where!r}, r.end - q)")
+            for op in run:
                 if op[0] == "nop":
-                    body.extend(op[1])
-                    k += 1
-                    continue
-                width, lines = op[1], op[2]
-                group = self._table_group(run, k) if len(op) == 5 else None
-                if group is not None:  # adjacent small fields: one table lookup, their own code if it misses
-                    end, span = group
-                    table = self._fields_table(run[k:end], span)
-                    low = shift - span
-                    piece = f"(x >> {low})" if low else "x"
-                    if low + span < total:
-                        piece = f"({piece} & {(1 << span) - 1})"
-                    targets = [o[4][1] for o in run[k:end] if o[0] == "fix" and len(o) == 5]
-                    els = [x for o in run[k:end] if o[0] == "nop" for x in o[1]]
-                    lead: list[str] = []  # the first field's error context: needed only where the lookup misses
-                    j = k - 1
-                    while j >= 0 and run[j][0] == "fix" and run[j][2] == "code":
-                        j -= 1
-                    before = run[j][1] if j >= 0 and run[j][0] == "nop" else []
-                    if before and body[-len(before):] == before and all(x.startswith("el = ") for x in before):
-                        lead = before
-                        del body[-len(lead):]
-                    body.append(f"_t = {table}[{piece}]")
-                    body.append("if _t is None:")
-                    body.extend("    " + x for x in lead)
-                    for o in run[k:end]:
-                        if o[0] == "nop":
-                            body.extend("    " + x for x in o[1])
-                            continue
-                        shift -= o[1]
-                        code_mask |= ((1 << o[1]) - 1) << shift if o[2] == "code" else 0
-                        if o[2] != "code":
-                            pc = f"(x >> {shift})" if shift else "x"
-                            if shift + o[1] < total:
-                                pc = f"({pc} & {(1 << o[1]) - 1})"
-                            body.extend("    " + x.replace("{p}", pc) for x in o[2])
-                    body.append("else:")
-                    if els:
-                        body.append("    " + els[-1])
-                    body.append(f"    {', '.join(targets)} = _t")
-                    k = end
-                    continue
+                    L.extend(op[1])
+            return L
+        L.append(f"q -= {total}")
+        L.append(f"if q < 0: V, q = r.slideq(q, {total})")
+        L.append(f"x = (V >> q) & {(1 << total) - 1}")
+        shift = total
+        code_mask = 0
+        body: list[str] = []
+        k = 0
+        while k < len(run):
+            op = run[k]
+            if op[0] == "nop":
+                body.extend(op[1])
                 k += 1
-                if width == 0:
-                    continue
-                shift -= width
-                mask = (1 << width) - 1
-                if lines == "code":
-                    code_mask |= mask << shift
-                    continue
-                piece = f"(x >> {shift})" if shift else "x"
-                if shift + width < total:
-                    piece = f"({piece} & {mask})"
-                body.extend(line.replace("{p}", piece) for line in lines)
-            if code_mask:
-                L.append(f"if x & {code_mask}: raise r.deviation({where!r}, r.end - q)")
-            L.extend(body)
+                continue
+            width, lines = op[1], op[2]
+            group = self._table_group(run, k) if len(op) == 5 else None
+            if group is not None:  # adjacent small fields: one table lookup, their own code if it misses
+                end, span = group
+                table = self._fields_table(run[k:end], span)
+                low = shift - span
+                piece = f"(x >> {low})" if low else "x"
+                if low + span < total:
+                    piece = f"({piece} & {(1 << span) - 1})"
+                targets = [o[4][1] for o in run[k:end] if o[0] == "fix" and len(o) == 5]
+                els = [x for o in run[k:end] if o[0] == "nop" for x in o[1]]
+                lead: list[str] = []  # the first field's error context: needed only where the lookup misses
+                j = k - 1
+                while j >= 0 and run[j][0] == "fix" and run[j][2] == "code":
+                    j -= 1
+                before = run[j][1] if j >= 0 and run[j][0] == "nop" else []
+                if before and body[-len(before):] == before and all(x.startswith("el = ") for x in before):
+                    lead = before
+                    del body[-len(lead):]
+                body.append(f"_t = {table}[{piece}]")
+                body.append("if _t is None:")
+                body.extend("    " + x for x in lead)
+                for o in run[k:end]:
+                    if o[0] == "nop":
+                        body.extend("    " + x for x in o[1])
+                        continue
+                    shift -= o[1]
+                    code_mask |= ((1 << o[1]) - 1) << shift if o[2] == "code" else 0
+                    if o[2] != "code":
+                        pc = f"(x >> {shift})" if shift else "x"
+                        if shift + o[1] < total:
+                            pc = f"({pc} & {(1 << o[1]) - 1})"
+                        body.extend("    " + x.replace("{p}", pc) for x in o[2])
+                body.append("else:")
+                if els:
+                    body.append("    " + els[-1])
+                body.append(f"    {', '.join(targets)} = _t")
+                k = end
+                continue
+            k += 1
+            if width == 0:
+                continue
+            shift -= width
+            mask = (1 << width) - 1
+            if lines == "code":
+                code_mask |= mask << shift
+                continue
+            piece = f"(x >> {shift})" if shift else "x"
+            if shift + width < total:
+                piece = f"({piece} & {mask})"
+            body.extend(line.replace("{p}", piece) for line in lines)
+        if code_mask:
+            L.append(f"if x & {code_mask}: raise r.deviation({where!r}, r.end - q)")
+        L.extend(body)
         return L
 
     TABLE_BITS = 10  # adjacent small fields spanning at most this many bits decode by one table lookup
@@ -876,7 +882,7 @@ class CodecWriter:
                 continue
             if kind == "var":
                 lines = ops[i][1]
-                if any("w." in x or "_e_" in x for x in lines):  # a call: hand it the accumulator
+                if any(re.search(r"\bw\.", x) or "_e_" in x for x in lines):  # a call: hand it the accumulator
                     L.append("w.v = v; w.n = n")
                     L.extend(lines)
                     L.append("v = w.v; n = w.n")
@@ -942,9 +948,11 @@ class CodecWriter:
         cache = self.__dict__.setdefault("_lin_cache", {})
         if key not in cache:
             saved = getattr(self, "_inline", set())
+            saved_pre = getattr(self, "_pre", {})
             saved_tmp = getattr(self, "_tmp_n", 0)
             self._tmp_n = 0  # its temporaries are renamed per use (_rename_ops): the same code wherever it is inlined
             self._inline = self._plan(info)[2]
+            self._pre = {}
             p0 = info.grammar[0].prods[0]
             if enc:
                 ops, nxt, _ = self._follow_enc(info, p0, info.grammar[0].width)
@@ -962,6 +970,7 @@ class CodecWriter:
                 ops = [("fix", info.grammar[0].width, "code"), *ops]
             assert nxt == -1
             self._inline = saved
+            self._pre = saved_pre
             self._tmp_n = saved_tmp
             cache[key] = ops
         return cache[key]
@@ -1068,9 +1077,10 @@ class CodecWriter:
         key = (id(info.ct), enc, self._mod)
         cache = self.__dict__.setdefault("_inline_cache", {})
         if key not in cache:
-            saved = (getattr(self, "_cur_type", ""), getattr(self, "_inline", set()), getattr(self, "_tmp_n", 0))
+            saved = (getattr(self, "_cur_type", ""), getattr(self, "_inline", set()), getattr(self, "_tmp_n", 0),
+                     getattr(self, "_pre", {}))
             lines = self.type_encoder(info) if enc else self.type_decoder(info)
-            self._cur_type, self._inline, self._tmp_n = saved
+            self._cur_type, self._inline, self._tmp_n, self._pre = saved
             start = lines.index("    try:")
             stop = lines.index("    except Exception as e:")
             if enc:
@@ -1190,6 +1200,14 @@ class CodecWriter:
         chains, skip, inline = self._plan(info)
         self._inline = inline
         blocks = [st for st in info.grammar if st.index not in skip and st.index not in inline]
+        # A block's event code is read by every production that leads to it, fused with the production's
+        # last reads (the end-element codes of its value, mostly): one read of the window instead of two.
+        # Not the first block (entered from the start too), loops (entered again at their head) or a start
+        # tag that may see an empty value's escape (its own read decides).
+        exits = {exit_ for _code, count, exit_ in chains.values() if count}  # entered by a counted loop's end
+        self._pre = {st.index: st for st in blocks
+                     if st.index != 0 and st.index not in chains and st.index not in exits and st.width
+                     and self._empty_ch(info, st) is None}
         if len(blocks) == 1 and 0 not in chains:
             L.extend("        " + x for x in self._dec_block(info, info.grammar[0], None, terminal=True))
         else:
@@ -1262,6 +1280,9 @@ class CodecWriter:
                 ops.append(("fix", tgt.width, "code"))
             ops.extend(self._dec_prod_ops(info, q))
             tgt = q.target
+        nxt = self._pre.get(-1 if tgt is None else tgt.index)
+        if nxt is not None:  # the next block's event code, read here (see type_decoder)
+            ops.append(("fix", nxt.width, "code" if len(nxt.prods) == 1 else ["ec = {p}"]))
         return ops, (-1 if tgt is None else tgt.index)
 
     def _empty_ch(self, info: TypeInfo, st: State) -> str | None:
@@ -1297,9 +1318,11 @@ class CodecWriter:
             L.append("else:")
             L.append(f"    raise r.deviation({where!r}, r.end - q)")
             return L
+        pre = st.index in self._pre  # its event code was read by the production that led here
         if chain is None and len(st.prods) == 1:
             ops, nxt = self._follow_dec(info, st.prods[0])
-            ops = [("fix", st.width, "code"), *ops]
+            if not pre:
+                ops = [("fix", st.width, "code"), *ops]
             L.extend(self._render_dec(ops, where))
             if not terminal:
                 L.append(f"s = {nxt}")
@@ -1312,9 +1335,10 @@ class CodecWriter:
                 L.append("_k = 0")
             L.append("while True:")
             ind = "    "
-        L.append(f"{ind}q -= {st.width}")
-        L.append(f"{ind}if q < 0: V, q = r.slideq(q, {st.width})")
-        L.append(f"{ind}ec = (V >> q) & {(1 << st.width) - 1}")
+        if not pre:
+            L.append(f"{ind}q -= {st.width}")
+            L.append(f"{ind}if q < 0: V, q = r.slideq(q, {st.width})")
+            L.append(f"{ind}ec = (V >> q) & {(1 << st.width) - 1}")
         if not loop and len(st.prods) > 8:
             cases = []
             for p in st.prods:
