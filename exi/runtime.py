@@ -113,9 +113,10 @@ class Reader:
         self.data = data
         self.strict = strict  # a facet violation is a DecodeError; else it is recorded in dev
         self.dev = deviations  # created on the first deviation when None (nothing to allocate on the common path)
-        self.total = total = len(data) * 8
-        self.gvals: list[str] | None = None  # global value partition, created on first string
-        self.lvals: dict[int, list[str]] = {}
+        self.total = total = len(data) << 3
+        # the value partitions, global and local per qname: both created with the first string
+        self.gvals: list[str] | None = None
+        self.lvals: dict[int, list[str]] | None = None
         if total <= WINDOW_BYTES * 8:
             self.v = int.from_bytes(data, "big")
             self.end = total
@@ -254,7 +255,7 @@ class Reader:
         at = self.pos
         n = self.uint()
         if n == 0:
-            part = self.lvals.get(key)
+            part = self.lvals.get(key) if self.lvals is not None else None
             if not part:
                 raise DecodeError("local string-table hit with an empty local partition", at)
             i = self.bits((len(part) - 1).bit_length())
@@ -271,10 +272,11 @@ class Reader:
             return part[i]
         s = self.chars(n - 2)
         if s:
-            if self.gvals is None:
+            if self.gvals is None or self.lvals is None:  # the first string
                 self.gvals = [s]
-            else:
-                self.gvals.append(s)
+                self.lvals = {key: [s]}
+                return s
+            self.gvals.append(s)
             local = self.lvals.get(key)
             if local is None:
                 self.lvals[key] = [s]
@@ -326,9 +328,9 @@ class Writer:
 
     __slots__ = ("buf", "n", "v")
 
-    def __init__(self) -> None:
-        self.v = V2G_HEADER
-        self.n = 8
+    def __init__(self, v: int = V2G_HEADER, n: int = 8) -> None:
+        self.v = v  # the header, or the header and a document's first event code (exi.encode)
+        self.n = n
         self.buf = bytearray()
 
     def flush(self) -> None:
