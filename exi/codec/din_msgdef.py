@@ -4004,9 +4004,2270 @@ def _d_V2G_Message(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
         el = 'Body'
-        r.pos = r.end - q
-        f_Body = _d_BodyType(r)
-        V = r.v; q = r.end - r.pos
+        _cf = None
+        _cv = None
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        ec = (V >> q) & 63
+        if ec < 18:
+            if ec < 9:
+                if ec < 4:
+                    if ec == 0:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/BodyElement'
+                        _cf = 'BodyElement'
+                        _cv = _new(din_msgdef.BodyBaseType)
+                        _c2_s = 1
+                    elif ec == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CableCheckReq'
+                        _cf = 'CableCheckReq'
+                        el = 'Body/CableCheckReq/DC_EVStatus'
+                        _c2_c2_c1_EVReady = None
+                        _c2_c2_c1_EVCabinConditioning = None
+                        _c2_c2_c1_EVRESSConditioning = None
+                        _c2_c2_c1_EVErrorCode = None
+                        _c2_c2_c1_EVRESSSOC = None
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVReady'
+                        _c2_c2_c1_EVReady = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
+                        _c2_c2_c1_s = 1
+                        if _c2_c2_c1_s == 1:
+                            if ec == 0:
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                                _c2_c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                                ec = (x & 3)
+                                _c2_c2_c1_s = 2
+                            elif ec == 1:
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c2_c1_s = 3
+                            elif ec == 2:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                                _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
+                                if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
+                                _c2_c2_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c2_c1_s == 2:
+                            if ec == 0:
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c2_c1_s = 3
+                            elif ec == 1:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                                _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
+                                if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
+                                _c2_c2_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c2_c1_s == 3:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                            _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
+                            _c2_c2_c1_s = 4
+                        if _c2_c2_c1_s == 4:
+                            q -= 10
+                            if q < 0: V, q = r.slideq(q, 10)
+                            x = (V >> q) & 1023
+                            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVRESSSOC'
+                            _c2_c2_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c2_c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c2_c1_EVRESSSOC, r.at(r.end - q))
+                            _c2_c2_c1_s = -1
+                        _c2_c2_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_c2_DC_EVStatus.EVReady = _c2_c2_c1_EVReady
+                        _c2_c2_DC_EVStatus.EVCabinConditioning = _c2_c2_c1_EVCabinConditioning
+                        _c2_c2_DC_EVStatus.EVRESSConditioning = _c2_c2_c1_EVRESSConditioning
+                        _c2_c2_DC_EVStatus.EVErrorCode = _c2_c2_c1_EVErrorCode
+                        _c2_c2_DC_EVStatus.EVRESSSOC = _c2_c2_c1_EVRESSSOC
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.CableCheckReqType)
+                        _cv.DC_EVStatus = _c2_c2_DC_EVStatus
+                        _c2_s = 1
+                    elif ec == 2:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CableCheckRes'
+                        _cf = 'CableCheckRes'
+                        el = 'Body/CableCheckRes/ResponseCode'
+                        _c2_c3_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c3_ResponseCode >= 23: _c2_c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c2_c3_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c3_ResponseCode]
+                        el = 'Body/CableCheckRes/DC_EVSEStatus'
+                        _c2_c3_c1_EVSEIsolationStatus = None
+                        _c2_c3_c1_EVSEStatusCode = None
+                        _c2_c3_c1_NotificationMaxDelay = None
+                        _c2_c3_c1_EVSENotification = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            q -= 12
+                            if q < 0: V, q = r.slideq(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            if _t is None:
+                                el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c2_c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c3_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c2_c3_c1_EVSEStatusCode >= 12: _c2_c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c3_c1_EVSEStatusCode]
+                            else:
+                                el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c3_c1_EVSEIsolationStatus, _c2_c3_c1_EVSEStatusCode = _t
+                            _c2_c3_c1_s = 2
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c2_c3_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c2_c3_c1_EVSEStatusCode >= 12: _c2_c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c3_c1_EVSEStatusCode]
+                            _c2_c3_c1_s = 2
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c3_c1_s == 2:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c3_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c3_c1_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c2_c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c3_c1_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
+                            _c2_c3_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c2_c3_c1_EVSENotification >= 3: _c2_c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c3_c1_EVSENotification, 3, r.at(r.end - q))
+                            else: _c2_c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c3_c1_EVSENotification]
+                            _c2_c3_c1_s = -1
+                        _c2_c3_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c2_c3_DC_EVSEStatus.EVSEIsolationStatus = _c2_c3_c1_EVSEIsolationStatus
+                        _c2_c3_DC_EVSEStatus.EVSEStatusCode = _c2_c3_c1_EVSEStatusCode
+                        _c2_c3_DC_EVSEStatus.NotificationMaxDelay = _c2_c3_c1_NotificationMaxDelay
+                        _c2_c3_DC_EVSEStatus.EVSENotification = _c2_c3_c1_EVSENotification
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 55: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CableCheckRes/EVSEProcessing'
+                        _c2_c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
+                        _cv = _new(din_msgbody.CableCheckResType)
+                        _cv.ResponseCode = _c2_c3_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c3_DC_EVSEStatus
+                        _cv.EVSEProcessing = _c2_c3_EVSEProcessing
+                        _c2_s = 1
+                    elif ec == 3:
+                        el = 'Body/CertificateInstallationReq'
+                        _cf = 'CertificateInstallationReq'
+                        _c2_c4_Id = None
+                        _c2_c4_OEMProvisioningCert = None
+                        _c2_c4_ListOfRootCertificateIDs = None
+                        _c2_c4_DHParams = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/CertificateInstallationReq/@Id'
+                            r.pos = r.end - q
+                            _c2_c4_Id = r.string('Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                                _c2_c4_OEMProvisioningCert = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            _c2_c4_s = 2
+                        elif ec == 1:
+                            el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                                _c2_c4_OEMProvisioningCert = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            _c2_c4_s = 2
+                        else:
+                            raise r.deviation('CertificateInstallationReqType', r.end - q)
+                        if _c2_c4_s == 2:
+                            el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
+                            r.pos = r.end - q
+                            _c2_c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            el = 'Body/CertificateInstallationReq/DHParams'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                                _c2_c4_DHParams = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c4_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c2_c4_DHParams, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            _c2_c4_s = -1
+                        _cv = _new(din_msgbody.CertificateInstallationReqType)
+                        _cv.Id = _c2_c4_Id
+                        _cv.OEMProvisioningCert = _c2_c4_OEMProvisioningCert
+                        _cv.ListOfRootCertificateIDs = _c2_c4_ListOfRootCertificateIDs
+                        _cv.DHParams = _c2_c4_DHParams
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 4:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes'
+                        _cf = 'CertificateInstallationRes'
+                        el = 'Body/CertificateInstallationRes/@Id'
+                        r.pos = r.end - q
+                        _c2_c5_Id = r.string('Id')
+                        V = r.v; q = r.end - r.pos
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/ResponseCode'
+                        _c2_c5_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c5_ResponseCode >= 23: _c2_c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c2_c5_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
+                        el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
+                        _c2_c5_c1_Certificate = None
+                        _c2_c5_c1_SubCertificates = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            _c2_c5_c1_Certificate = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c5_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c5_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c5_c1_Certificate, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
+                        _c2_c5_c1_s = 1
+                        if _c2_c5_c1_s == 1:
+                            if ec == 0:
+                                el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                                r.pos = r.end - q
+                                _c2_c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                                _c2_c5_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c5_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c5_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c2_c5_ContractSignatureCertChain.Certificate = _c2_c5_c1_Certificate
+                        _c2_c5_ContractSignatureCertChain.SubCertificates = _c2_c5_c1_SubCertificates
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                            _c2_c5_ContractSignatureEncryptedPrivateKey = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c5_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/DHParams'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                            _c2_c5_DHParams = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c5_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c5_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c2_c5_DHParams, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/ContractID'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            _c2_c5_ContractID = ''
+                        else:
+                            r.pos = r.end - q
+                            _c2_c5_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c2_c5_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c2_c5_ContractID, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.CertificateInstallationResType)
+                        _cv.Id = _c2_c5_Id
+                        _cv.ResponseCode = _c2_c5_ResponseCode
+                        _cv.ContractSignatureCertChain = _c2_c5_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c2_c5_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c2_c5_DHParams
+                        _cv.ContractID = _c2_c5_ContractID
+                        _c2_s = 1
+                    elif ec == 5:
+                        el = 'Body/CertificateUpdateReq'
+                        _cf = 'CertificateUpdateReq'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 6:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateRes'
+                        _cf = 'CertificateUpdateRes'
+                        el = 'Body/CertificateUpdateRes/@Id'
+                        r.pos = r.end - q
+                        _c2_c6_Id = r.string('Id')
+                        V = r.v; q = r.end - r.pos
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateRes/ResponseCode'
+                        _c2_c6_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c6_ResponseCode >= 23: _c2_c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c2_c6_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c6_ResponseCode]
+                        el = 'Body/CertificateUpdateRes/ContractSignatureCertChain'
+                        _c2_c6_c1_Certificate = None
+                        _c2_c6_c1_SubCertificates = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            _c2_c6_c1_Certificate = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c6_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c6_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c6_c1_Certificate, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
+                        _c2_c6_c1_s = 1
+                        if _c2_c6_c1_s == 1:
+                            if ec == 0:
+                                el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                                r.pos = r.end - q
+                                _c2_c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                                _c2_c6_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c6_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c2_c6_ContractSignatureCertChain.Certificate = _c2_c6_c1_Certificate
+                        _c2_c6_ContractSignatureCertChain.SubCertificates = _c2_c6_c1_SubCertificates
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                            _c2_c6_ContractSignatureEncryptedPrivateKey = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c6_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c6_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateRes/DHParams'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                            _c2_c6_DHParams = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c6_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c6_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c2_c6_DHParams, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateRes/ContractID'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            _c2_c6_ContractID = ''
+                        else:
+                            r.pos = r.end - q
+                            _c2_c6_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c2_c6_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c2_c6_ContractID, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateRes/RetryCounter'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c6_RetryCounter = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c6_RetryCounter = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c6_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c6_RetryCounter = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        if _neg: _c2_c6_RetryCounter = -_c2_c6_RetryCounter - 1
+                        if _c2_c6_RetryCounter < -32768 or _c2_c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c2_c6_RetryCounter, r.at(r.end - q))
+                        _cv = _new(din_msgbody.CertificateUpdateResType)
+                        _cv.Id = _c2_c6_Id
+                        _cv.ResponseCode = _c2_c6_ResponseCode
+                        _cv.ContractSignatureCertChain = _c2_c6_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c2_c6_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c2_c6_DHParams
+                        _cv.ContractID = _c2_c6_ContractID
+                        _cv.RetryCounter = _c2_c6_RetryCounter
+                        _c2_s = 1
+                    elif ec == 7:
+                        el = 'Body/ChargeParameterDiscoveryReq'
+                        _cf = 'ChargeParameterDiscoveryReq'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 8:
+                        el = 'Body/ChargeParameterDiscoveryRes'
+                        _cf = 'ChargeParameterDiscoveryRes'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+            else:
+                if ec < 13:
+                    if ec == 9:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ChargingStatusReq'
+                        _cf = 'ChargingStatusReq'
+                        _cv = _new(din_msgbody.ChargingStatusReqType)
+                        _c2_s = 1
+                    elif ec == 10:
+                        el = 'Body/ChargingStatusRes'
+                        _cf = 'ChargingStatusRes'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_ChargingStatusResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 11:
+                        el = 'Body/ContractAuthenticationReq'
+                        _cf = 'ContractAuthenticationReq'
+                        _c2_c8_Id = None
+                        _c2_c8_GenChallenge = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/ContractAuthenticationReq/@Id'
+                            r.pos = r.end - q
+                            _c2_c8_Id = r.string('Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c8_s = 1
+                        elif ec == 1:
+                            el = 'Body/ContractAuthenticationReq/GenChallenge'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                                _c2_c8_GenChallenge = ''
+                            else:
+                                r.pos = r.end - q
+                                _c2_c8_GenChallenge = r.string('din_msgbody:GenChallenge')
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                            _c2_c8_s = 2
+                        elif ec == 2:
+                            pass
+                            _c2_c8_s = -1
+                        else:
+                            raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                        if _c2_c8_s == 1:
+                            if ec == 0:
+                                el = 'Body/ContractAuthenticationReq/GenChallenge'
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1:
+                                    q -= 3
+                                    if q < 0: V, q = r.slideq(q, 3)
+                                    if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                                    _c2_c8_GenChallenge = ''
+                                else:
+                                    r.pos = r.end - q
+                                    _c2_c8_GenChallenge = r.string('din_msgbody:GenChallenge')
+                                    V = r.v; q = r.end - r.pos
+                                    q -= 1
+                                    if q < 0: V, q = r.slideq(q, 1)
+                                    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                                _c2_c8_s = 2
+                            elif ec == 1:
+                                pass
+                                _c2_c8_s = -1
+                            else:
+                                raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                        if _c2_c8_s == 2:
+                            _c2_c8_s = -1
+                        _cv = _new(din_msgbody.ContractAuthenticationReqType)
+                        _cv.Id = _c2_c8_Id
+                        _cv.GenChallenge = _c2_c8_GenChallenge
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 12:
+                        q -= 14
+                        if q < 0: V, q = r.slideq(q, 14)
+                        x = (V >> q) & 16383
+                        if x & 12407: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ContractAuthenticationRes'
+                        _cf = 'ContractAuthenticationRes'
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 3) & 511)]
+                        if _t is None:
+                            el = 'Body/ContractAuthenticationRes/ResponseCode'
+                            _c2_c9_ResponseCode = ((x >> 7) & 31)
+                            if _c2_c9_ResponseCode >= 23: _c2_c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c2_c9_ResponseCode, 23, r.at(r.end - q))
+                            else: _c2_c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c9_ResponseCode]
+                            el = 'Body/ContractAuthenticationRes/EVSEProcessing'
+                            _c2_c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
+                        else:
+                            el = 'Body/ContractAuthenticationRes/EVSEProcessing'
+                            _c2_c9_ResponseCode, _c2_c9_EVSEProcessing = _t
+                        _cv = _new(din_msgbody.ContractAuthenticationResType)
+                        _cv.ResponseCode = _c2_c9_ResponseCode
+                        _cv.EVSEProcessing = _c2_c9_EVSEProcessing
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 13:
+                        el = 'Body/CurrentDemandReq'
+                        _cf = 'CurrentDemandReq'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_CurrentDemandReqType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 14:
+                        el = 'Body/CurrentDemandRes'
+                        _cf = 'CurrentDemandRes'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_CurrentDemandResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 15:
+                        el = 'Body/MeteringReceiptReq'
+                        _cf = 'MeteringReceiptReq'
+                        _c2_c10_Id = None
+                        _c2_c10_SessionID = None
+                        _c2_c10_SAScheduleTupleID = None
+                        _c2_c10_MeterInfo = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/MeteringReceiptReq/@Id'
+                            r.pos = r.end - q
+                            _c2_c10_Id = r.string('Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            el = 'Body/MeteringReceiptReq/SessionID'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                _c2_c10_SessionID = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c10_s = 2
+                        elif ec == 1:
+                            el = 'Body/MeteringReceiptReq/SessionID'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                _c2_c10_SessionID = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c10_s = 2
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        if _c2_c10_s == 2:
+                            if ec == 0:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                                el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c10_SAScheduleTupleID = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c10_SAScheduleTupleID = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c10_SAScheduleTupleID = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                                if _neg: _c2_c10_SAScheduleTupleID = -_c2_c10_SAScheduleTupleID - 1
+                                if _c2_c10_SAScheduleTupleID < -32768 or _c2_c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_c10_SAScheduleTupleID, r.at(r.end - q))
+                                el = 'Body/MeteringReceiptReq/MeterInfo'
+                                r.pos = r.end - q
+                                _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                                _c2_c10_s = 4
+                            elif ec == 1:
+                                el = 'Body/MeteringReceiptReq/MeterInfo'
+                                r.pos = r.end - q
+                                _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                                _c2_c10_s = 4
+                            else:
+                                raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        if _c2_c10_s == 4:
+                            _c2_c10_s = -1
+                        _cv = _new(din_msgbody.MeteringReceiptReqType)
+                        _cv.Id = _c2_c10_Id
+                        _cv.SessionID = _c2_c10_SessionID
+                        _cv.SAScheduleTupleID = _c2_c10_SAScheduleTupleID
+                        _cv.MeterInfo = _c2_c10_MeterInfo
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 16:
+                        q -= 19
+                        if q < 0: V, q = r.slideq(q, 19)
+                        x = (V >> q) & 524287
+                        if x & 397175: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/MeteringReceiptRes'
+                        _cf = 'MeteringReceiptRes'
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[((x >> 7) & 1023)]
+                        if _t is None:
+                            el = 'Body/MeteringReceiptRes/ResponseCode'
+                            _c2_c11_ResponseCode = ((x >> 12) & 31)
+                            if _c2_c11_ResponseCode >= 23: _c2_c11_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c2_c11_ResponseCode, 23, r.at(r.end - q))
+                            else: _c2_c11_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c11_ResponseCode]
+                            el = 'Body/MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
+                            _c2_c11_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                        else:
+                            el = 'Body/MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
+                            _c2_c11_ResponseCode, _c2_c11_c1_PowerSwitchClosed = _t
+                        el = 'Body/MeteringReceiptRes/AC_EVSEStatus/RCD'
+                        _c2_c11_c1_RCD = ((x >> 3) & 1) == 1
+                        el = 'Body/MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c11_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c11_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c11_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c11_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 463: raise r.deviation('BodyType', r.end - q)
+                        if _c2_c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c11_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'Body/MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
+                        _c2_c11_c1_EVSENotification = ((x >> 4) & 3)
+                        if _c2_c11_c1_EVSENotification >= 3: _c2_c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c11_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c11_c1_EVSENotification]
+                        _c2_c11_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+                        _c2_c11_AC_EVSEStatus.PowerSwitchClosed = _c2_c11_c1_PowerSwitchClosed
+                        _c2_c11_AC_EVSEStatus.RCD = _c2_c11_c1_RCD
+                        _c2_c11_AC_EVSEStatus.NotificationMaxDelay = _c2_c11_c1_NotificationMaxDelay
+                        _c2_c11_AC_EVSEStatus.EVSENotification = _c2_c11_c1_EVSENotification
+                        _cv = _new(din_msgbody.MeteringReceiptResType)
+                        _cv.ResponseCode = _c2_c11_ResponseCode
+                        _cv.AC_EVSEStatus = _c2_c11_AC_EVSEStatus
+                        _c2_s = 1
+                    elif ec == 17:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsReq'
+                        _cf = 'PaymentDetailsReq'
+                        el = 'Body/PaymentDetailsReq/ContractID'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            _c2_c12_ContractID = ''
+                        else:
+                            r.pos = r.end - q
+                            _c2_c12_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c2_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c2_c12_ContractID, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
+                        _c2_c12_c1_Certificate = None
+                        _c2_c12_c1_SubCertificates = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            _c2_c12_c1_Certificate = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c12_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c12_c1_Certificate, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
+                        _c2_c12_c1_s = 1
+                        if _c2_c12_c1_s == 1:
+                            if ec == 0:
+                                el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                                r.pos = r.end - q
+                                _c2_c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                                _c2_c12_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c12_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c12_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c2_c12_ContractSignatureCertChain.Certificate = _c2_c12_c1_Certificate
+                        _c2_c12_ContractSignatureCertChain.SubCertificates = _c2_c12_c1_SubCertificates
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.PaymentDetailsReqType)
+                        _cv.ContractID = _c2_c12_ContractID
+                        _cv.ContractSignatureCertChain = _c2_c12_ContractSignatureCertChain
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+        else:
+            if ec < 27:
+                if ec < 22:
+                    if ec == 18:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsRes'
+                        _cf = 'PaymentDetailsRes'
+                        el = 'Body/PaymentDetailsRes/ResponseCode'
+                        _c2_c13_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c13_ResponseCode >= 23: _c2_c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c2_c13_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c13_ResponseCode]
+                        el = 'Body/PaymentDetailsRes/GenChallenge'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                            _c2_c13_GenChallenge = ''
+                        else:
+                            r.pos = r.end - q
+                            _c2_c13_GenChallenge = r.string('din_msgbody:GenChallenge')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsRes/DateTimeNow'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c13_DateTimeNow = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c13_DateTimeNow = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c13_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c13_DateTimeNow = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        if _neg: _c2_c13_DateTimeNow = -_c2_c13_DateTimeNow - 1
+                        if _c2_c13_DateTimeNow < -9223372036854775808 or _c2_c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c13_DateTimeNow, r.at(r.end - q))
+                        _cv = _new(din_msgbody.PaymentDetailsResType)
+                        _cv.ResponseCode = _c2_c13_ResponseCode
+                        _cv.GenChallenge = _c2_c13_GenChallenge
+                        _cv.DateTimeNow = _c2_c13_DateTimeNow
+                        _c2_s = 1
+                    elif ec == 19:
+                        el = 'Body/PowerDeliveryReq'
+                        _cf = 'PowerDeliveryReq'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_PowerDeliveryReqType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 20:
+                        el = 'Body/PowerDeliveryRes'
+                        _cf = 'PowerDeliveryRes'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_PowerDeliveryResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 21:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeReq'
+                        _cf = 'PreChargeReq'
+                        el = 'Body/PreChargeReq/DC_EVStatus'
+                        _c2_c14_c1_EVReady = None
+                        _c2_c14_c1_EVCabinConditioning = None
+                        _c2_c14_c1_EVRESSConditioning = None
+                        _c2_c14_c1_EVErrorCode = None
+                        _c2_c14_c1_EVRESSSOC = None
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
+                        _c2_c14_c1_EVReady = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
+                        _c2_c14_c1_s = 1
+                        if _c2_c14_c1_s == 1:
+                            if ec == 0:
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                                _c2_c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                                ec = (x & 3)
+                                _c2_c14_c1_s = 2
+                            elif ec == 1:
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c14_c1_s = 3
+                            elif ec == 2:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                                _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
+                                if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
+                                _c2_c14_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c14_c1_s == 2:
+                            if ec == 0:
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c14_c1_s = 3
+                            elif ec == 1:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                                _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
+                                if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
+                                _c2_c14_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c14_c1_s == 3:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                            _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
+                            _c2_c14_c1_s = 4
+                        if _c2_c14_c1_s == 4:
+                            q -= 10
+                            if q < 0: V, q = r.slideq(q, 10)
+                            x = (V >> q) & 1023
+                            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
+                            _c2_c14_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c2_c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c14_c1_EVRESSSOC, r.at(r.end - q))
+                            _c2_c14_c1_s = -1
+                        _c2_c14_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_c14_DC_EVStatus.EVReady = _c2_c14_c1_EVReady
+                        _c2_c14_DC_EVStatus.EVCabinConditioning = _c2_c14_c1_EVCabinConditioning
+                        _c2_c14_DC_EVStatus.EVRESSConditioning = _c2_c14_c1_EVRESSConditioning
+                        _c2_c14_DC_EVStatus.EVErrorCode = _c2_c14_c1_EVErrorCode
+                        _c2_c14_DC_EVStatus.EVRESSSOC = _c2_c14_c1_EVRESSSOC
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeReq/EVTargetVoltage'
+                        _c2_c14_c2_Multiplier = None
+                        _c2_c14_c2_Unit = None
+                        _c2_c14_c2_Value = None
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
+                        _c2_c14_c2_Multiplier = ((x >> 3) & 7) + -3
+                        if _c2_c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c14_c2_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
+                        _c2_c14_c2_s = 1
+                        if _c2_c14_c2_s == 1:
+                            if ec == 0:
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
+                                _c2_c14_c2_Unit = ((x >> 4) & 15)
+                                if _c2_c14_c2_Unit >= 10: _c2_c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c2_Unit, 10, r.at(r.end - q))
+                                else: _c2_c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c2_Unit]
+                                el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c14_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c14_c2_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c14_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
+                                if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
+                                _c2_c14_c2_s = 3
+                            elif ec == 1:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c14_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c14_c2_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c14_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
+                                if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
+                                _c2_c14_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', r.end - q)
+                        if _c2_c14_c2_s == 3:
+                            _c2_c14_c2_s = -1
+                        _c2_c14_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c2_c14_EVTargetVoltage.Multiplier = _c2_c14_c2_Multiplier
+                        _c2_c14_EVTargetVoltage.Unit = _c2_c14_c2_Unit
+                        _c2_c14_EVTargetVoltage.Value = _c2_c14_c2_Value
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeReq/EVTargetCurrent'
+                        _c2_c14_c3_Multiplier = None
+                        _c2_c14_c3_Unit = None
+                        _c2_c14_c3_Value = None
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
+                        _c2_c14_c3_Multiplier = ((x >> 3) & 7) + -3
+                        if _c2_c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c14_c3_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
+                        _c2_c14_c3_s = 1
+                        if _c2_c14_c3_s == 1:
+                            if ec == 0:
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
+                                _c2_c14_c3_Unit = ((x >> 4) & 15)
+                                if _c2_c14_c3_Unit >= 10: _c2_c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c3_Unit, 10, r.at(r.end - q))
+                                else: _c2_c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c3_Unit]
+                                el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c14_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c14_c3_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c14_c3_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
+                                if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
+                                _c2_c14_c3_s = 3
+                            elif ec == 1:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c14_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c14_c3_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c14_c3_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
+                                if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
+                                _c2_c14_c3_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', r.end - q)
+                        if _c2_c14_c3_s == 3:
+                            _c2_c14_c3_s = -1
+                        _c2_c14_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                        _c2_c14_EVTargetCurrent.Multiplier = _c2_c14_c3_Multiplier
+                        _c2_c14_EVTargetCurrent.Unit = _c2_c14_c3_Unit
+                        _c2_c14_EVTargetCurrent.Value = _c2_c14_c3_Value
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.PreChargeReqType)
+                        _cv.DC_EVStatus = _c2_c14_DC_EVStatus
+                        _cv.EVTargetVoltage = _c2_c14_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c2_c14_EVTargetCurrent
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 22:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeRes'
+                        _cf = 'PreChargeRes'
+                        el = 'Body/PreChargeRes/ResponseCode'
+                        _c2_c15_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c15_ResponseCode >= 23: _c2_c15_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c2_c15_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c15_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c15_ResponseCode]
+                        el = 'Body/PreChargeRes/DC_EVSEStatus'
+                        _c2_c15_c1_EVSEIsolationStatus = None
+                        _c2_c15_c1_EVSEStatusCode = None
+                        _c2_c15_c1_NotificationMaxDelay = None
+                        _c2_c15_c1_EVSENotification = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            q -= 12
+                            if q < 0: V, q = r.slideq(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            if _t is None:
+                                el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c2_c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c15_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c2_c15_c1_EVSEStatusCode >= 12: _c2_c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c15_c1_EVSEStatusCode]
+                            else:
+                                el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c15_c1_EVSEIsolationStatus, _c2_c15_c1_EVSEStatusCode = _t
+                            _c2_c15_c1_s = 2
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c2_c15_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c2_c15_c1_EVSEStatusCode >= 12: _c2_c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c15_c1_EVSEStatusCode]
+                            _c2_c15_c1_s = 2
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c15_c1_s == 2:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c15_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c15_c1_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c2_c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c15_c1_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
+                            _c2_c15_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c2_c15_c1_EVSENotification >= 3: _c2_c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c15_c1_EVSENotification, 3, r.at(r.end - q))
+                            else: _c2_c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c15_c1_EVSENotification]
+                            _c2_c15_c1_s = -1
+                        _c2_c15_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c2_c15_DC_EVSEStatus.EVSEIsolationStatus = _c2_c15_c1_EVSEIsolationStatus
+                        _c2_c15_DC_EVSEStatus.EVSEStatusCode = _c2_c15_c1_EVSEStatusCode
+                        _c2_c15_DC_EVSEStatus.NotificationMaxDelay = _c2_c15_c1_NotificationMaxDelay
+                        _c2_c15_DC_EVSEStatus.EVSENotification = _c2_c15_c1_EVSENotification
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeRes/EVSEPresentVoltage'
+                        _c2_c15_c2_Multiplier = None
+                        _c2_c15_c2_Unit = None
+                        _c2_c15_c2_Value = None
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
+                        _c2_c15_c2_Multiplier = ((x >> 3) & 7) + -3
+                        if _c2_c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c15_c2_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
+                        _c2_c15_c2_s = 1
+                        if _c2_c15_c2_s == 1:
+                            if ec == 0:
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                                _c2_c15_c2_Unit = ((x >> 4) & 15)
+                                if _c2_c15_c2_Unit >= 10: _c2_c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c2_Unit, 10, r.at(r.end - q))
+                                else: _c2_c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c2_Unit]
+                                el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c15_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c15_c2_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c15_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
+                                if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
+                                _c2_c15_c2_s = 3
+                            elif ec == 1:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c15_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c15_c2_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c15_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
+                                if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
+                                _c2_c15_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', r.end - q)
+                        if _c2_c15_c2_s == 3:
+                            _c2_c15_c2_s = -1
+                        _c2_c15_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c2_c15_EVSEPresentVoltage.Multiplier = _c2_c15_c2_Multiplier
+                        _c2_c15_EVSEPresentVoltage.Unit = _c2_c15_c2_Unit
+                        _c2_c15_EVSEPresentVoltage.Value = _c2_c15_c2_Value
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.PreChargeResType)
+                        _cv.ResponseCode = _c2_c15_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c15_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c15_EVSEPresentVoltage
+                        _c2_s = 1
+                    elif ec == 23:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ServiceDetailReq'
+                        _cf = 'ServiceDetailReq'
+                        el = 'Body/ServiceDetailReq/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c16_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c16_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c16_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c16_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        if _c2_c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c2_c16_ServiceID, r.at(r.end - q))
+                        _cv = _new(din_msgbody.ServiceDetailReqType)
+                        _cv.ServiceID = _c2_c16_ServiceID
+                        _c2_s = 1
+                    elif ec == 24:
+                        el = 'Body/ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
+                        _c2_c17_ResponseCode = None
+                        _c2_c17_ServiceID = None
+                        _c2_c17_ServiceParameterList = None
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
+                        el = 'Body/ServiceDetailRes/ResponseCode'
+                        _c2_c17_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c17_ResponseCode >= 23: _c2_c17_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c2_c17_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c17_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c17_ResponseCode]
+                        el = 'Body/ServiceDetailRes/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c17_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c17_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c17_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c17_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c2_c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c17_ServiceID, r.at(r.end - q))
+                        ec = (x & 3)
+                        _c2_c17_s = 2
+                        if _c2_c17_s == 2:
+                            if ec == 0:
+                                el = 'Body/ServiceDetailRes/ServiceParameterList'
+                                r.pos = r.end - q
+                                _c2_c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                                _c2_c17_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c17_s = -1
+                            else:
+                                raise r.deviation('ServiceDetailResType', r.end - q)
+                        _cv = _new(din_msgbody.ServiceDetailResType)
+                        _cv.ResponseCode = _c2_c17_ResponseCode
+                        _cv.ServiceID = _c2_c17_ServiceID
+                        _cv.ServiceParameterList = _c2_c17_ServiceParameterList
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 25:
+                        el = 'Body/ServiceDiscoveryReq'
+                        _cf = 'ServiceDiscoveryReq'
+                        _c2_c18_ServiceScope = None
+                        _c2_c18_ServiceCategory = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/ServiceDiscoveryReq/ServiceScope'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                _c2_c18_ServiceScope = ''
+                            else:
+                                r.pos = r.end - q
+                                _c2_c18_ServiceScope = r.string('din_msgbody:ServiceScope')
+                                if len(_c2_c18_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c2_c18_ServiceScope, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c18_s = 1
+                        elif ec == 1:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                            _c2_c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                            _c2_c18_s = 2
+                        elif ec == 2:
+                            pass
+                            _c2_c18_s = -1
+                        else:
+                            raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                        if _c2_c18_s == 1:
+                            if ec == 0:
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                                _c2_c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                                _c2_c18_s = 2
+                            elif ec == 1:
+                                pass
+                                _c2_c18_s = -1
+                            else:
+                                raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                        if _c2_c18_s == 2:
+                            _c2_c18_s = -1
+                        _cv = _new(din_msgbody.ServiceDiscoveryReqType)
+                        _cv.ServiceScope = _c2_c18_ServiceScope
+                        _cv.ServiceCategory = _c2_c18_ServiceCategory
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 26:
+                        el = 'Body/ServiceDiscoveryRes'
+                        _cf = 'ServiceDiscoveryRes'
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_ServiceDiscoveryResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+            else:
+                if ec < 31:
+                    if ec == 27:
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 27: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ServicePaymentSelectionReq'
+                        _cf = 'ServicePaymentSelectionReq'
+                        el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
+                        _c2_c19_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
+                        r.pos = r.end - q
+                        _c2_c19_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
+                        _cv.SelectedPaymentOption = _c2_c19_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c2_c19_SelectedServiceList
+                        _c2_s = 1
+                    elif ec == 28:
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ServicePaymentSelectionRes'
+                        _cf = 'ServicePaymentSelectionRes'
+                        el = 'Body/ServicePaymentSelectionRes/ResponseCode'
+                        _c2_c20_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c20_ResponseCode >= 23: _c2_c20_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c2_c20_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c20_ResponseCode]
+                        _cv = _new(din_msgbody.ServicePaymentSelectionResType)
+                        _cv.ResponseCode = _c2_c20_ResponseCode
+                        _c2_s = 1
+                    elif ec == 29:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/SessionSetupReq'
+                        _cf = 'SessionSetupReq'
+                        el = 'Body/SessionSetupReq/EVCCID'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+                            _c2_c21_EVCCID = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c21_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c21_EVCCID, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.SessionSetupReqType)
+                        _cv.EVCCID = _c2_c21_EVCCID
+                        _c2_s = 1
+                    elif ec == 30:
+                        el = 'Body/SessionSetupRes'
+                        _cf = 'SessionSetupRes'
+                        _c2_c22_ResponseCode = None
+                        _c2_c22_EVSEID = None
+                        _c2_c22_DateTimeNow = None
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('SessionSetupResType', r.end - q)
+                        el = 'Body/SessionSetupRes/ResponseCode'
+                        _c2_c22_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c22_ResponseCode >= 23: _c2_c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c22_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c22_ResponseCode]
+                        el = 'Body/SessionSetupRes/EVSEID'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+                            _c2_c22_EVSEID = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c22_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c22_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c22_EVSEID, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        ec = x
+                        _c2_c22_s = 2
+                        if _c2_c22_s == 2:
+                            if ec == 0:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+                                el = 'Body/SessionSetupRes/DateTimeNow'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c22_DateTimeNow = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c22_DateTimeNow = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c22_DateTimeNow = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                                if _neg: _c2_c22_DateTimeNow = -_c2_c22_DateTimeNow - 1
+                                if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_DateTimeNow, r.at(r.end - q))
+                                _c2_c22_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c22_s = -1
+                            else:
+                                raise r.deviation('SessionSetupResType', r.end - q)
+                        _cv = _new(din_msgbody.SessionSetupResType)
+                        _cv.ResponseCode = _c2_c22_ResponseCode
+                        _cv.EVSEID = _c2_c22_EVSEID
+                        _cv.DateTimeNow = _c2_c22_DateTimeNow
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 31:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/SessionStopReq'
+                        _cf = 'SessionStopReq'
+                        _cv = _new(din_msgbody.SessionStopType)
+                        _c2_s = 1
+                    elif ec == 32:
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/SessionStopRes'
+                        _cf = 'SessionStopRes'
+                        el = 'Body/SessionStopRes/ResponseCode'
+                        _c2_c24_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c24_ResponseCode >= 23: _c2_c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c24_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
+                        _cv = _new(din_msgbody.SessionStopResType)
+                        _cv.ResponseCode = _c2_c24_ResponseCode
+                        _c2_s = 1
+                    elif ec == 33:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/WeldingDetectionReq'
+                        _cf = 'WeldingDetectionReq'
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus'
+                        _c2_c25_c1_EVReady = None
+                        _c2_c25_c1_EVCabinConditioning = None
+                        _c2_c25_c1_EVRESSConditioning = None
+                        _c2_c25_c1_EVErrorCode = None
+                        _c2_c25_c1_EVRESSSOC = None
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
+                        _c2_c25_c1_EVReady = ((x >> 3) & 1) == 1
+                        ec = (x & 3)
+                        _c2_c25_c1_s = 1
+                        if _c2_c25_c1_s == 1:
+                            if ec == 0:
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                                _c2_c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                                ec = (x & 3)
+                                _c2_c25_c1_s = 2
+                            elif ec == 1:
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c25_c1_s = 3
+                            elif ec == 2:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                                _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
+                                if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
+                                _c2_c25_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c25_c1_s == 2:
+                            if ec == 0:
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c25_c1_s = 3
+                            elif ec == 1:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                                _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
+                                if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
+                                _c2_c25_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c25_c1_s == 3:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                            _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
+                            _c2_c25_c1_s = 4
+                        if _c2_c25_c1_s == 4:
+                            q -= 10
+                            if q < 0: V, q = r.slideq(q, 10)
+                            x = (V >> q) & 1023
+                            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                            _c2_c25_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c2_c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c25_c1_EVRESSSOC, r.at(r.end - q))
+                            _c2_c25_c1_s = -1
+                        _c2_c25_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_c25_DC_EVStatus.EVReady = _c2_c25_c1_EVReady
+                        _c2_c25_DC_EVStatus.EVCabinConditioning = _c2_c25_c1_EVCabinConditioning
+                        _c2_c25_DC_EVStatus.EVRESSConditioning = _c2_c25_c1_EVRESSConditioning
+                        _c2_c25_DC_EVStatus.EVErrorCode = _c2_c25_c1_EVErrorCode
+                        _c2_c25_DC_EVStatus.EVRESSSOC = _c2_c25_c1_EVRESSSOC
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.WeldingDetectionReqType)
+                        _cv.DC_EVStatus = _c2_c25_DC_EVStatus
+                        _c2_s = 1
+                    elif ec == 34:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/WeldingDetectionRes'
+                        _cf = 'WeldingDetectionRes'
+                        el = 'Body/WeldingDetectionRes/ResponseCode'
+                        _c2_c26_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c26_ResponseCode >= 23: _c2_c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c26_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c26_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c26_ResponseCode]
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
+                        _c2_c26_c1_EVSEIsolationStatus = None
+                        _c2_c26_c1_EVSEStatusCode = None
+                        _c2_c26_c1_NotificationMaxDelay = None
+                        _c2_c26_c1_EVSENotification = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            q -= 12
+                            if q < 0: V, q = r.slideq(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            if _t is None:
+                                el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c2_c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                            else:
+                                el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c26_c1_EVSEIsolationStatus, _c2_c26_c1_EVSEStatusCode = _t
+                            _c2_c26_c1_s = 2
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                            _c2_c26_c1_s = 2
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c26_c1_s == 2:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c26_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c26_c1_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c2_c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                            _c2_c26_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
+                            else: _c2_c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
+                            _c2_c26_c1_s = -1
+                        _c2_c26_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c2_c26_DC_EVSEStatus.EVSEIsolationStatus = _c2_c26_c1_EVSEIsolationStatus
+                        _c2_c26_DC_EVSEStatus.EVSEStatusCode = _c2_c26_c1_EVSEStatusCode
+                        _c2_c26_DC_EVSEStatus.NotificationMaxDelay = _c2_c26_c1_NotificationMaxDelay
+                        _c2_c26_DC_EVSEStatus.EVSENotification = _c2_c26_c1_EVSENotification
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
+                        _c2_c26_c2_Multiplier = None
+                        _c2_c26_c2_Unit = None
+                        _c2_c26_c2_Value = None
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                        _c2_c26_c2_Multiplier = ((x >> 3) & 7) + -3
+                        if _c2_c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c26_c2_Multiplier, r.at(r.end - q))
+                        ec = (x & 3)
+                        _c2_c26_c2_s = 1
+                        if _c2_c26_c2_s == 1:
+                            if ec == 0:
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                                _c2_c26_c2_Unit = ((x >> 4) & 15)
+                                if _c2_c26_c2_Unit >= 10: _c2_c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c26_c2_Unit, 10, r.at(r.end - q))
+                                else: _c2_c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c26_c2_Unit]
+                                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c26_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c26_c2_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c26_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
+                                if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
+                                _c2_c26_c2_s = 3
+                            elif ec == 1:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c26_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c26_c2_Value = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c26_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
+                                if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
+                                _c2_c26_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', r.end - q)
+                        if _c2_c26_c2_s == 3:
+                            _c2_c26_c2_s = -1
+                        _c2_c26_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c2_c26_EVSEPresentVoltage.Multiplier = _c2_c26_c2_Multiplier
+                        _c2_c26_EVSEPresentVoltage.Unit = _c2_c26_c2_Unit
+                        _c2_c26_EVSEPresentVoltage.Value = _c2_c26_c2_Value
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.WeldingDetectionResType)
+                        _cv.ResponseCode = _c2_c26_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c26_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c26_EVSEPresentVoltage
+                        _c2_s = 1
+                    elif ec == 35:
+                        pass
+                        _c2_s = -1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+        if _c2_s == 1:
+            _c2_s = -1
+        f_Body = _new(din_msgdef.BodyType)
+        f_Body.BodyElement = f_Body.CableCheckReq = f_Body.CableCheckRes = f_Body.CertificateInstallationReq = f_Body.CertificateInstallationRes = f_Body.CertificateUpdateReq = f_Body.CertificateUpdateRes = f_Body.ChargeParameterDiscoveryReq = f_Body.ChargeParameterDiscoveryRes = f_Body.ChargingStatusReq = f_Body.ChargingStatusRes = f_Body.ContractAuthenticationReq = f_Body.ContractAuthenticationRes = f_Body.CurrentDemandReq = f_Body.CurrentDemandRes = f_Body.MeteringReceiptReq = f_Body.MeteringReceiptRes = f_Body.PaymentDetailsReq = f_Body.PaymentDetailsRes = f_Body.PowerDeliveryReq = f_Body.PowerDeliveryRes = f_Body.PreChargeReq = f_Body.PreChargeRes = f_Body.ServiceDetailReq = f_Body.ServiceDetailRes = f_Body.ServiceDiscoveryReq = f_Body.ServiceDiscoveryRes = f_Body.ServicePaymentSelectionReq = f_Body.ServicePaymentSelectionRes = f_Body.SessionSetupReq = f_Body.SessionSetupRes = f_Body.SessionStopReq = f_Body.SessionStopRes = f_Body.WeldingDetectionReq = f_Body.WeldingDetectionRes = None
+        if _cf is not None: setattr(f_Body, _cf, _cv)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
@@ -4119,9 +6380,1526 @@ def _e_V2G_Message(w, o):
             el = 'Body'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_BodyType(w, v_Body)
-            v = w.v; n = w.n
+            _c2_o = v_Body
+            if (_c2_BodyElement := _c2_o.BodyElement) is not None:
+                el = 'Body/BodyElement'
+                _o = _c2_BodyElement
+                v <<= 8
+                n += 8
+                if _c2_o.CableCheckReq is not None or _c2_o.CableCheckRes is not None or _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CableCheckReq := _c2_o.CableCheckReq) is not None:
+                el = 'Body/CableCheckReq'
+                _o = _c2_CableCheckReq
+                _c2_c2_DC_EVStatus = _o.DC_EVStatus
+                if not (_c2_c2_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                el = 'Body/CableCheckReq/DC_EVStatus'
+                v = (v << 7) | (1 << 1)
+                n += 7
+                _c2_c2_c1_o = _c2_c2_DC_EVStatus
+                _c2_c2_c1_EVReady = _c2_c2_c1_o.EVReady
+                _c2_c2_c1_EVCabinConditioning = _c2_c2_c1_o.EVCabinConditioning
+                _c2_c2_c1_EVRESSConditioning = _c2_c2_c1_o.EVRESSConditioning
+                _c2_c2_c1_EVErrorCode = _c2_c2_c1_o.EVErrorCode
+                _c2_c2_c1_EVRESSSOC = _c2_c2_c1_o.EVRESSSOC
+                if _c2_c2_c1_EVReady is not None:
+                    el = 'Body/CableCheckReq/DC_EVStatus/EVReady'
+                    if _c2_c2_c1_EVReady is not True and _c2_c2_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVReady!r}')
+                    v = (v << 4) | (_c2_c2_c1_EVReady << 1)
+                    n += 4
+                    _c2_c2_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of EVReady')
+                if _c2_c2_c1_s == 1:
+                    if _c2_c2_c1_EVCabinConditioning is not None:
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                        if _c2_c2_c1_EVCabinConditioning is not True and _c2_c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVCabinConditioning!r}')
+                        v = (v << 5) | (_c2_c2_c1_EVCabinConditioning << 1)
+                        n += 5
+                        _c2_c2_c1_s = 2
+                    elif _c2_c2_c1_EVRESSConditioning is not None:
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                        if _c2_c2_c1_EVRESSConditioning is not True and _c2_c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (1 << 3) | (_c2_c2_c1_EVRESSConditioning << 1)
+                        n += 5
+                        _c2_c2_c1_s = 3
+                    elif _c2_c2_c1_EVErrorCode is not None:
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                        _c2_c2_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c2_c1_EVErrorCode)
+                        if _c2_c2_c1_i1 is None: raise EncodeError(f'{_c2_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (2 << 6) | (_c2_c2_c1_i1 << 1)
+                        n += 8
+                        _c2_c2_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                if _c2_c2_c1_s == 2:
+                    if _c2_c2_c1_EVRESSConditioning is not None:
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                        if _c2_c2_c1_EVRESSConditioning is not True and _c2_c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (_c2_c2_c1_EVRESSConditioning << 1)
+                        n += 5
+                        _c2_c2_c1_s = 3
+                    elif _c2_c2_c1_EVErrorCode is not None:
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                        _c2_c2_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c2_c1_EVErrorCode)
+                        if _c2_c2_c1_i2 is None: raise EncodeError(f'{_c2_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c2_c1_i2 << 1)
+                        n += 8
+                        _c2_c2_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+                if _c2_c2_c1_s == 3:
+                    if _c2_c2_c1_EVErrorCode is not None:
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                        _c2_c2_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c2_c1_EVErrorCode)
+                        if _c2_c2_c1_i3 is None: raise EncodeError(f'{_c2_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 7) | (_c2_c2_c1_i3 << 1)
+                        n += 7
+                        _c2_c2_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVErrorCode')
+                if _c2_c2_c1_s == 4:
+                    if _c2_c2_c1_EVRESSSOC is not None:
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVRESSSOC'
+                        if not 0 <= _c2_c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c2_c1_EVRESSSOC!r} outside [0, 100]')
+                        v = (v << 11) | (_c2_c2_c1_EVRESSSOC << 2)
+                        n += 11
+                        _c2_c2_c1_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of EVRESSSOC')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.CableCheckRes is not None or _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CableCheckRes := _c2_o.CableCheckRes) is not None:
+                el = 'Body/CableCheckRes'
+                _o = _c2_CableCheckRes
+                _c2_c3_ResponseCode = _o.ResponseCode
+                _c2_c3_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c3_EVSEProcessing = _o.EVSEProcessing
+                if not (_c2_c3_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/CableCheckRes/ResponseCode'
+                _c2_c3_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c3_ResponseCode)
+                if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c3_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                el = 'Body/CableCheckRes/DC_EVSEStatus'
+                v = (v << 15) | (2 << 9) | (_c2_c3_i1 << 2)
+                n += 15
+                _c2_c3_c2_o = _c2_c3_DC_EVSEStatus
+                _c2_c3_c2_EVSEIsolationStatus = _c2_c3_c2_o.EVSEIsolationStatus
+                _c2_c3_c2_EVSEStatusCode = _c2_c3_c2_o.EVSEStatusCode
+                _c2_c3_c2_NotificationMaxDelay = _c2_c3_c2_o.NotificationMaxDelay
+                _c2_c3_c2_EVSENotification = _c2_c3_c2_o.EVSENotification
+                if _c2_c3_c2_EVSEIsolationStatus is not None:
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_c3_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c3_c2_EVSEIsolationStatus)
+                    if _c2_c3_c2_i1 is None: raise EncodeError(f'{_c2_c3_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c3_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c3_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c3_c2_EVSEStatusCode)
+                    if _c2_c3_c2_i2 is None: raise EncodeError(f'{_c2_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c2_c3_c2_i1 << 8) | (_c2_c3_c2_i2 << 1)
+                    n += 13
+                    _c2_c3_c2_s = 2
+                elif _c2_c3_c2_EVSEStatusCode is not None:
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c3_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c3_c2_EVSEStatusCode)
+                    if _c2_c3_c2_i3 is None: raise EncodeError(f'{_c2_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c3_c2_i3 << 1)
+                    n += 8
+                    _c2_c3_c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c2_c3_c2_s == 2:
+                    if _c2_c3_c2_NotificationMaxDelay is not None:
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if _c2_c3_c2_NotificationMaxDelay < 0 or _c2_c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c3_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c3_c2_NotificationMaxDelay; n += 8
+                        elif _c2_c3_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c3_c2_NotificationMaxDelay]; n += 16
+                        elif _c2_c3_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c3_c2_NotificationMaxDelay >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_c3_c2_NotificationMaxDelay); v = w.v; n = w.n
+                        if not (_c2_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c3_c2_EVSENotification)
+                        if _c2_c3_c2_i4 is None: raise EncodeError(f'{_c2_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                        v = (v << 7) | (_c2_c3_c2_i4 << 2)
+                        n += 7
+                        _c2_c3_c2_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c3_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                el = 'Body/CableCheckRes/EVSEProcessing'
+                _c2_c3_i3 = _I_din_msgdatatypes_EVSEProcessingType.get(_c2_c3_EVSEProcessing)
+                if _c2_c3_i3 is None: raise EncodeError(f'{_c2_c3_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                v = (v << 6) | (_c2_c3_i3 << 3)
+                n += 6
+                if _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateInstallationReq := _c2_o.CertificateInstallationReq) is not None:
+                el = 'Body/CertificateInstallationReq'
+                v = (v << 6) | 3
+                n += 6
+                _c2_c4_o = _c2_CertificateInstallationReq
+                _c2_c4_Id = _c2_c4_o.Id
+                _c2_c4_OEMProvisioningCert = _c2_c4_o.OEMProvisioningCert
+                _c2_c4_ListOfRootCertificateIDs = _c2_c4_o.ListOfRootCertificateIDs
+                _c2_c4_DHParams = _c2_c4_o.DHParams
+                if _c2_c4_Id is not None:
+                    el = 'Body/CertificateInstallationReq/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c4_Id)
+                    if _l < 126 and _c2_c4_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c4_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c4_Id); v = w.v; n = w.n
+                    if not (_c2_c4_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+                    el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c2_c4_OEMProvisioningCert)} outside [0, 1200]')
+                    _l = len(_c2_c4_OEMProvisioningCert)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c4_OEMProvisioningCert); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c4_s = 2
+                elif _c2_c4_OEMProvisioningCert is not None:
+                    el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c2_c4_OEMProvisioningCert)} outside [0, 1200]')
+                    _l = len(_c2_c4_OEMProvisioningCert)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c4_OEMProvisioningCert); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c4_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
+                if _c2_c4_s == 2:
+                    if _c2_c4_ListOfRootCertificateIDs is not None:
+                        el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
+                        v <<= 1
+                        n += 1
+                        w.v = v; w.n = n
+                        c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c2_c4_ListOfRootCertificateIDs)
+                        v = w.v; n = w.n
+                        if not (_c2_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
+                        el = 'Body/CertificateInstallationReq/DHParams'
+                        v <<= 2
+                        n += 2
+                        if len(_c2_c4_DHParams) > 256: raise EncodeError(f'length {len(_c2_c4_DHParams)} outside [0, 256]')
+                        _l = len(_c2_c4_DHParams)
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_DHParams, 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(_c2_c4_DHParams); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_c4_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateInstallationRes := _c2_o.CertificateInstallationRes) is not None:
+                el = 'Body/CertificateInstallationRes'
+                _o = _c2_CertificateInstallationRes
+                _c2_c5_Id = _o.Id
+                _c2_c5_ResponseCode = _o.ResponseCode
+                _c2_c5_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                _c2_c5_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+                _c2_c5_DHParams = _o.DHParams
+                _c2_c5_ContractID = _o.ContractID
+                if not (_c2_c5_Id is not None): raise EncodeError('missing content: Id')
+                el = 'Body/CertificateInstallationRes/@Id'
+                v = (v << 7) | (4 << 1)
+                n += 7
+                _l = len(_c2_c5_Id)
+                if _l < 126 and _c2_c5_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c5_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c5_Id); v = w.v; n = w.n
+                if not (_c2_c5_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/CertificateInstallationRes/ResponseCode'
+                _c2_c5_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c5_ResponseCode)
+                if _c2_c5_i1 is None: raise EncodeError(f'{_c2_c5_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c5_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
+                v = (v << 9) | (_c2_c5_i1 << 2)
+                n += 9
+                _c2_c5_c2_o = _c2_c5_ContractSignatureCertChain
+                _c2_c5_c2_Certificate = _c2_c5_c2_o.Certificate
+                _c2_c5_c2_SubCertificates = _c2_c5_c2_o.SubCertificates
+                if _c2_c5_c2_Certificate is not None:
+                    el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c5_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_c5_c2_Certificate)} outside [0, 1200]')
+                    _l = len(_c2_c5_c2_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c5_c2_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c5_c2_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c5_c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Certificate')
+                if _c2_c5_c2_s == 1:
+                    if _c2_c5_c2_SubCertificates is not None:
+                        el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c5_c2_SubCertificates)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c5_c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c5_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+                el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+                v <<= 2
+                n += 2
+                if len(_c2_c5_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c2_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+                _l = len(_c2_c5_ContractSignatureEncryptedPrivateKey)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c5_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c5_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
+                if not (_c2_c5_DHParams is not None): raise EncodeError('missing content: DHParams')
+                el = 'Body/CertificateInstallationRes/DHParams'
+                v <<= 3
+                n += 3
+                if len(_c2_c5_DHParams) > 256: raise EncodeError(f'length {len(_c2_c5_DHParams)} outside [0, 256]')
+                _l = len(_c2_c5_DHParams)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c5_DHParams, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c5_DHParams); v = w.v; n = w.n
+                if not (_c2_c5_ContractID is not None): raise EncodeError('missing content: ContractID')
+                el = 'Body/CertificateInstallationRes/ContractID'
+                v <<= 3
+                n += 3
+                if len(_c2_c5_ContractID) > 24: raise EncodeError(f'length {len(_c2_c5_ContractID)} outside [0, 24]')
+                _l = len(_c2_c5_ContractID)
+                if _l < 126 and _c2_c5_ContractID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c5_ContractID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c5_ContractID); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateUpdateReq := _c2_o.CertificateUpdateReq) is not None:
+                el = 'Body/CertificateUpdateReq'
+                v = (v << 6) | 5
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_CertificateUpdateReqType(w, _c2_CertificateUpdateReq)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateUpdateRes := _c2_o.CertificateUpdateRes) is not None:
+                el = 'Body/CertificateUpdateRes'
+                _o = _c2_CertificateUpdateRes
+                _c2_c6_Id = _o.Id
+                _c2_c6_ResponseCode = _o.ResponseCode
+                _c2_c6_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                _c2_c6_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+                _c2_c6_DHParams = _o.DHParams
+                _c2_c6_ContractID = _o.ContractID
+                _c2_c6_RetryCounter = _o.RetryCounter
+                if not (_c2_c6_Id is not None): raise EncodeError('missing content: Id')
+                el = 'Body/CertificateUpdateRes/@Id'
+                v = (v << 7) | (6 << 1)
+                n += 7
+                _l = len(_c2_c6_Id)
+                if _l < 126 and _c2_c6_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c6_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c6_Id); v = w.v; n = w.n
+                if not (_c2_c6_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/CertificateUpdateRes/ResponseCode'
+                _c2_c6_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c6_ResponseCode)
+                if _c2_c6_i1 is None: raise EncodeError(f'{_c2_c6_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c6_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                el = 'Body/CertificateUpdateRes/ContractSignatureCertChain'
+                v = (v << 9) | (_c2_c6_i1 << 2)
+                n += 9
+                _c2_c6_c2_o = _c2_c6_ContractSignatureCertChain
+                _c2_c6_c2_Certificate = _c2_c6_c2_o.Certificate
+                _c2_c6_c2_SubCertificates = _c2_c6_c2_o.SubCertificates
+                if _c2_c6_c2_Certificate is not None:
+                    el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c6_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_c6_c2_Certificate)} outside [0, 1200]')
+                    _l = len(_c2_c6_c2_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_c2_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c6_c2_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c6_c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Certificate')
+                if _c2_c6_c2_s == 1:
+                    if _c2_c6_c2_SubCertificates is not None:
+                        el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c6_c2_SubCertificates)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c6_c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c6_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+                el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+                v <<= 2
+                n += 2
+                if len(_c2_c6_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c2_c6_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+                _l = len(_c2_c6_ContractSignatureEncryptedPrivateKey)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c6_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
+                if not (_c2_c6_DHParams is not None): raise EncodeError('missing content: DHParams')
+                el = 'Body/CertificateUpdateRes/DHParams'
+                v <<= 3
+                n += 3
+                if len(_c2_c6_DHParams) > 256: raise EncodeError(f'length {len(_c2_c6_DHParams)} outside [0, 256]')
+                _l = len(_c2_c6_DHParams)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_DHParams, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c6_DHParams); v = w.v; n = w.n
+                if not (_c2_c6_ContractID is not None): raise EncodeError('missing content: ContractID')
+                el = 'Body/CertificateUpdateRes/ContractID'
+                v <<= 3
+                n += 3
+                if len(_c2_c6_ContractID) > 24: raise EncodeError(f'length {len(_c2_c6_ContractID)} outside [0, 24]')
+                _l = len(_c2_c6_ContractID)
+                if _l < 126 and _c2_c6_ContractID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c6_ContractID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c6_ContractID); v = w.v; n = w.n
+                if not (_c2_c6_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
+                el = 'Body/CertificateUpdateRes/RetryCounter'
+                if _c2_c6_RetryCounter < -32768 or _c2_c6_RetryCounter > 32767: raise EncodeError(f'value {_c2_c6_RetryCounter!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c2_c6_RetryCounter < 0)
+                n += 4
+                _m = (-_c2_c6_RetryCounter - 1 if _c2_c6_RetryCounter < 0 else _c2_c6_RetryCounter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargeParameterDiscoveryReq := _c2_o.ChargeParameterDiscoveryReq) is not None:
+                el = 'Body/ChargeParameterDiscoveryReq'
+                v = (v << 6) | 7
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_ChargeParameterDiscoveryReqType(w, _c2_ChargeParameterDiscoveryReq)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargeParameterDiscoveryRes := _c2_o.ChargeParameterDiscoveryRes) is not None:
+                el = 'Body/ChargeParameterDiscoveryRes'
+                v = (v << 6) | 8
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_ChargeParameterDiscoveryResType(w, _c2_ChargeParameterDiscoveryRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargingStatusReq := _c2_o.ChargingStatusReq) is not None:
+                el = 'Body/ChargingStatusReq'
+                _o = _c2_ChargingStatusReq
+                v = (v << 8) | (9 << 2)
+                n += 8
+                if _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargingStatusRes := _c2_o.ChargingStatusRes) is not None:
+                el = 'Body/ChargingStatusRes'
+                v = (v << 6) | 10
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_ChargingStatusResType(w, _c2_ChargingStatusRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ContractAuthenticationReq := _c2_o.ContractAuthenticationReq) is not None:
+                el = 'Body/ContractAuthenticationReq'
+                v = (v << 6) | 11
+                n += 6
+                _c2_c8_o = _c2_ContractAuthenticationReq
+                _c2_c8_Id = _c2_c8_o.Id
+                _c2_c8_GenChallenge = _c2_c8_o.GenChallenge
+                if _c2_c8_Id is not None:
+                    el = 'Body/ContractAuthenticationReq/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c8_Id)
+                    if _l < 126 and _c2_c8_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c8_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c8_Id); v = w.v; n = w.n
+                    _c2_c8_s = 1
+                elif _c2_c8_GenChallenge is not None:
+                    el = 'Body/ContractAuthenticationReq/GenChallenge'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _l = len(_c2_c8_GenChallenge)
+                    if _l < 126 and _c2_c8_GenChallenge.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c8_GenChallenge.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c8_GenChallenge); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c8_s = 2
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    _c2_c8_s = -1
+                if _c2_c8_s == 1:
+                    if _c2_c8_GenChallenge is not None:
+                        el = 'Body/ContractAuthenticationReq/GenChallenge'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c2_c8_GenChallenge)
+                        if _l < 126 and _c2_c8_GenChallenge.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c8_GenChallenge.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c8_GenChallenge); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c8_s = 2
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c8_s = -1
+                if _c2_c8_s == 2:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ContractAuthenticationRes := _c2_o.ContractAuthenticationRes) is not None:
+                el = 'Body/ContractAuthenticationRes'
+                _o = _c2_ContractAuthenticationRes
+                _c2_c9_ResponseCode = _o.ResponseCode
+                _c2_c9_EVSEProcessing = _o.EVSEProcessing
+                if not (_c2_c9_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/ContractAuthenticationRes/ResponseCode'
+                _c2_c9_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c9_ResponseCode)
+                if _c2_c9_i1 is None: raise EncodeError(f'{_c2_c9_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c9_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                el = 'Body/ContractAuthenticationRes/EVSEProcessing'
+                _c2_c9_i2 = _I_din_msgdatatypes_EVSEProcessingType.get(_c2_c9_EVSEProcessing)
+                if _c2_c9_i2 is None: raise EncodeError(f'{_c2_c9_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                v = (v << 20) | (12 << 14) | (_c2_c9_i1 << 7) | (_c2_c9_i2 << 3)
+                n += 20
+                if _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CurrentDemandReq := _c2_o.CurrentDemandReq) is not None:
+                el = 'Body/CurrentDemandReq'
+                v = (v << 6) | 13
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_CurrentDemandReqType(w, _c2_CurrentDemandReq)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CurrentDemandRes := _c2_o.CurrentDemandRes) is not None:
+                el = 'Body/CurrentDemandRes'
+                v = (v << 6) | 14
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_CurrentDemandResType(w, _c2_CurrentDemandRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_MeteringReceiptReq := _c2_o.MeteringReceiptReq) is not None:
+                el = 'Body/MeteringReceiptReq'
+                v = (v << 6) | 15
+                n += 6
+                _c2_c10_o = _c2_MeteringReceiptReq
+                _c2_c10_Id = _c2_c10_o.Id
+                _c2_c10_SessionID = _c2_c10_o.SessionID
+                _c2_c10_SAScheduleTupleID = _c2_c10_o.SAScheduleTupleID
+                _c2_c10_MeterInfo = _c2_c10_o.MeterInfo
+                if _c2_c10_Id is not None:
+                    el = 'Body/MeteringReceiptReq/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c10_Id)
+                    if _l < 126 and _c2_c10_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c10_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c10_Id); v = w.v; n = w.n
+                    if not (_c2_c10_SessionID is not None): raise EncodeError('missing content: SessionID')
+                    el = 'Body/MeteringReceiptReq/SessionID'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c10_SessionID) > 8: raise EncodeError(f'length {len(_c2_c10_SessionID)} outside [0, 8]')
+                    _l = len(_c2_c10_SessionID)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c10_SessionID, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c10_SessionID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c10_s = 2
+                elif _c2_c10_SessionID is not None:
+                    el = 'Body/MeteringReceiptReq/SessionID'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c10_SessionID) > 8: raise EncodeError(f'length {len(_c2_c10_SessionID)} outside [0, 8]')
+                    _l = len(_c2_c10_SessionID)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c10_SessionID, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c10_SessionID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c10_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of Id, SessionID')
+                if _c2_c10_s == 2:
+                    if _c2_c10_SAScheduleTupleID is not None:
+                        el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                        if _c2_c10_SAScheduleTupleID < -32768 or _c2_c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c2_c10_SAScheduleTupleID < 0)
+                        n += 4
+                        _m = (-_c2_c10_SAScheduleTupleID - 1 if _c2_c10_SAScheduleTupleID < 0 else _c2_c10_SAScheduleTupleID)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c2_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                        el = 'Body/MeteringReceiptReq/MeterInfo'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
+                        v = w.v; n = w.n
+                        _c2_c10_s = 4
+                    elif _c2_c10_MeterInfo is not None:
+                        el = 'Body/MeteringReceiptReq/MeterInfo'
+                        v = (v << 2) | 1
+                        n += 2
+                        w.v = v; w.n = n
+                        c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
+                        v = w.v; n = w.n
+                        _c2_c10_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+                if _c2_c10_s == 4:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c10_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_MeteringReceiptRes := _c2_o.MeteringReceiptRes) is not None:
+                el = 'Body/MeteringReceiptRes'
+                _o = _c2_MeteringReceiptRes
+                _c2_c11_ResponseCode = _o.ResponseCode
+                _c2_c11_AC_EVSEStatus = _o.AC_EVSEStatus
+                if not (_c2_c11_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/MeteringReceiptRes/ResponseCode'
+                _c2_c11_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c11_ResponseCode)
+                if _c2_c11_i1 is None: raise EncodeError(f'{_c2_c11_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c11_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                el = 'Body/MeteringReceiptRes/AC_EVSEStatus'
+                _o = _c2_c11_AC_EVSEStatus
+                _c2_c11_c2_PowerSwitchClosed = _o.PowerSwitchClosed
+                _c2_c11_c2_RCD = _o.RCD
+                _c2_c11_c2_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c2_c11_c2_EVSENotification = _o.EVSENotification
+                if not (_c2_c11_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                el = 'Body/MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
+                if _c2_c11_c2_PowerSwitchClosed is not True and _c2_c11_c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_c11_c2_PowerSwitchClosed!r}')
+                if not (_c2_c11_c2_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'Body/MeteringReceiptRes/AC_EVSEStatus/RCD'
+                if _c2_c11_c2_RCD is not True and _c2_c11_c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_c11_c2_RCD!r}')
+                if not (_c2_c11_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'Body/MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
+                if _c2_c11_c2_NotificationMaxDelay < 0 or _c2_c11_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c11_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v = (v << 25) | (16 << 19) | (_c2_c11_i1 << 12) | (_c2_c11_c2_PowerSwitchClosed << 7) | (_c2_c11_c2_RCD << 3)
+                n += 25
+                if _c2_c11_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c11_c2_NotificationMaxDelay; n += 8
+                elif _c2_c11_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c11_c2_NotificationMaxDelay]; n += 16
+                elif _c2_c11_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c11_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c11_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_c11_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_c11_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'Body/MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
+                _c2_c11_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c11_c2_EVSENotification)
+                if _c2_c11_c2_i1 is None: raise EncodeError(f'{_c2_c11_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 9) | (_c2_c11_c2_i1 << 4)
+                n += 9
+                if _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PaymentDetailsReq := _c2_o.PaymentDetailsReq) is not None:
+                el = 'Body/PaymentDetailsReq'
+                _o = _c2_PaymentDetailsReq
+                _c2_c12_ContractID = _o.ContractID
+                _c2_c12_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                if not (_c2_c12_ContractID is not None): raise EncodeError('missing content: ContractID')
+                el = 'Body/PaymentDetailsReq/ContractID'
+                v = (v << 8) | (17 << 2)
+                n += 8
+                if len(_c2_c12_ContractID) > 24: raise EncodeError(f'length {len(_c2_c12_ContractID)} outside [0, 24]')
+                _l = len(_c2_c12_ContractID)
+                if _l < 126 and _c2_c12_ContractID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c12_ContractID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c12_ContractID); v = w.v; n = w.n
+                if not (_c2_c12_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
+                v <<= 2
+                n += 2
+                _c2_c12_c1_o = _c2_c12_ContractSignatureCertChain
+                _c2_c12_c1_Certificate = _c2_c12_c1_o.Certificate
+                _c2_c12_c1_SubCertificates = _c2_c12_c1_o.SubCertificates
+                if _c2_c12_c1_Certificate is not None:
+                    el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c12_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 1200]')
+                    _l = len(_c2_c12_c1_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c12_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Certificate')
+                if _c2_c12_c1_s == 1:
+                    if _c2_c12_c1_SubCertificates is not None:
+                        el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c12_c1_SubCertificates)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c12_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c12_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PaymentDetailsRes := _c2_o.PaymentDetailsRes) is not None:
+                el = 'Body/PaymentDetailsRes'
+                _o = _c2_PaymentDetailsRes
+                _c2_c13_ResponseCode = _o.ResponseCode
+                _c2_c13_GenChallenge = _o.GenChallenge
+                _c2_c13_DateTimeNow = _o.DateTimeNow
+                if not (_c2_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/PaymentDetailsRes/ResponseCode'
+                _c2_c13_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c13_ResponseCode)
+                if _c2_c13_i1 is None: raise EncodeError(f'{_c2_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c13_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+                el = 'Body/PaymentDetailsRes/GenChallenge'
+                v = (v << 16) | (18 << 10) | (_c2_c13_i1 << 3)
+                n += 16
+                _l = len(_c2_c13_GenChallenge)
+                if _l < 126 and _c2_c13_GenChallenge.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c13_GenChallenge.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c13_GenChallenge); v = w.v; n = w.n
+                if not (_c2_c13_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
+                el = 'Body/PaymentDetailsRes/DateTimeNow'
+                if _c2_c13_DateTimeNow < -9223372036854775808 or _c2_c13_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c13_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (_c2_c13_DateTimeNow < 0)
+                n += 4
+                _m = (-_c2_c13_DateTimeNow - 1 if _c2_c13_DateTimeNow < 0 else _c2_c13_DateTimeNow)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PowerDeliveryReq := _c2_o.PowerDeliveryReq) is not None:
+                el = 'Body/PowerDeliveryReq'
+                v = (v << 6) | 19
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_PowerDeliveryReqType(w, _c2_PowerDeliveryReq)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PowerDeliveryRes := _c2_o.PowerDeliveryRes) is not None:
+                el = 'Body/PowerDeliveryRes'
+                v = (v << 6) | 20
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_PowerDeliveryResType(w, _c2_PowerDeliveryRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PreChargeReq := _c2_o.PreChargeReq) is not None:
+                el = 'Body/PreChargeReq'
+                _o = _c2_PreChargeReq
+                _c2_c14_DC_EVStatus = _o.DC_EVStatus
+                _c2_c14_EVTargetVoltage = _o.EVTargetVoltage
+                _c2_c14_EVTargetCurrent = _o.EVTargetCurrent
+                if not (_c2_c14_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                el = 'Body/PreChargeReq/DC_EVStatus'
+                v = (v << 7) | (21 << 1)
+                n += 7
+                _c2_c14_c1_o = _c2_c14_DC_EVStatus
+                _c2_c14_c1_EVReady = _c2_c14_c1_o.EVReady
+                _c2_c14_c1_EVCabinConditioning = _c2_c14_c1_o.EVCabinConditioning
+                _c2_c14_c1_EVRESSConditioning = _c2_c14_c1_o.EVRESSConditioning
+                _c2_c14_c1_EVErrorCode = _c2_c14_c1_o.EVErrorCode
+                _c2_c14_c1_EVRESSSOC = _c2_c14_c1_o.EVRESSSOC
+                if _c2_c14_c1_EVReady is not None:
+                    el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
+                    if _c2_c14_c1_EVReady is not True and _c2_c14_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVReady!r}')
+                    v = (v << 4) | (_c2_c14_c1_EVReady << 1)
+                    n += 4
+                    _c2_c14_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of EVReady')
+                if _c2_c14_c1_s == 1:
+                    if _c2_c14_c1_EVCabinConditioning is not None:
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                        if _c2_c14_c1_EVCabinConditioning is not True and _c2_c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVCabinConditioning!r}')
+                        v = (v << 5) | (_c2_c14_c1_EVCabinConditioning << 1)
+                        n += 5
+                        _c2_c14_c1_s = 2
+                    elif _c2_c14_c1_EVRESSConditioning is not None:
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                        if _c2_c14_c1_EVRESSConditioning is not True and _c2_c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (1 << 3) | (_c2_c14_c1_EVRESSConditioning << 1)
+                        n += 5
+                        _c2_c14_c1_s = 3
+                    elif _c2_c14_c1_EVErrorCode is not None:
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                        _c2_c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
+                        if _c2_c14_c1_i1 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (2 << 6) | (_c2_c14_c1_i1 << 1)
+                        n += 8
+                        _c2_c14_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                if _c2_c14_c1_s == 2:
+                    if _c2_c14_c1_EVRESSConditioning is not None:
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                        if _c2_c14_c1_EVRESSConditioning is not True and _c2_c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (_c2_c14_c1_EVRESSConditioning << 1)
+                        n += 5
+                        _c2_c14_c1_s = 3
+                    elif _c2_c14_c1_EVErrorCode is not None:
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                        _c2_c14_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
+                        if _c2_c14_c1_i2 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c14_c1_i2 << 1)
+                        n += 8
+                        _c2_c14_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+                if _c2_c14_c1_s == 3:
+                    if _c2_c14_c1_EVErrorCode is not None:
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                        _c2_c14_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
+                        if _c2_c14_c1_i3 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 7) | (_c2_c14_c1_i3 << 1)
+                        n += 7
+                        _c2_c14_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVErrorCode')
+                if _c2_c14_c1_s == 4:
+                    if _c2_c14_c1_EVRESSSOC is not None:
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
+                        if not 0 <= _c2_c14_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c14_c1_EVRESSSOC!r} outside [0, 100]')
+                        v = (v << 11) | (_c2_c14_c1_EVRESSSOC << 2)
+                        n += 11
+                        _c2_c14_c1_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of EVRESSSOC')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c14_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+                el = 'Body/PreChargeReq/EVTargetVoltage'
+                v <<= 1
+                n += 1
+                _c2_c14_c2_o = _c2_c14_EVTargetVoltage
+                _c2_c14_c2_Multiplier = _c2_c14_c2_o.Multiplier
+                _c2_c14_c2_Unit = _c2_c14_c2_o.Unit
+                _c2_c14_c2_Value = _c2_c14_c2_o.Value
+                if _c2_c14_c2_Multiplier is not None:
+                    el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
+                    if not -3 <= _c2_c14_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c14_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c14_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c14_c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c14_c2_s == 1:
+                    if _c2_c14_c2_Unit is not None:
+                        el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
+                        _c2_c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c2_Unit)
+                        if _c2_c14_c2_i1 is None: raise EncodeError(f'{_c2_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c14_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                        if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c14_c2_i1 << 4) | (_c2_c14_c2_Value < 0)
+                        n += 11
+                        _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c14_c2_s = 3
+                    elif _c2_c14_c2_Value is not None:
+                        el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                        if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c14_c2_Value < 0)
+                        n += 4
+                        _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c14_c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c14_c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c14_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c14_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+                el = 'Body/PreChargeReq/EVTargetCurrent'
+                v <<= 1
+                n += 1
+                _c2_c14_c3_o = _c2_c14_EVTargetCurrent
+                _c2_c14_c3_Multiplier = _c2_c14_c3_o.Multiplier
+                _c2_c14_c3_Unit = _c2_c14_c3_o.Unit
+                _c2_c14_c3_Value = _c2_c14_c3_o.Value
+                if _c2_c14_c3_Multiplier is not None:
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
+                    if not -3 <= _c2_c14_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c14_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c14_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c14_c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c14_c3_s == 1:
+                    if _c2_c14_c3_Unit is not None:
+                        el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
+                        _c2_c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c3_Unit)
+                        if _c2_c14_c3_i1 is None: raise EncodeError(f'{_c2_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c14_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                        if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c14_c3_i1 << 4) | (_c2_c14_c3_Value < 0)
+                        n += 11
+                        _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c14_c3_s = 3
+                    elif _c2_c14_c3_Value is not None:
+                        el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                        if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c14_c3_Value < 0)
+                        n += 4
+                        _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c14_c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c14_c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c14_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PreChargeRes := _c2_o.PreChargeRes) is not None:
+                el = 'Body/PreChargeRes'
+                _o = _c2_PreChargeRes
+                _c2_c15_ResponseCode = _o.ResponseCode
+                _c2_c15_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c15_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/PreChargeRes/ResponseCode'
+                _c2_c15_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c15_ResponseCode)
+                if _c2_c15_i1 is None: raise EncodeError(f'{_c2_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c15_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                el = 'Body/PreChargeRes/DC_EVSEStatus'
+                v = (v << 15) | (22 << 9) | (_c2_c15_i1 << 2)
+                n += 15
+                _c2_c15_c2_o = _c2_c15_DC_EVSEStatus
+                _c2_c15_c2_EVSEIsolationStatus = _c2_c15_c2_o.EVSEIsolationStatus
+                _c2_c15_c2_EVSEStatusCode = _c2_c15_c2_o.EVSEStatusCode
+                _c2_c15_c2_NotificationMaxDelay = _c2_c15_c2_o.NotificationMaxDelay
+                _c2_c15_c2_EVSENotification = _c2_c15_c2_o.EVSENotification
+                if _c2_c15_c2_EVSEIsolationStatus is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_c15_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c15_c2_EVSEIsolationStatus)
+                    if _c2_c15_c2_i1 is None: raise EncodeError(f'{_c2_c15_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c15_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c15_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c15_c2_EVSEStatusCode)
+                    if _c2_c15_c2_i2 is None: raise EncodeError(f'{_c2_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c2_c15_c2_i1 << 8) | (_c2_c15_c2_i2 << 1)
+                    n += 13
+                    _c2_c15_c2_s = 2
+                elif _c2_c15_c2_EVSEStatusCode is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c15_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c15_c2_EVSEStatusCode)
+                    if _c2_c15_c2_i3 is None: raise EncodeError(f'{_c2_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c15_c2_i3 << 1)
+                    n += 8
+                    _c2_c15_c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c2_c15_c2_s == 2:
+                    if _c2_c15_c2_NotificationMaxDelay is not None:
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if _c2_c15_c2_NotificationMaxDelay < 0 or _c2_c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c15_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c15_c2_NotificationMaxDelay; n += 8
+                        elif _c2_c15_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c15_c2_NotificationMaxDelay]; n += 16
+                        elif _c2_c15_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c15_c2_NotificationMaxDelay >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_c15_c2_NotificationMaxDelay); v = w.v; n = w.n
+                        if not (_c2_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c15_c2_EVSENotification)
+                        if _c2_c15_c2_i4 is None: raise EncodeError(f'{_c2_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                        v = (v << 7) | (_c2_c15_c2_i4 << 2)
+                        n += 7
+                        _c2_c15_c2_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c15_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                el = 'Body/PreChargeRes/EVSEPresentVoltage'
+                v <<= 1
+                n += 1
+                _c2_c15_c3_o = _c2_c15_EVSEPresentVoltage
+                _c2_c15_c3_Multiplier = _c2_c15_c3_o.Multiplier
+                _c2_c15_c3_Unit = _c2_c15_c3_o.Unit
+                _c2_c15_c3_Value = _c2_c15_c3_o.Value
+                if _c2_c15_c3_Multiplier is not None:
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
+                    if not -3 <= _c2_c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c15_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c15_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c15_c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c15_c3_s == 1:
+                    if _c2_c15_c3_Unit is not None:
+                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                        _c2_c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c15_c3_Unit)
+                        if _c2_c15_c3_i1 is None: raise EncodeError(f'{_c2_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c15_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                        if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c15_c3_i1 << 4) | (_c2_c15_c3_Value < 0)
+                        n += 11
+                        _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c15_c3_s = 3
+                    elif _c2_c15_c3_Value is not None:
+                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                        if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c15_c3_Value < 0)
+                        n += 4
+                        _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c15_c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c15_c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c15_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDetailReq := _c2_o.ServiceDetailReq) is not None:
+                el = 'Body/ServiceDetailReq'
+                _o = _c2_ServiceDetailReq
+                _c2_c16_ServiceID = _o.ServiceID
+                if not (_c2_c16_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                el = 'Body/ServiceDetailReq/ServiceID'
+                if _c2_c16_ServiceID < 0 or _c2_c16_ServiceID > 65535: raise EncodeError(f'value {_c2_c16_ServiceID!r} outside [0, 65535]')
+                v = (v << 8) | (23 << 2)
+                n += 8
+                if _c2_c16_ServiceID < 128: v = (v << 8) | _c2_c16_ServiceID; n += 8
+                elif _c2_c16_ServiceID < 16384: v = (v << 16) | _V2[_c2_c16_ServiceID]; n += 16
+                elif _c2_c16_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c16_ServiceID & 16383] | 128) << 8) | (_c2_c16_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_c16_ServiceID); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDetailRes := _c2_o.ServiceDetailRes) is not None:
+                el = 'Body/ServiceDetailRes'
+                v = (v << 6) | 24
+                n += 6
+                _c2_c17_o = _c2_ServiceDetailRes
+                _c2_c17_ResponseCode = _c2_c17_o.ResponseCode
+                _c2_c17_ServiceID = _c2_c17_o.ServiceID
+                _c2_c17_ServiceParameterList = _c2_c17_o.ServiceParameterList
+                if _c2_c17_ResponseCode is not None:
+                    el = 'Body/ServiceDetailRes/ResponseCode'
+                    _c2_c17_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c17_ResponseCode)
+                    if _c2_c17_i1 is None: raise EncodeError(f'{_c2_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    el = 'Body/ServiceDetailRes/ServiceID'
+                    if _c2_c17_ServiceID < 0 or _c2_c17_ServiceID > 65535: raise EncodeError(f'value {_c2_c17_ServiceID!r} outside [0, 65535]')
+                    v = (v << 10) | (_c2_c17_i1 << 3)
+                    n += 10
+                    if _c2_c17_ServiceID < 128: v = (v << 8) | _c2_c17_ServiceID; n += 8
+                    elif _c2_c17_ServiceID < 16384: v = (v << 16) | _V2[_c2_c17_ServiceID]; n += 16
+                    elif _c2_c17_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c17_ServiceID & 16383] | 128) << 8) | (_c2_c17_ServiceID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c17_ServiceID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c17_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of ResponseCode')
+                if _c2_c17_s == 2:
+                    if _c2_c17_ServiceParameterList is not None:
+                        el = 'Body/ServiceDetailRes/ServiceParameterList'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_din_msgdatatypes._e_ServiceParameterListType(w, _c2_c17_ServiceParameterList)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c17_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c17_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDiscoveryReq := _c2_o.ServiceDiscoveryReq) is not None:
+                el = 'Body/ServiceDiscoveryReq'
+                v = (v << 6) | 25
+                n += 6
+                _c2_c18_o = _c2_ServiceDiscoveryReq
+                _c2_c18_ServiceScope = _c2_c18_o.ServiceScope
+                _c2_c18_ServiceCategory = _c2_c18_o.ServiceCategory
+                if _c2_c18_ServiceScope is not None:
+                    el = 'Body/ServiceDiscoveryReq/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_c18_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c18_ServiceScope)} outside [0, 32]')
+                    _l = len(_c2_c18_ServiceScope)
+                    if _l < 126 and _c2_c18_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c18_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c18_ServiceScope); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c18_s = 1
+                elif _c2_c18_ServiceCategory is not None:
+                    el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                    _c2_c18_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c18_ServiceCategory)
+                    if _c2_c18_i1 is None: raise EncodeError(f'{_c2_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c2_c18_i1 << 1)
+                    n += 6
+                    _c2_c18_s = 2
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    _c2_c18_s = -1
+                if _c2_c18_s == 1:
+                    if _c2_c18_ServiceCategory is not None:
+                        el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                        _c2_c18_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c18_ServiceCategory)
+                        if _c2_c18_i2 is None: raise EncodeError(f'{_c2_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c2_c18_i2 << 1)
+                        n += 6
+                        _c2_c18_s = 2
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c18_s = -1
+                if _c2_c18_s == 2:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c18_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDiscoveryRes := _c2_o.ServiceDiscoveryRes) is not None:
+                el = 'Body/ServiceDiscoveryRes'
+                v = (v << 6) | 26
+                n += 6
+                w.v = v; w.n = n
+                c_din_msgbody._e_ServiceDiscoveryResType(w, _c2_ServiceDiscoveryRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServicePaymentSelectionReq := _c2_o.ServicePaymentSelectionReq) is not None:
+                el = 'Body/ServicePaymentSelectionReq'
+                _o = _c2_ServicePaymentSelectionReq
+                _c2_c19_SelectedPaymentOption = _o.SelectedPaymentOption
+                _c2_c19_SelectedServiceList = _o.SelectedServiceList
+                if not (_c2_c19_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+                el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
+                _c2_c19_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c2_c19_SelectedPaymentOption)
+                if _c2_c19_i1 is None: raise EncodeError(f'{_c2_c19_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+                if not (_c2_c19_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+                el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
+                v = (v << 11) | (27 << 5) | (_c2_c19_i1 << 2)
+                n += 11
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SelectedServiceListType(w, _c2_c19_SelectedServiceList)
+                v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServicePaymentSelectionRes := _c2_o.ServicePaymentSelectionRes) is not None:
+                el = 'Body/ServicePaymentSelectionRes'
+                _o = _c2_ServicePaymentSelectionRes
+                _c2_c20_ResponseCode = _o.ResponseCode
+                if not (_c2_c20_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/ServicePaymentSelectionRes/ResponseCode'
+                _c2_c20_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c20_ResponseCode)
+                if _c2_c20_i1 is None: raise EncodeError(f'{_c2_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (28 << 10) | (_c2_c20_i1 << 3)
+                n += 16
+                if _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionSetupReq := _c2_o.SessionSetupReq) is not None:
+                el = 'Body/SessionSetupReq'
+                _o = _c2_SessionSetupReq
+                _c2_c21_EVCCID = _o.EVCCID
+                if not (_c2_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                el = 'Body/SessionSetupReq/EVCCID'
+                v = (v << 8) | (29 << 2)
+                n += 8
+                if len(_c2_c21_EVCCID) > 8: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 8]')
+                _l = len(_c2_c21_EVCCID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c21_EVCCID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c21_EVCCID); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionSetupRes := _c2_o.SessionSetupRes) is not None:
+                el = 'Body/SessionSetupRes'
+                v = (v << 6) | 30
+                n += 6
+                _c2_c22_o = _c2_SessionSetupRes
+                _c2_c22_ResponseCode = _c2_c22_o.ResponseCode
+                _c2_c22_EVSEID = _c2_c22_o.EVSEID
+                _c2_c22_DateTimeNow = _c2_c22_o.DateTimeNow
+                if _c2_c22_ResponseCode is not None:
+                    el = 'Body/SessionSetupRes/ResponseCode'
+                    _c2_c22_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c22_ResponseCode)
+                    if _c2_c22_i1 is None: raise EncodeError(f'{_c2_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                    el = 'Body/SessionSetupRes/EVSEID'
+                    v = (v << 10) | (_c2_c22_i1 << 3)
+                    n += 10
+                    if len(_c2_c22_EVSEID) > 32: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [0, 32]')
+                    _l = len(_c2_c22_EVSEID)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c22_EVSEID, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c22_EVSEID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c22_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of ResponseCode')
+                if _c2_c22_s == 2:
+                    if _c2_c22_DateTimeNow is not None:
+                        el = 'Body/SessionSetupRes/DateTimeNow'
+                        if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                        v = (v << 4) | (_c2_c22_DateTimeNow < 0)
+                        n += 4
+                        _m = (-_c2_c22_DateTimeNow - 1 if _c2_c22_DateTimeNow < 0 else _c2_c22_DateTimeNow)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_c22_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c22_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionStopReq := _c2_o.SessionStopReq) is not None:
+                el = 'Body/SessionStopReq'
+                _o = _c2_SessionStopReq
+                v = (v << 8) | (31 << 2)
+                n += 8
+                if _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionStopRes := _c2_o.SessionStopRes) is not None:
+                el = 'Body/SessionStopRes'
+                _o = _c2_SessionStopRes
+                _c2_c24_ResponseCode = _o.ResponseCode
+                if not (_c2_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/SessionStopRes/ResponseCode'
+                _c2_c24_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c24_ResponseCode)
+                if _c2_c24_i1 is None: raise EncodeError(f'{_c2_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (32 << 10) | (_c2_c24_i1 << 3)
+                n += 16
+                if _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_WeldingDetectionReq := _c2_o.WeldingDetectionReq) is not None:
+                el = 'Body/WeldingDetectionReq'
+                _o = _c2_WeldingDetectionReq
+                _c2_c25_DC_EVStatus = _o.DC_EVStatus
+                if not (_c2_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                el = 'Body/WeldingDetectionReq/DC_EVStatus'
+                v = (v << 7) | (33 << 1)
+                n += 7
+                _c2_c25_c1_o = _c2_c25_DC_EVStatus
+                _c2_c25_c1_EVReady = _c2_c25_c1_o.EVReady
+                _c2_c25_c1_EVCabinConditioning = _c2_c25_c1_o.EVCabinConditioning
+                _c2_c25_c1_EVRESSConditioning = _c2_c25_c1_o.EVRESSConditioning
+                _c2_c25_c1_EVErrorCode = _c2_c25_c1_o.EVErrorCode
+                _c2_c25_c1_EVRESSSOC = _c2_c25_c1_o.EVRESSSOC
+                if _c2_c25_c1_EVReady is not None:
+                    el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
+                    if _c2_c25_c1_EVReady is not True and _c2_c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVReady!r}')
+                    v = (v << 4) | (_c2_c25_c1_EVReady << 1)
+                    n += 4
+                    _c2_c25_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of EVReady')
+                if _c2_c25_c1_s == 1:
+                    if _c2_c25_c1_EVCabinConditioning is not None:
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                        if _c2_c25_c1_EVCabinConditioning is not True and _c2_c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVCabinConditioning!r}')
+                        v = (v << 5) | (_c2_c25_c1_EVCabinConditioning << 1)
+                        n += 5
+                        _c2_c25_c1_s = 2
+                    elif _c2_c25_c1_EVRESSConditioning is not None:
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                        if _c2_c25_c1_EVRESSConditioning is not True and _c2_c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (1 << 3) | (_c2_c25_c1_EVRESSConditioning << 1)
+                        n += 5
+                        _c2_c25_c1_s = 3
+                    elif _c2_c25_c1_EVErrorCode is not None:
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                        _c2_c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
+                        if _c2_c25_c1_i1 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (2 << 6) | (_c2_c25_c1_i1 << 1)
+                        n += 8
+                        _c2_c25_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                if _c2_c25_c1_s == 2:
+                    if _c2_c25_c1_EVRESSConditioning is not None:
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                        if _c2_c25_c1_EVRESSConditioning is not True and _c2_c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (_c2_c25_c1_EVRESSConditioning << 1)
+                        n += 5
+                        _c2_c25_c1_s = 3
+                    elif _c2_c25_c1_EVErrorCode is not None:
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                        _c2_c25_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
+                        if _c2_c25_c1_i2 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c25_c1_i2 << 1)
+                        n += 8
+                        _c2_c25_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+                if _c2_c25_c1_s == 3:
+                    if _c2_c25_c1_EVErrorCode is not None:
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                        _c2_c25_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
+                        if _c2_c25_c1_i3 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 7) | (_c2_c25_c1_i3 << 1)
+                        n += 7
+                        _c2_c25_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVErrorCode')
+                if _c2_c25_c1_s == 4:
+                    if _c2_c25_c1_EVRESSSOC is not None:
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                        if not 0 <= _c2_c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c25_c1_EVRESSSOC!r} outside [0, 100]')
+                        v = (v << 11) | (_c2_c25_c1_EVRESSSOC << 2)
+                        n += 11
+                        _c2_c25_c1_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of EVRESSSOC')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_WeldingDetectionRes := _c2_o.WeldingDetectionRes) is not None:
+                el = 'Body/WeldingDetectionRes'
+                _o = _c2_WeldingDetectionRes
+                _c2_c26_ResponseCode = _o.ResponseCode
+                _c2_c26_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/WeldingDetectionRes/ResponseCode'
+                _c2_c26_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c26_ResponseCode)
+                if _c2_c26_i1 is None: raise EncodeError(f'{_c2_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
+                v = (v << 15) | (34 << 9) | (_c2_c26_i1 << 2)
+                n += 15
+                _c2_c26_c2_o = _c2_c26_DC_EVSEStatus
+                _c2_c26_c2_EVSEIsolationStatus = _c2_c26_c2_o.EVSEIsolationStatus
+                _c2_c26_c2_EVSEStatusCode = _c2_c26_c2_o.EVSEStatusCode
+                _c2_c26_c2_NotificationMaxDelay = _c2_c26_c2_o.NotificationMaxDelay
+                _c2_c26_c2_EVSENotification = _c2_c26_c2_o.EVSENotification
+                if _c2_c26_c2_EVSEIsolationStatus is not None:
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_c26_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c26_c2_EVSEIsolationStatus)
+                    if _c2_c26_c2_i1 is None: raise EncodeError(f'{_c2_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c26_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
+                    if _c2_c26_c2_i2 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c2_c26_c2_i1 << 8) | (_c2_c26_c2_i2 << 1)
+                    n += 13
+                    _c2_c26_c2_s = 2
+                elif _c2_c26_c2_EVSEStatusCode is not None:
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c26_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
+                    if _c2_c26_c2_i3 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c26_c2_i3 << 1)
+                    n += 8
+                    _c2_c26_c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c2_c26_c2_s == 2:
+                    if _c2_c26_c2_NotificationMaxDelay is not None:
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c26_c2_NotificationMaxDelay; n += 8
+                        elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c26_c2_NotificationMaxDelay]; n += 16
+                        elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                        if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
+                        if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                        v = (v << 7) | (_c2_c26_c2_i4 << 2)
+                        n += 7
+                        _c2_c26_c2_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
+                v <<= 1
+                n += 1
+                _c2_c26_c3_o = _c2_c26_EVSEPresentVoltage
+                _c2_c26_c3_Multiplier = _c2_c26_c3_o.Multiplier
+                _c2_c26_c3_Unit = _c2_c26_c3_o.Unit
+                _c2_c26_c3_Value = _c2_c26_c3_o.Value
+                if _c2_c26_c3_Multiplier is not None:
+                    el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                    if not -3 <= _c2_c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c26_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c26_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c26_c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c26_c3_s == 1:
+                    if _c2_c26_c3_Unit is not None:
+                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                        _c2_c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c26_c3_Unit)
+                        if _c2_c26_c3_i1 is None: raise EncodeError(f'{_c2_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                        if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
+                        n += 11
+                        _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c26_c3_s = 3
+                    elif _c2_c26_c3_Value is not None:
+                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                        if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c26_c3_Value < 0)
+                        n += 4
+                        _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c26_c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c26_c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c26_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+            else:
+                v = (v << 6) | 35
+                n += 6
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
         else:

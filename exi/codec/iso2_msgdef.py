@@ -40,6 +40,10 @@ _I_iso2_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(iso2_msgdat
 _I_iso2_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(iso2_msgdatatypes.responseCodeType)}
 _I_iso2_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(iso2_msgdatatypes.serviceCategoryType)}
 _I_iso2_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(iso2_msgdatatypes.unitSymbolType)}
+_T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_iso2_msgdatatypes_DC_EVErrorCodeType),))
+_T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(10, ((7, 3, 'enum', _E_iso2_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_iso2_msgdatatypes_DC_EVSEStatusCodeType),))
+_T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType = _fields_table(10, ((5, 5, 'enum', _E_iso2_msgdatatypes_responseCodeType), (0, 2, 'enum', _E_iso2_msgdatatypes_EVSEProcessingType),))
+_T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType = _fields_table(9, ((6, 3, 'nbit', -3, 3), (0, 3, 'enum', _E_iso2_msgdatatypes_unitSymbolType),))
 
 def _d_V2G_Message(r):
     # anonymous type of V2G_Message
@@ -171,9 +175,1961 @@ def _d_V2G_Message(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
         el = 'Body'
-        r.pos = r.end - q
-        f_Body = c_iso2_msgbody._d_BodyType(r)
-        V = r.v; q = r.end - r.pos
+        _cf = None
+        _cv = None
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        ec = (V >> q) & 63
+        if ec < 18:
+            if ec < 9:
+                if ec < 4:
+                    if ec == 0:
+                        el = 'Body/AuthorizationReq'
+                        _cf = 'AuthorizationReq'
+                        _c2_c1_Id = None
+                        _c2_c1_GenChallenge = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/AuthorizationReq/@Id'
+                            r.pos = r.end - q
+                            _c2_c1_Id = r.string('iso2_msgbody:Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c1_s = 1
+                        elif ec == 1:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                            el = 'Body/AuthorizationReq/GenChallenge'
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+                            _c2_c1_s = 2
+                        elif ec == 2:
+                            pass
+                            _c2_c1_s = -1
+                        else:
+                            raise r.deviation('AuthorizationReqType', r.end - q)
+                        if _c2_c1_s == 1:
+                            if ec == 0:
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                                el = 'Body/AuthorizationReq/GenChallenge'
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+                                _c2_c1_s = 2
+                            elif ec == 1:
+                                pass
+                                _c2_c1_s = -1
+                            else:
+                                raise r.deviation('AuthorizationReqType', r.end - q)
+                        if _c2_c1_s == 2:
+                            _c2_c1_s = -1
+                        _cv = _new(iso2_msgbody.AuthorizationReqType)
+                        _cv.Id = _c2_c1_Id
+                        _cv.GenChallenge = _c2_c1_GenChallenge
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 1:
+                        q -= 15
+                        if q < 0: V, q = r.slideq(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 24807: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/AuthorizationRes'
+                        _cf = 'AuthorizationRes'
+                        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 3) & 1023)]
+                        if _t is None:
+                            el = 'Body/AuthorizationRes/ResponseCode'
+                            _c2_c2_ResponseCode = ((x >> 8) & 31)
+                            if _c2_c2_ResponseCode >= 26: _c2_c2_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c2_c2_ResponseCode, 26, r.at(r.end - q))
+                            else: _c2_c2_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c2_ResponseCode]
+                            el = 'Body/AuthorizationRes/EVSEProcessing'
+                            _c2_c2_EVSEProcessing = ((x >> 3) & 3)
+                            if _c2_c2_EVSEProcessing >= 3: _c2_c2_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c2_c2_EVSEProcessing, 3, r.at(r.end - q))
+                            else: _c2_c2_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_c2_EVSEProcessing]
+                        else:
+                            el = 'Body/AuthorizationRes/EVSEProcessing'
+                            _c2_c2_ResponseCode, _c2_c2_EVSEProcessing = _t
+                        _cv = _new(iso2_msgbody.AuthorizationResType)
+                        _cv.ResponseCode = _c2_c2_ResponseCode
+                        _cv.EVSEProcessing = _c2_c2_EVSEProcessing
+                        _c2_s = 1
+                    elif ec == 2:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/BodyElement'
+                        _cf = 'BodyElement'
+                        _cv = _new(iso2_msgbody.BodyBaseType)
+                        _c2_s = 1
+                    elif ec == 3:
+                        q -= 25
+                        if q < 0: V, q = r.slideq(q, 25)
+                        x = (V >> q) & 33554431
+                        if x & 31209487: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CableCheckReq'
+                        _cf = 'CableCheckReq'
+                        el = 'Body/CableCheckReq/DC_EVStatus'
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+                        if _t is None:
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVReady'
+                            _c2_c4_c1_EVReady = ((x >> 21) & 1) == 1
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                            _c2_c4_c1_EVErrorCode = ((x >> 14) & 15)
+                            if _c2_c4_c1_EVErrorCode >= 12: _c2_c4_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c4_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c4_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_c4_c1_EVErrorCode]
+                        else:
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                            _c2_c4_c1_EVReady, _c2_c4_c1_EVErrorCode = _t
+                        el = 'Body/CableCheckReq/DC_EVStatus/EVRESSSOC'
+                        _c2_c4_c1_EVRESSSOC = ((x >> 4) & 127)
+                        if _c2_c4_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c4_c1_EVRESSSOC, r.at(r.end - q))
+                        _c2_c4_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c2_c4_DC_EVStatus.EVReady = _c2_c4_c1_EVReady
+                        _c2_c4_DC_EVStatus.EVErrorCode = _c2_c4_c1_EVErrorCode
+                        _c2_c4_DC_EVStatus.EVRESSSOC = _c2_c4_c1_EVRESSSOC
+                        _cv = _new(iso2_msgbody.CableCheckReqType)
+                        _cv.DC_EVStatus = _c2_c4_DC_EVStatus
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 4:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CableCheckRes'
+                        _cf = 'CableCheckRes'
+                        el = 'Body/CableCheckRes/ResponseCode'
+                        _c2_c5_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c5_ResponseCode >= 26: _c2_c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c2_c5_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
+                        el = 'Body/CableCheckRes/DC_EVSEStatus'
+                        _c2_c5_c1_NotificationMaxDelay = None
+                        _c2_c5_c1_EVSENotification = None
+                        _c2_c5_c1_EVSEIsolationStatus = None
+                        _c2_c5_c1_EVSEStatusCode = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c5_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c5_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c5_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c5_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c5_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c5_c1_EVSENotification = ((x >> 3) & 3)
+                        if _c2_c5_c1_EVSENotification >= 3: _c2_c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c5_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c5_c1_EVSENotification]
+                        ec = (x & 3)
+                        _c2_c5_c1_s = 2
+                        if _c2_c5_c1_s == 2:
+                            if ec == 0:
+                                q -= 13
+                                if q < 0: V, q = r.slideq(q, 13)
+                                x = (V >> q) & 8191
+                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                                if _t is None:
+                                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                    _c2_c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                    if _c2_c5_c1_EVSEIsolationStatus >= 5: _c2_c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c5_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                    else: _c2_c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c5_c1_EVSEIsolationStatus]
+                                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c5_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                    if _c2_c5_c1_EVSEStatusCode >= 12: _c2_c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                    else: _c2_c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c5_c1_EVSEStatusCode]
+                                else:
+                                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c5_c1_EVSEIsolationStatus, _c2_c5_c1_EVSEStatusCode = _t
+                                _c2_c5_c1_s = 4
+                            elif ec == 1:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c5_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c2_c5_c1_EVSEStatusCode >= 12: _c2_c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c5_c1_EVSEStatusCode]
+                                _c2_c5_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c5_c1_s == 4:
+                            _c2_c5_c1_s = -1
+                        _c2_c5_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c2_c5_DC_EVSEStatus.NotificationMaxDelay = _c2_c5_c1_NotificationMaxDelay
+                        _c2_c5_DC_EVSEStatus.EVSENotification = _c2_c5_c1_EVSENotification
+                        _c2_c5_DC_EVSEStatus.EVSEIsolationStatus = _c2_c5_c1_EVSEIsolationStatus
+                        _c2_c5_DC_EVSEStatus.EVSEStatusCode = _c2_c5_c1_EVSEStatusCode
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 103: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CableCheckRes/EVSEProcessing'
+                        _c2_c5_EVSEProcessing = ((x >> 3) & 3)
+                        if _c2_c5_EVSEProcessing >= 3: _c2_c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c2_c5_EVSEProcessing, 3, r.at(r.end - q))
+                        else: _c2_c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_c5_EVSEProcessing]
+                        _cv = _new(iso2_msgbody.CableCheckResType)
+                        _cv.ResponseCode = _c2_c5_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c5_DC_EVSEStatus
+                        _cv.EVSEProcessing = _c2_c5_EVSEProcessing
+                        _c2_s = 1
+                    elif ec == 5:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationReq'
+                        _cf = 'CertificateInstallationReq'
+                        el = 'Body/CertificateInstallationReq/@Id'
+                        r.pos = r.end - q
+                        _c2_c6_Id = r.string('iso2_msgbody:Id')
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                            _c2_c6_OEMProvisioningCert = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c6_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c6_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c2_c6_OEMProvisioningCert, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
+                        r.pos = r.end - q
+                        _c2_c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(iso2_msgbody.CertificateInstallationReqType)
+                        _cv.Id = _c2_c6_Id
+                        _cv.OEMProvisioningCert = _c2_c6_OEMProvisioningCert
+                        _cv.ListOfRootCertificateIDs = _c2_c6_ListOfRootCertificateIDs
+                        _c2_s = 1
+                    elif ec == 6:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes'
+                        _cf = 'CertificateInstallationRes'
+                        el = 'Body/CertificateInstallationRes/ResponseCode'
+                        _c2_c7_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c7_ResponseCode >= 26: _c2_c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c2_c7_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c7_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c7_ResponseCode]
+                        el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain'
+                        _c2_c7_c1_Id = None
+                        _c2_c7_c1_Certificate = None
+                        _c2_c7_c1_SubCertificates = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/@Id'
+                            r.pos = r.end - q
+                            _c2_c7_c1_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c7_c1_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c7_c1_s = 2
+                        elif ec == 1:
+                            el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c7_c1_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c7_c1_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        if _c2_c7_c1_s == 2:
+                            if ec == 0:
+                                el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                                r.pos = r.end - q
+                                _c2_c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                                _c2_c7_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c7_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c7_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c2_c7_SAProvisioningCertificateChain.Id = _c2_c7_c1_Id
+                        _c2_c7_SAProvisioningCertificateChain.Certificate = _c2_c7_c1_Certificate
+                        _c2_c7_SAProvisioningCertificateChain.SubCertificates = _c2_c7_c1_SubCertificates
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
+                        _c2_c7_c2_Id = None
+                        _c2_c7_c2_Certificate = None
+                        _c2_c7_c2_SubCertificates = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/@Id'
+                            r.pos = r.end - q
+                            _c2_c7_c2_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c7_c2_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c7_c2_s = 2
+                        elif ec == 1:
+                            el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c7_c2_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c7_c2_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        if _c2_c7_c2_s == 2:
+                            if ec == 0:
+                                el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                                r.pos = r.end - q
+                                _c2_c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                                _c2_c7_c2_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c7_c2_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c7_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c2_c7_ContractSignatureCertChain.Id = _c2_c7_c2_Id
+                        _c2_c7_ContractSignatureCertChain.Certificate = _c2_c7_c2_Certificate
+                        _c2_c7_ContractSignatureCertChain.SubCertificates = _c2_c7_c2_SubCertificates
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+                        _c2_c7_c3_Id = None
+                        _c2_c7_c3_value = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
+                        r.pos = r.end - q
+                        _c2_c7_c3_Id = r.string('iso2_msgdatatypes:Id')
+                        V = r.v; q = r.end - r.pos
+                        _c2_c7_c3_s = 1
+                        if _c2_c7_c3_s == 1:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            ec = (V >> q) & 1
+                            if ec == 0:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c7_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c2_c7_c3_value, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                                _c2_c7_c3_s = -1
+                            elif ec == 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                                _c2_c7_c3_value = b''
+                                _c2_c7_c3_s = -1
+                            else:
+                                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                        _c2_c7_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+                        _c2_c7_ContractSignatureEncryptedPrivateKey.Id = _c2_c7_c3_Id
+                        _c2_c7_ContractSignatureEncryptedPrivateKey.value = _c2_c7_c3_value
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/DHpublickey'
+                        _c2_c7_c4_Id = None
+                        _c2_c7_c4_value = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/DHpublickey/@Id'
+                        r.pos = r.end - q
+                        _c2_c7_c4_Id = r.string('iso2_msgdatatypes:Id')
+                        V = r.v; q = r.end - r.pos
+                        _c2_c7_c4_s = 1
+                        if _c2_c7_c4_s == 1:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            ec = (V >> q) & 1
+                            if ec == 0:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c7_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c2_c7_c4_value, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                                _c2_c7_c4_s = -1
+                            elif ec == 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                                _c2_c7_c4_value = b''
+                                _c2_c7_c4_s = -1
+                            else:
+                                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                        _c2_c7_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+                        _c2_c7_DHpublickey.Id = _c2_c7_c4_Id
+                        _c2_c7_DHpublickey.value = _c2_c7_c4_value
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateInstallationRes/eMAID'
+                        r.pos = r.end - q
+                        _c2_c7_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(iso2_msgbody.CertificateInstallationResType)
+                        _cv.ResponseCode = _c2_c7_ResponseCode
+                        _cv.SAProvisioningCertificateChain = _c2_c7_SAProvisioningCertificateChain
+                        _cv.ContractSignatureCertChain = _c2_c7_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c2_c7_ContractSignatureEncryptedPrivateKey
+                        _cv.DHpublickey = _c2_c7_DHpublickey
+                        _cv.eMAID = _c2_c7_eMAID
+                        _c2_s = 1
+                    elif ec == 7:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateReq'
+                        _cf = 'CertificateUpdateReq'
+                        el = 'Body/CertificateUpdateReq/@Id'
+                        r.pos = r.end - q
+                        _c2_c8_Id = r.string('iso2_msgbody:Id')
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateReq/ContractSignatureCertChain'
+                        _c2_c8_c1_Id = None
+                        _c2_c8_c1_Certificate = None
+                        _c2_c8_c1_SubCertificates = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/@Id'
+                            r.pos = r.end - q
+                            _c2_c8_c1_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c8_c1_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c8_c1_s = 2
+                        elif ec == 1:
+                            el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c8_c1_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c8_c1_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        if _c2_c8_c1_s == 2:
+                            if ec == 0:
+                                el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                                r.pos = r.end - q
+                                _c2_c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                                _c2_c8_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c8_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c8_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c2_c8_ContractSignatureCertChain.Id = _c2_c8_c1_Id
+                        _c2_c8_ContractSignatureCertChain.Certificate = _c2_c8_c1_Certificate
+                        _c2_c8_ContractSignatureCertChain.SubCertificates = _c2_c8_c1_SubCertificates
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateReq/eMAID'
+                        r.pos = r.end - q
+                        _c2_c8_eMAID = r.string('iso2_msgbody:eMAID')
+                        if len(_c2_c8_eMAID) < 14 or len(_c2_c8_eMAID) > 15: r.facet('CertificateUpdateReqType/eMAID', 'length [14, 15]', _c2_c8_eMAID, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/CertificateUpdateReq/ListOfRootCertificateIDs'
+                        r.pos = r.end - q
+                        _c2_c8_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(iso2_msgbody.CertificateUpdateReqType)
+                        _cv.Id = _c2_c8_Id
+                        _cv.ContractSignatureCertChain = _c2_c8_ContractSignatureCertChain
+                        _cv.eMAID = _c2_c8_eMAID
+                        _cv.ListOfRootCertificateIDs = _c2_c8_ListOfRootCertificateIDs
+                        _c2_s = 1
+                    elif ec == 8:
+                        el = 'Body/CertificateUpdateRes'
+                        _cf = 'CertificateUpdateRes'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_CertificateUpdateResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+            else:
+                if ec < 13:
+                    if ec == 9:
+                        el = 'Body/ChargeParameterDiscoveryReq'
+                        _cf = 'ChargeParameterDiscoveryReq'
+                        _c2_c9_MaxEntriesSAScheduleTuple = None
+                        _c2_c9_RequestedEnergyTransferMode = None
+                        _c2_c9_AC_EVChargeParameter = None
+                        _c2_c9_DC_EVChargeParameter = None
+                        _c2_c9_EVChargeParameter = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            el = 'Body/ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c9_MaxEntriesSAScheduleTuple = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c9_MaxEntriesSAScheduleTuple = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 452: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            if _c2_c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c2_c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
+                            el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                            _c2_c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
+                            if _c2_c9_RequestedEnergyTransferMode >= 6: _c2_c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c2_c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
+                            else: _c2_c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c2_c9_RequestedEnergyTransferMode]
+                            ec = (x & 3)
+                            _c2_c9_s = 2
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 68: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                            _c2_c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
+                            if _c2_c9_RequestedEnergyTransferMode >= 6: _c2_c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c2_c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
+                            else: _c2_c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c2_c9_RequestedEnergyTransferMode]
+                            ec = (x & 3)
+                            _c2_c9_s = 2
+                        else:
+                            raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                        if _c2_c9_s == 2:
+                            if ec == 0:
+                                el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                                r.pos = r.end - q
+                                _c2_c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                                _c2_c9_s = 3
+                            elif ec == 1:
+                                el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                                r.pos = r.end - q
+                                _c2_c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                                _c2_c9_s = 3
+                            elif ec == 2:
+                                el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
+                                _c2_c9_c1_DepartureTime = None
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                ec = (V >> q) & 3
+                                if ec == 0:
+                                    q -= 1
+                                    if q < 0: V, q = r.slideq(q, 1)
+                                    if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+                                    el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                                    if q >= 24:
+                                        _y = (V >> (q - 24)) & 16777215
+                                        if _y < 8388608:
+                                            q -= 8
+                                            _c2_c9_c1_DepartureTime = _y >> 16
+                                        elif not _y & 32768:
+                                            q -= 16
+                                            _c2_c9_c1_DepartureTime = _U2[_y >> 8]
+                                        elif not _y & 128:
+                                            q -= 24
+                                            _c2_c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                        else:
+                                            r.pos = r.end - q; _c2_c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                        q -= 8
+                                        _c2_c9_c1_DepartureTime = (V >> q) & 127
+                                    else:
+                                        r.pos = r.end - q; _c2_c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                    q -= 2
+                                    if q < 0: V, q = r.slideq(q, 2)
+                                    if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                                    if _c2_c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c1_DepartureTime, r.at(r.end - q))
+                                elif ec == 1:
+                                    pass
+                                else:
+                                    raise r.deviation('EVChargeParameterType', r.end - q)
+                                _c2_c9_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
+                                _c2_c9_EVChargeParameter.DepartureTime = _c2_c9_c1_DepartureTime
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                                _c2_c9_s = 3
+                            else:
+                                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                        if _c2_c9_s == 3:
+                            _c2_c9_s = -1
+                        _cv = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
+                        _cv.MaxEntriesSAScheduleTuple = _c2_c9_MaxEntriesSAScheduleTuple
+                        _cv.RequestedEnergyTransferMode = _c2_c9_RequestedEnergyTransferMode
+                        _cv.AC_EVChargeParameter = _c2_c9_AC_EVChargeParameter
+                        _cv.DC_EVChargeParameter = _c2_c9_DC_EVChargeParameter
+                        _cv.EVChargeParameter = _c2_c9_EVChargeParameter
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 10:
+                        el = 'Body/ChargeParameterDiscoveryRes'
+                        _cf = 'ChargeParameterDiscoveryRes'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_ChargeParameterDiscoveryResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 11:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ChargingStatusReq'
+                        _cf = 'ChargingStatusReq'
+                        _cv = _new(iso2_msgbody.ChargingStatusReqType)
+                        _c2_s = 1
+                    elif ec == 12:
+                        el = 'Body/ChargingStatusRes'
+                        _cf = 'ChargingStatusRes'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_ChargingStatusResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 13:
+                        el = 'Body/CurrentDemandReq'
+                        _cf = 'CurrentDemandReq'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_CurrentDemandReqType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 14:
+                        el = 'Body/CurrentDemandRes'
+                        _cf = 'CurrentDemandRes'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_CurrentDemandResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 15:
+                        el = 'Body/MeteringReceiptReq'
+                        _cf = 'MeteringReceiptReq'
+                        _c2_c11_Id = None
+                        _c2_c11_SessionID = None
+                        _c2_c11_SAScheduleTupleID = None
+                        _c2_c11_MeterInfo = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/MeteringReceiptReq/@Id'
+                            r.pos = r.end - q
+                            _c2_c11_Id = r.string('iso2_msgbody:Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            el = 'Body/MeteringReceiptReq/SessionID'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                _c2_c11_SessionID = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c11_s = 2
+                        elif ec == 1:
+                            el = 'Body/MeteringReceiptReq/SessionID'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                _c2_c11_SessionID = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c11_s = 2
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        if _c2_c11_s == 2:
+                            if ec == 0:
+                                q -= 11
+                                if q < 0: V, q = r.slideq(q, 11)
+                                x = (V >> q) & 2047
+                                if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                                el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                                _c2_c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                                if _c2_c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c2_c11_SAScheduleTupleID, r.at(r.end - q))
+                                el = 'Body/MeteringReceiptReq/MeterInfo'
+                                r.pos = r.end - q
+                                _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                                _c2_c11_s = 4
+                            elif ec == 1:
+                                el = 'Body/MeteringReceiptReq/MeterInfo'
+                                r.pos = r.end - q
+                                _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                                _c2_c11_s = 4
+                            else:
+                                raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        if _c2_c11_s == 4:
+                            _c2_c11_s = -1
+                        _cv = _new(iso2_msgbody.MeteringReceiptReqType)
+                        _cv.Id = _c2_c11_Id
+                        _cv.SessionID = _c2_c11_SessionID
+                        _cv.SAScheduleTupleID = _c2_c11_SAScheduleTupleID
+                        _cv.MeterInfo = _c2_c11_MeterInfo
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 16:
+                        el = 'Body/MeteringReceiptRes'
+                        _cf = 'MeteringReceiptRes'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_MeteringReceiptResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 17:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsReq'
+                        _cf = 'PaymentDetailsReq'
+                        el = 'Body/PaymentDetailsReq/eMAID'
+                        r.pos = r.end - q
+                        _c2_c12_eMAID = r.string('iso2_msgbody:eMAID')
+                        if len(_c2_c12_eMAID) < 14 or len(_c2_c12_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c2_c12_eMAID, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
+                        _c2_c12_c1_Id = None
+                        _c2_c12_c1_Certificate = None
+                        _c2_c12_c1_SubCertificates = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/@Id'
+                            r.pos = r.end - q
+                            _c2_c12_c1_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c12_c1_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c12_c1_s = 2
+                        elif ec == 1:
+                            el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                _c2_c12_c1_Certificate = b''
+                            else:
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c2_c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c2_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c12_c1_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        if _c2_c12_c1_s == 2:
+                            if ec == 0:
+                                el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                                r.pos = r.end - q
+                                _c2_c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                                _c2_c12_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c12_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c12_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c2_c12_ContractSignatureCertChain.Id = _c2_c12_c1_Id
+                        _c2_c12_ContractSignatureCertChain.Certificate = _c2_c12_c1_Certificate
+                        _c2_c12_ContractSignatureCertChain.SubCertificates = _c2_c12_c1_SubCertificates
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(iso2_msgbody.PaymentDetailsReqType)
+                        _cv.eMAID = _c2_c12_eMAID
+                        _cv.ContractSignatureCertChain = _c2_c12_ContractSignatureCertChain
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+        else:
+            if ec < 27:
+                if ec < 22:
+                    if ec == 18:
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsRes'
+                        _cf = 'PaymentDetailsRes'
+                        el = 'Body/PaymentDetailsRes/ResponseCode'
+                        _c2_c13_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c13_ResponseCode >= 26: _c2_c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c2_c13_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c13_ResponseCode]
+                        el = 'Body/PaymentDetailsRes/GenChallenge'
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _c2_c13_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _c2_c13_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_c2_c13_GenChallenge) < 16 or len(_c2_c13_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c2_c13_GenChallenge, r.at(r.end - q))
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentDetailsRes/EVSETimeStamp'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c13_EVSETimeStamp = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c13_EVSETimeStamp = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c13_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c13_EVSETimeStamp = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        if _neg: _c2_c13_EVSETimeStamp = -_c2_c13_EVSETimeStamp - 1
+                        if _c2_c13_EVSETimeStamp < -9223372036854775808 or _c2_c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c13_EVSETimeStamp, r.at(r.end - q))
+                        _cv = _new(iso2_msgbody.PaymentDetailsResType)
+                        _cv.ResponseCode = _c2_c13_ResponseCode
+                        _cv.GenChallenge = _c2_c13_GenChallenge
+                        _cv.EVSETimeStamp = _c2_c13_EVSETimeStamp
+                        _c2_s = 1
+                    elif ec == 19:
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 27: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentServiceSelectionReq'
+                        _cf = 'PaymentServiceSelectionReq'
+                        el = 'Body/PaymentServiceSelectionReq/SelectedPaymentOption'
+                        _c2_c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        el = 'Body/PaymentServiceSelectionReq/SelectedServiceList'
+                        r.pos = r.end - q
+                        _c2_c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
+                        _cv.SelectedPaymentOption = _c2_c14_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c2_c14_SelectedServiceList
+                        _c2_s = 1
+                    elif ec == 20:
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PaymentServiceSelectionRes'
+                        _cf = 'PaymentServiceSelectionRes'
+                        el = 'Body/PaymentServiceSelectionRes/ResponseCode'
+                        _c2_c15_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c15_ResponseCode >= 26: _c2_c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c2_c15_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c15_ResponseCode]
+                        _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
+                        _cv.ResponseCode = _c2_c15_ResponseCode
+                        _c2_s = 1
+                    elif ec == 21:
+                        el = 'Body/PowerDeliveryReq'
+                        _cf = 'PowerDeliveryReq'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_PowerDeliveryReqType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 22:
+                        el = 'Body/PowerDeliveryRes'
+                        _cf = 'PowerDeliveryRes'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_PowerDeliveryResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 23:
+                        q -= 39
+                        if q < 0: V, q = r.slideq(q, 39)
+                        x = (V >> q) & 549755813887
+                        if x & 511336244110: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeReq'
+                        _cf = 'PreChargeReq'
+                        el = 'Body/PreChargeReq/DC_EVStatus'
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
+                        if _t is None:
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
+                            _c2_c16_c1_EVReady = ((x >> 35) & 1) == 1
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                            _c2_c16_c1_EVErrorCode = ((x >> 28) & 15)
+                            if _c2_c16_c1_EVErrorCode >= 12: _c2_c16_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c16_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c16_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_c16_c1_EVErrorCode]
+                        else:
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                            _c2_c16_c1_EVReady, _c2_c16_c1_EVErrorCode = _t
+                        el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
+                        _c2_c16_c1_EVRESSSOC = ((x >> 18) & 127)
+                        if _c2_c16_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c16_c1_EVRESSSOC, r.at(r.end - q))
+                        _c2_c16_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c2_c16_DC_EVStatus.EVReady = _c2_c16_c1_EVReady
+                        _c2_c16_DC_EVStatus.EVErrorCode = _c2_c16_c1_EVErrorCode
+                        _c2_c16_DC_EVStatus.EVRESSSOC = _c2_c16_c1_EVRESSSOC
+                        el = 'Body/PreChargeReq/EVTargetVoltage'
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        if _t is None:
+                            el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
+                            _c2_c16_c2_Multiplier = ((x >> 10) & 7) + -3
+                            if _c2_c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c16_c2_Multiplier, r.at(r.end - q))
+                            el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
+                            _c2_c16_c2_Unit = ((x >> 4) & 7)
+                            if _c2_c16_c2_Unit >= 7: _c2_c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c16_c2_Unit, 7, r.at(r.end - q))
+                            else: _c2_c16_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c16_c2_Unit]
+                        else:
+                            el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
+                            _c2_c16_c2_Multiplier, _c2_c16_c2_Unit = _t
+                        el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c16_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c16_c2_Value = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c16_c2_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 18
+                        if q < 0: V, q = r.slideq(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 254862: raise r.deviation('BodyType', r.end - q)
+                        if _neg: _c2_c16_c2_Value = -_c2_c16_c2_Value - 1
+                        if _c2_c16_c2_Value < -32768 or _c2_c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c16_c2_Value, r.at(r.end - q))
+                        _c2_c16_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c16_EVTargetVoltage.Multiplier = _c2_c16_c2_Multiplier
+                        _c2_c16_EVTargetVoltage.Unit = _c2_c16_c2_Unit
+                        _c2_c16_EVTargetVoltage.Value = _c2_c16_c2_Value
+                        el = 'Body/PreChargeReq/EVTargetCurrent'
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        if _t is None:
+                            el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
+                            _c2_c16_c3_Multiplier = ((x >> 10) & 7) + -3
+                            if _c2_c16_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c16_c3_Multiplier, r.at(r.end - q))
+                            el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
+                            _c2_c16_c3_Unit = ((x >> 4) & 7)
+                            if _c2_c16_c3_Unit >= 7: _c2_c16_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c16_c3_Unit, 7, r.at(r.end - q))
+                            else: _c2_c16_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c16_c3_Unit]
+                        else:
+                            el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
+                            _c2_c16_c3_Multiplier, _c2_c16_c3_Unit = _t
+                        el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c16_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c16_c3_Value = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c16_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c16_c3_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
+                        if _neg: _c2_c16_c3_Value = -_c2_c16_c3_Value - 1
+                        if _c2_c16_c3_Value < -32768 or _c2_c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c16_c3_Value, r.at(r.end - q))
+                        _c2_c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c16_EVTargetCurrent.Multiplier = _c2_c16_c3_Multiplier
+                        _c2_c16_EVTargetCurrent.Unit = _c2_c16_c3_Unit
+                        _c2_c16_EVTargetCurrent.Value = _c2_c16_c3_Value
+                        _cv = _new(iso2_msgbody.PreChargeReqType)
+                        _cv.DC_EVStatus = _c2_c16_DC_EVStatus
+                        _cv.EVTargetVoltage = _c2_c16_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c2_c16_EVTargetCurrent
+                        _c2_s = 1
+                    elif ec == 24:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeRes'
+                        _cf = 'PreChargeRes'
+                        el = 'Body/PreChargeRes/ResponseCode'
+                        _c2_c17_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c17_ResponseCode >= 26: _c2_c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c2_c17_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c17_ResponseCode]
+                        el = 'Body/PreChargeRes/DC_EVSEStatus'
+                        _c2_c17_c1_NotificationMaxDelay = None
+                        _c2_c17_c1_EVSENotification = None
+                        _c2_c17_c1_EVSEIsolationStatus = None
+                        _c2_c17_c1_EVSEStatusCode = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c17_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c17_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c17_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c17_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c17_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c17_c1_EVSENotification = ((x >> 3) & 3)
+                        if _c2_c17_c1_EVSENotification >= 3: _c2_c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c17_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c17_c1_EVSENotification]
+                        ec = (x & 3)
+                        _c2_c17_c1_s = 2
+                        if _c2_c17_c1_s == 2:
+                            if ec == 0:
+                                q -= 13
+                                if q < 0: V, q = r.slideq(q, 13)
+                                x = (V >> q) & 8191
+                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                                if _t is None:
+                                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                    _c2_c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                    if _c2_c17_c1_EVSEIsolationStatus >= 5: _c2_c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c17_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                    else: _c2_c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c17_c1_EVSEIsolationStatus]
+                                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c17_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                    if _c2_c17_c1_EVSEStatusCode >= 12: _c2_c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                    else: _c2_c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c17_c1_EVSEStatusCode]
+                                else:
+                                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c17_c1_EVSEIsolationStatus, _c2_c17_c1_EVSEStatusCode = _t
+                                _c2_c17_c1_s = 4
+                            elif ec == 1:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c17_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c2_c17_c1_EVSEStatusCode >= 12: _c2_c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c17_c1_EVSEStatusCode]
+                                _c2_c17_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c17_c1_s == 4:
+                            _c2_c17_c1_s = -1
+                        _c2_c17_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c2_c17_DC_EVSEStatus.NotificationMaxDelay = _c2_c17_c1_NotificationMaxDelay
+                        _c2_c17_DC_EVSEStatus.EVSENotification = _c2_c17_c1_EVSENotification
+                        _c2_c17_DC_EVSEStatus.EVSEIsolationStatus = _c2_c17_c1_EVSEIsolationStatus
+                        _c2_c17_DC_EVSEStatus.EVSEStatusCode = _c2_c17_c1_EVSEStatusCode
+                        q -= 16
+                        if q < 0: V, q = r.slideq(q, 16)
+                        x = (V >> q) & 65535
+                        if x & 58254: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/PreChargeRes/EVSEPresentVoltage'
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        if _t is None:
+                            el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
+                            _c2_c17_c2_Multiplier = ((x >> 10) & 7) + -3
+                            if _c2_c17_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c17_c2_Multiplier, r.at(r.end - q))
+                            el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                            _c2_c17_c2_Unit = ((x >> 4) & 7)
+                            if _c2_c17_c2_Unit >= 7: _c2_c17_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c17_c2_Unit, 7, r.at(r.end - q))
+                            else: _c2_c17_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c17_c2_Unit]
+                        else:
+                            el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                            _c2_c17_c2_Multiplier, _c2_c17_c2_Unit = _t
+                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c17_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c17_c2_Value = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c17_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c17_c2_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
+                        if _neg: _c2_c17_c2_Value = -_c2_c17_c2_Value - 1
+                        if _c2_c17_c2_Value < -32768 or _c2_c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c17_c2_Value, r.at(r.end - q))
+                        _c2_c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c17_EVSEPresentVoltage.Multiplier = _c2_c17_c2_Multiplier
+                        _c2_c17_EVSEPresentVoltage.Unit = _c2_c17_c2_Unit
+                        _c2_c17_EVSEPresentVoltage.Value = _c2_c17_c2_Value
+                        _cv = _new(iso2_msgbody.PreChargeResType)
+                        _cv.ResponseCode = _c2_c17_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c17_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c17_EVSEPresentVoltage
+                        _c2_s = 1
+                    elif ec == 25:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ServiceDetailReq'
+                        _cf = 'ServiceDetailReq'
+                        el = 'Body/ServiceDetailReq/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c18_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c18_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c18_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        if _c2_c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c2_c18_ServiceID, r.at(r.end - q))
+                        _cv = _new(iso2_msgbody.ServiceDetailReqType)
+                        _cv.ServiceID = _c2_c18_ServiceID
+                        _c2_s = 1
+                    elif ec == 26:
+                        el = 'Body/ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
+                        _c2_c19_ResponseCode = None
+                        _c2_c19_ServiceID = None
+                        _c2_c19_ServiceParameterList = None
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
+                        el = 'Body/ServiceDetailRes/ResponseCode'
+                        _c2_c19_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c19_ResponseCode >= 26: _c2_c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c2_c19_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c19_ResponseCode]
+                        el = 'Body/ServiceDetailRes/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c19_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c19_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c19_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c19_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c2_c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c19_ServiceID, r.at(r.end - q))
+                        ec = (x & 3)
+                        _c2_c19_s = 2
+                        if _c2_c19_s == 2:
+                            if ec == 0:
+                                el = 'Body/ServiceDetailRes/ServiceParameterList'
+                                r.pos = r.end - q
+                                _c2_c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                                _c2_c19_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c19_s = -1
+                            else:
+                                raise r.deviation('ServiceDetailResType', r.end - q)
+                        _cv = _new(iso2_msgbody.ServiceDetailResType)
+                        _cv.ResponseCode = _c2_c19_ResponseCode
+                        _cv.ServiceID = _c2_c19_ServiceID
+                        _cv.ServiceParameterList = _c2_c19_ServiceParameterList
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+            else:
+                if ec < 31:
+                    if ec == 27:
+                        el = 'Body/ServiceDiscoveryReq'
+                        _cf = 'ServiceDiscoveryReq'
+                        _c2_c20_ServiceScope = None
+                        _c2_c20_ServiceCategory = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            el = 'Body/ServiceDiscoveryReq/ServiceScope'
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                _c2_c20_ServiceScope = ''
+                            else:
+                                r.pos = r.end - q
+                                _c2_c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
+                                if len(_c2_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c2_c20_ServiceScope, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            ec = x
+                            _c2_c20_s = 1
+                        elif ec == 1:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                            _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                            _c2_c20_s = 2
+                        elif ec == 2:
+                            pass
+                            _c2_c20_s = -1
+                        else:
+                            raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                        if _c2_c20_s == 1:
+                            if ec == 0:
+                                q -= 5
+                                if q < 0: V, q = r.slideq(q, 5)
+                                x = (V >> q) & 31
+                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                                _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                                _c2_c20_s = 2
+                            elif ec == 1:
+                                pass
+                                _c2_c20_s = -1
+                            else:
+                                raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                        if _c2_c20_s == 2:
+                            _c2_c20_s = -1
+                        _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
+                        _cv.ServiceScope = _c2_c20_ServiceScope
+                        _cv.ServiceCategory = _c2_c20_ServiceCategory
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 28:
+                        el = 'Body/ServiceDiscoveryRes'
+                        _cf = 'ServiceDiscoveryRes'
+                        r.pos = r.end - q
+                        _cv = c_iso2_msgbody._d_ServiceDiscoveryResType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    elif ec == 29:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/SessionSetupReq'
+                        _cf = 'SessionSetupReq'
+                        el = 'Body/SessionSetupReq/EVCCID'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+                            _c2_c21_EVCCID = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c2_c21_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c2_c21_EVCCID, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(iso2_msgbody.SessionSetupReqType)
+                        _cv.EVCCID = _c2_c21_EVCCID
+                        _c2_s = 1
+                    elif ec == 30:
+                        el = 'Body/SessionSetupRes'
+                        _cf = 'SessionSetupRes'
+                        _c2_c22_ResponseCode = None
+                        _c2_c22_EVSEID = None
+                        _c2_c22_EVSETimeStamp = None
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('SessionSetupResType', r.end - q)
+                        el = 'Body/SessionSetupRes/ResponseCode'
+                        _c2_c22_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c22_ResponseCode >= 26: _c2_c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c22_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c22_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c22_ResponseCode]
+                        el = 'Body/SessionSetupRes/EVSEID'
+                        r.pos = r.end - q
+                        _c2_c22_EVSEID = r.string('iso2_msgbody:EVSEID')
+                        if len(_c2_c22_EVSEID) < 7 or len(_c2_c22_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c2_c22_EVSEID, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = (x & 3)
+                        _c2_c22_s = 2
+                        if _c2_c22_s == 2:
+                            if ec == 0:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+                                el = 'Body/SessionSetupRes/EVSETimeStamp'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c22_EVSETimeStamp = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c22_EVSETimeStamp = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c22_EVSETimeStamp = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                                if _neg: _c2_c22_EVSETimeStamp = -_c2_c22_EVSETimeStamp - 1
+                                if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_EVSETimeStamp, r.at(r.end - q))
+                                _c2_c22_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c22_s = -1
+                            else:
+                                raise r.deviation('SessionSetupResType', r.end - q)
+                        _cv = _new(iso2_msgbody.SessionSetupResType)
+                        _cv.ResponseCode = _c2_c22_ResponseCode
+                        _cv.EVSEID = _c2_c22_EVSEID
+                        _cv.EVSETimeStamp = _c2_c22_EVSETimeStamp
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 31:
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 55: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/SessionStopReq'
+                        _cf = 'SessionStopReq'
+                        el = 'Body/SessionStopReq/ChargingSession'
+                        _c2_c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 3) & 1)]
+                        _cv = _new(iso2_msgbody.SessionStopReqType)
+                        _cv.ChargingSession = _c2_c23_ChargingSession
+                        _c2_s = 1
+                    elif ec == 32:
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/SessionStopRes'
+                        _cf = 'SessionStopRes'
+                        el = 'Body/SessionStopRes/ResponseCode'
+                        _c2_c24_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c24_ResponseCode >= 26: _c2_c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c24_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
+                        _cv = _new(iso2_msgbody.SessionStopResType)
+                        _cv.ResponseCode = _c2_c24_ResponseCode
+                        _c2_s = 1
+                    elif ec == 33:
+                        q -= 25
+                        if q < 0: V, q = r.slideq(q, 25)
+                        x = (V >> q) & 33554431
+                        if x & 31209487: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/WeldingDetectionReq'
+                        _cf = 'WeldingDetectionReq'
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus'
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+                        if _t is None:
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
+                            _c2_c25_c1_EVReady = ((x >> 21) & 1) == 1
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                            _c2_c25_c1_EVErrorCode = ((x >> 14) & 15)
+                            if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c25_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
+                        else:
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                            _c2_c25_c1_EVReady, _c2_c25_c1_EVErrorCode = _t
+                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                        _c2_c25_c1_EVRESSSOC = ((x >> 4) & 127)
+                        if _c2_c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c25_c1_EVRESSSOC, r.at(r.end - q))
+                        _c2_c25_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c2_c25_DC_EVStatus.EVReady = _c2_c25_c1_EVReady
+                        _c2_c25_DC_EVStatus.EVErrorCode = _c2_c25_c1_EVErrorCode
+                        _c2_c25_DC_EVStatus.EVRESSSOC = _c2_c25_c1_EVRESSSOC
+                        _cv = _new(iso2_msgbody.WeldingDetectionReqType)
+                        _cv.DC_EVStatus = _c2_c25_DC_EVStatus
+                        _c2_s = 1
+                    elif ec == 34:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/WeldingDetectionRes'
+                        _cf = 'WeldingDetectionRes'
+                        el = 'Body/WeldingDetectionRes/ResponseCode'
+                        _c2_c26_ResponseCode = ((x >> 2) & 31)
+                        if _c2_c26_ResponseCode >= 26: _c2_c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c26_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c26_ResponseCode]
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
+                        _c2_c26_c1_NotificationMaxDelay = None
+                        _c2_c26_c1_EVSENotification = None
+                        _c2_c26_c1_EVSEIsolationStatus = None
+                        _c2_c26_c1_EVSEStatusCode = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c26_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c26_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c26_c1_EVSENotification = ((x >> 3) & 3)
+                        if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
+                        ec = (x & 3)
+                        _c2_c26_c1_s = 2
+                        if _c2_c26_c1_s == 2:
+                            if ec == 0:
+                                q -= 13
+                                if q < 0: V, q = r.slideq(q, 13)
+                                x = (V >> q) & 8191
+                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                                if _t is None:
+                                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                    _c2_c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                    if _c2_c26_c1_EVSEIsolationStatus >= 5: _c2_c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                    else: _c2_c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c26_c1_EVSEIsolationStatus]
+                                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                    if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                    else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                                else:
+                                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c26_c1_EVSEIsolationStatus, _c2_c26_c1_EVSEStatusCode = _t
+                                _c2_c26_c1_s = 4
+                            elif ec == 1:
+                                q -= 7
+                                if q < 0: V, q = r.slideq(q, 7)
+                                x = (V >> q) & 127
+                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                                _c2_c26_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c26_c1_s == 4:
+                            _c2_c26_c1_s = -1
+                        _c2_c26_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c2_c26_DC_EVSEStatus.NotificationMaxDelay = _c2_c26_c1_NotificationMaxDelay
+                        _c2_c26_DC_EVSEStatus.EVSENotification = _c2_c26_c1_EVSENotification
+                        _c2_c26_DC_EVSEStatus.EVSEIsolationStatus = _c2_c26_c1_EVSEIsolationStatus
+                        _c2_c26_DC_EVSEStatus.EVSEStatusCode = _c2_c26_c1_EVSEStatusCode
+                        q -= 16
+                        if q < 0: V, q = r.slideq(q, 16)
+                        x = (V >> q) & 65535
+                        if x & 58254: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        if _t is None:
+                            el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                            _c2_c26_c2_Multiplier = ((x >> 10) & 7) + -3
+                            if _c2_c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c26_c2_Multiplier, r.at(r.end - q))
+                            el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                            _c2_c26_c2_Unit = ((x >> 4) & 7)
+                            if _c2_c26_c2_Unit >= 7: _c2_c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c26_c2_Unit, 7, r.at(r.end - q))
+                            else: _c2_c26_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c26_c2_Unit]
+                        else:
+                            el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                            _c2_c26_c2_Multiplier, _c2_c26_c2_Unit = _t
+                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c26_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c26_c2_Value = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c26_c2_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
+                        if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
+                        if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
+                        _c2_c26_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c26_EVSEPresentVoltage.Multiplier = _c2_c26_c2_Multiplier
+                        _c2_c26_EVSEPresentVoltage.Unit = _c2_c26_c2_Unit
+                        _c2_c26_EVSEPresentVoltage.Value = _c2_c26_c2_Value
+                        _cv = _new(iso2_msgbody.WeldingDetectionResType)
+                        _cv.ResponseCode = _c2_c26_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c26_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c26_EVSEPresentVoltage
+                        _c2_s = 1
+                    elif ec == 35:
+                        pass
+                        _c2_s = -1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+        if _c2_s == 1:
+            _c2_s = -1
+        f_Body = _new(iso2_msgbody.BodyType)
+        f_Body.AuthorizationReq = f_Body.AuthorizationRes = f_Body.BodyElement = f_Body.CableCheckReq = f_Body.CableCheckRes = f_Body.CertificateInstallationReq = f_Body.CertificateInstallationRes = f_Body.CertificateUpdateReq = f_Body.CertificateUpdateRes = f_Body.ChargeParameterDiscoveryReq = f_Body.ChargeParameterDiscoveryRes = f_Body.ChargingStatusReq = f_Body.ChargingStatusRes = f_Body.CurrentDemandReq = f_Body.CurrentDemandRes = f_Body.MeteringReceiptReq = f_Body.MeteringReceiptRes = f_Body.PaymentDetailsReq = f_Body.PaymentDetailsRes = f_Body.PaymentServiceSelectionReq = f_Body.PaymentServiceSelectionRes = f_Body.PowerDeliveryReq = f_Body.PowerDeliveryRes = f_Body.PreChargeReq = f_Body.PreChargeRes = f_Body.ServiceDetailReq = f_Body.ServiceDetailRes = f_Body.ServiceDiscoveryReq = f_Body.ServiceDiscoveryRes = f_Body.SessionSetupReq = f_Body.SessionSetupRes = f_Body.SessionStopReq = f_Body.SessionStopRes = f_Body.WeldingDetectionReq = f_Body.WeldingDetectionRes = None
+        if _cf is not None: setattr(f_Body, _cf, _cv)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
@@ -286,9 +2242,1400 @@ def _e_V2G_Message(w, o):
             el = 'Body'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso2_msgbody._e_BodyType(w, v_Body)
-            v = w.v; n = w.n
+            _c2_o = v_Body
+            if (_c2_AuthorizationReq := _c2_o.AuthorizationReq) is not None:
+                el = 'Body/AuthorizationReq'
+                v <<= 6
+                n += 6
+                _c2_c1_o = _c2_AuthorizationReq
+                _c2_c1_Id = _c2_c1_o.Id
+                _c2_c1_GenChallenge = _c2_c1_o.GenChallenge
+                if _c2_c1_Id is not None:
+                    el = 'Body/AuthorizationReq/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c1_Id)
+                    if _l < 126 and _c2_c1_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c1_Id); v = w.v; n = w.n
+                    _c2_c1_s = 1
+                elif _c2_c1_GenChallenge is not None:
+                    el = 'Body/AuthorizationReq/GenChallenge'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c2_c1_GenChallenge)} outside [16, 16]')
+                    _l = len(_c2_c1_GenChallenge)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c1_GenChallenge, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c1_GenChallenge); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c1_s = 2
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    _c2_c1_s = -1
+                if _c2_c1_s == 1:
+                    if _c2_c1_GenChallenge is not None:
+                        el = 'Body/AuthorizationReq/GenChallenge'
+                        v <<= 3
+                        n += 3
+                        if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c2_c1_GenChallenge)} outside [16, 16]')
+                        _l = len(_c2_c1_GenChallenge)
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c1_GenChallenge, 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(_c2_c1_GenChallenge); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c1_s = 2
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c1_s = -1
+                if _c2_c1_s == 2:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.AuthorizationRes is not None or _c2_o.BodyElement is not None or _c2_o.CableCheckReq is not None or _c2_o.CableCheckRes is not None or _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_AuthorizationRes := _c2_o.AuthorizationRes) is not None:
+                el = 'Body/AuthorizationRes'
+                _o = _c2_AuthorizationRes
+                _c2_c2_ResponseCode = _o.ResponseCode
+                _c2_c2_EVSEProcessing = _o.EVSEProcessing
+                if not (_c2_c2_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/AuthorizationRes/ResponseCode'
+                _c2_c2_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c2_ResponseCode)
+                if _c2_c2_i1 is None: raise EncodeError(f'{_c2_c2_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c2_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                el = 'Body/AuthorizationRes/EVSEProcessing'
+                _c2_c2_i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c2_c2_EVSEProcessing)
+                if _c2_c2_i2 is None: raise EncodeError(f'{_c2_c2_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                v = (v << 21) | (1 << 15) | (_c2_c2_i1 << 8) | (_c2_c2_i2 << 3)
+                n += 21
+                if _c2_o.BodyElement is not None or _c2_o.CableCheckReq is not None or _c2_o.CableCheckRes is not None or _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_BodyElement := _c2_o.BodyElement) is not None:
+                el = 'Body/BodyElement'
+                _o = _c2_BodyElement
+                v = (v << 8) | (2 << 2)
+                n += 8
+                if _c2_o.CableCheckReq is not None or _c2_o.CableCheckRes is not None or _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CableCheckReq := _c2_o.CableCheckReq) is not None:
+                el = 'Body/CableCheckReq'
+                _o = _c2_CableCheckReq
+                _c2_c4_DC_EVStatus = _o.DC_EVStatus
+                if not (_c2_c4_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                el = 'Body/CableCheckReq/DC_EVStatus'
+                _o = _c2_c4_DC_EVStatus
+                _c2_c4_c1_EVReady = _o.EVReady
+                _c2_c4_c1_EVErrorCode = _o.EVErrorCode
+                _c2_c4_c1_EVRESSSOC = _o.EVRESSSOC
+                if not (_c2_c4_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+                el = 'Body/CableCheckReq/DC_EVStatus/EVReady'
+                if _c2_c4_c1_EVReady is not True and _c2_c4_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c4_c1_EVReady!r}')
+                if not (_c2_c4_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                _c2_c4_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c4_c1_EVErrorCode)
+                if _c2_c4_c1_i1 is None: raise EncodeError(f'{_c2_c4_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                if not (_c2_c4_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                el = 'Body/CableCheckReq/DC_EVStatus/EVRESSSOC'
+                if not 0 <= _c2_c4_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c4_c1_EVRESSSOC!r} outside [0, 100]')
+                v = (v << 31) | (3 << 25) | (_c2_c4_c1_EVReady << 21) | (_c2_c4_c1_i1 << 14) | (_c2_c4_c1_EVRESSSOC << 4)
+                n += 31
+                if _c2_o.CableCheckRes is not None or _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CableCheckRes := _c2_o.CableCheckRes) is not None:
+                el = 'Body/CableCheckRes'
+                _o = _c2_CableCheckRes
+                _c2_c5_ResponseCode = _o.ResponseCode
+                _c2_c5_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c5_EVSEProcessing = _o.EVSEProcessing
+                if not (_c2_c5_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/CableCheckRes/ResponseCode'
+                _c2_c5_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c5_ResponseCode)
+                if _c2_c5_i1 is None: raise EncodeError(f'{_c2_c5_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c5_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                el = 'Body/CableCheckRes/DC_EVSEStatus'
+                v = (v << 15) | (4 << 9) | (_c2_c5_i1 << 2)
+                n += 15
+                _c2_c5_c2_o = _c2_c5_DC_EVSEStatus
+                _c2_c5_c2_NotificationMaxDelay = _c2_c5_c2_o.NotificationMaxDelay
+                _c2_c5_c2_EVSENotification = _c2_c5_c2_o.EVSENotification
+                _c2_c5_c2_EVSEIsolationStatus = _c2_c5_c2_o.EVSEIsolationStatus
+                _c2_c5_c2_EVSEStatusCode = _c2_c5_c2_o.EVSEStatusCode
+                if _c2_c5_c2_NotificationMaxDelay is not None:
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c5_c2_NotificationMaxDelay < 0 or _c2_c5_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c5_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c5_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c5_c2_NotificationMaxDelay; n += 8
+                    elif _c2_c5_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c5_c2_NotificationMaxDelay]; n += 16
+                    elif _c2_c5_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c5_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c5_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c5_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c2_c5_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
+                    _c2_c5_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c5_c2_EVSENotification)
+                    if _c2_c5_c2_i1 is None: raise EncodeError(f'{_c2_c5_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c5_c2_i1 << 1)
+                    n += 6
+                    _c2_c5_c2_NotificationMaxDelay = None
+                    _c2_c5_c2_EVSENotification = None
+                    _c2_c5_c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c2_c5_c2_s == 2:
+                    if _c2_c5_c2_EVSEIsolationStatus is not None:
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                        _c2_c5_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c5_c2_EVSEIsolationStatus)
+                        if _c2_c5_c2_i2 is None: raise EncodeError(f'{_c2_c5_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                        if not (_c2_c5_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c5_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c5_c2_EVSEStatusCode)
+                        if _c2_c5_c2_i3 is None: raise EncodeError(f'{_c2_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 14) | (_c2_c5_c2_i2 << 8) | (_c2_c5_c2_i3 << 1)
+                        n += 14
+                        _c2_c5_c2_EVSEIsolationStatus = None
+                        _c2_c5_c2_EVSEStatusCode = None
+                        _c2_c5_c2_s = 4
+                    elif _c2_c5_c2_EVSEStatusCode is not None:
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c5_c2_EVSEStatusCode)
+                        if _c2_c5_c2_i4 is None: raise EncodeError(f'{_c2_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c5_c2_i4 << 1)
+                        n += 8
+                        _c2_c5_c2_EVSEStatusCode = None
+                        _c2_c5_c2_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c2_c5_c2_s == 4:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c5_c2_NotificationMaxDelay is not None or _c2_c5_c2_EVSENotification is not None or _c2_c5_c2_EVSEIsolationStatus is not None or _c2_c5_c2_EVSEStatusCode is not None: raise _leftover(_c2_c5_c2_o)
+                        _c2_c5_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c5_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                el = 'Body/CableCheckRes/EVSEProcessing'
+                _c2_c5_i3 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c2_c5_EVSEProcessing)
+                if _c2_c5_i3 is None: raise EncodeError(f'{_c2_c5_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                v = (v << 7) | (_c2_c5_i3 << 3)
+                n += 7
+                if _c2_o.CertificateInstallationReq is not None or _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateInstallationReq := _c2_o.CertificateInstallationReq) is not None:
+                el = 'Body/CertificateInstallationReq'
+                _o = _c2_CertificateInstallationReq
+                _c2_c6_Id = _o.Id
+                _c2_c6_OEMProvisioningCert = _o.OEMProvisioningCert
+                _c2_c6_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+                if not (_c2_c6_Id is not None): raise EncodeError('missing content: Id')
+                el = 'Body/CertificateInstallationReq/@Id'
+                v = (v << 7) | (5 << 1)
+                n += 7
+                _l = len(_c2_c6_Id)
+                if _l < 126 and _c2_c6_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c6_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c6_Id); v = w.v; n = w.n
+                if not (_c2_c6_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+                el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
+                v <<= 2
+                n += 2
+                if len(_c2_c6_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c2_c6_OEMProvisioningCert)} outside [0, 800]')
+                _l = len(_c2_c6_OEMProvisioningCert)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c6_OEMProvisioningCert); v = w.v; n = w.n
+                if not (_c2_c6_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+                el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c2_c6_ListOfRootCertificateIDs)
+                v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.CertificateInstallationRes is not None or _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateInstallationRes := _c2_o.CertificateInstallationRes) is not None:
+                el = 'Body/CertificateInstallationRes'
+                _o = _c2_CertificateInstallationRes
+                _c2_c7_ResponseCode = _o.ResponseCode
+                _c2_c7_SAProvisioningCertificateChain = _o.SAProvisioningCertificateChain
+                _c2_c7_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                _c2_c7_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+                _c2_c7_DHpublickey = _o.DHpublickey
+                _c2_c7_eMAID = _o.eMAID
+                if not (_c2_c7_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/CertificateInstallationRes/ResponseCode'
+                _c2_c7_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c7_ResponseCode)
+                if _c2_c7_i1 is None: raise EncodeError(f'{_c2_c7_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c7_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
+                el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain'
+                v = (v << 15) | (6 << 9) | (_c2_c7_i1 << 2)
+                n += 15
+                _c2_c7_c2_o = _c2_c7_SAProvisioningCertificateChain
+                _c2_c7_c2_Id = _c2_c7_c2_o.Id
+                _c2_c7_c2_Certificate = _c2_c7_c2_o.Certificate
+                _c2_c7_c2_SubCertificates = _c2_c7_c2_o.SubCertificates
+                if _c2_c7_c2_Id is not None:
+                    el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c7_c2_Id)
+                    if _l < 126 and _c2_c7_c2_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c7_c2_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c7_c2_Id); v = w.v; n = w.n
+                    if not (_c2_c7_c2_Certificate is not None): raise EncodeError('missing content: Certificate')
+                    el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c2_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c7_c2_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c7_c2_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c2_s = 2
+                elif _c2_c7_c2_Certificate is not None:
+                    el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c2_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c7_c2_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c7_c2_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of Id, Certificate')
+                if _c2_c7_c2_s == 2:
+                    if _c2_c7_c2_SubCertificates is not None:
+                        el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c7_c2_SubCertificates)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c7_c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c7_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
+                v <<= 1
+                n += 1
+                _c2_c7_c3_o = _c2_c7_ContractSignatureCertChain
+                _c2_c7_c3_Id = _c2_c7_c3_o.Id
+                _c2_c7_c3_Certificate = _c2_c7_c3_o.Certificate
+                _c2_c7_c3_SubCertificates = _c2_c7_c3_o.SubCertificates
+                if _c2_c7_c3_Id is not None:
+                    el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c7_c3_Id)
+                    if _l < 126 and _c2_c7_c3_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c7_c3_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c7_c3_Id); v = w.v; n = w.n
+                    if not (_c2_c7_c3_Certificate is not None): raise EncodeError('missing content: Certificate')
+                    el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c3_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c7_c3_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c7_c3_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c3_s = 2
+                elif _c2_c7_c3_Certificate is not None:
+                    el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c3_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c7_c3_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c7_c3_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c3_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of Id, Certificate')
+                if _c2_c7_c3_s == 2:
+                    if _c2_c7_c3_SubCertificates is not None:
+                        el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c7_c3_SubCertificates)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c7_c3_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c7_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c7_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+                el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+                v <<= 1
+                n += 1
+                _c2_c7_c4_o = _c2_c7_ContractSignatureEncryptedPrivateKey
+                _c2_c7_c4_Id = _c2_c7_c4_o.Id
+                _c2_c7_c4_value = _c2_c7_c4_o.value
+                if _c2_c7_c4_Id is not None:
+                    el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
+                    v <<= 1
+                    n += 1
+                    _l = len(_c2_c7_c4_Id)
+                    if _l < 126 and _c2_c7_c4_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c7_c4_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c7_c4_Id); v = w.v; n = w.n
+                    _c2_c7_c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Id')
+                if _c2_c7_c4_s == 1:
+                    if _c2_c7_c4_value is not None:
+                        v <<= 1
+                        n += 1
+                        if len(_c2_c7_c4_value) > 48: raise EncodeError(f'length {len(_c2_c7_c4_value)} outside [0, 48]')
+                        _l = len(_c2_c7_c4_value)
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c4_value, 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(_c2_c7_c4_value); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c7_c4_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of text')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c7_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
+                el = 'Body/CertificateInstallationRes/DHpublickey'
+                v <<= 1
+                n += 1
+                _c2_c7_c5_o = _c2_c7_DHpublickey
+                _c2_c7_c5_Id = _c2_c7_c5_o.Id
+                _c2_c7_c5_value = _c2_c7_c5_o.value
+                if _c2_c7_c5_Id is not None:
+                    el = 'Body/CertificateInstallationRes/DHpublickey/@Id'
+                    v <<= 1
+                    n += 1
+                    _l = len(_c2_c7_c5_Id)
+                    if _l < 126 and _c2_c7_c5_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c7_c5_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c7_c5_Id); v = w.v; n = w.n
+                    _c2_c7_c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Id')
+                if _c2_c7_c5_s == 1:
+                    if _c2_c7_c5_value is not None:
+                        v <<= 1
+                        n += 1
+                        if len(_c2_c7_c5_value) > 65: raise EncodeError(f'length {len(_c2_c7_c5_value)} outside [0, 65]')
+                        _l = len(_c2_c7_c5_value)
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c5_value, 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(_c2_c7_c5_value); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c7_c5_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of text')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c7_eMAID is not None): raise EncodeError('missing content: eMAID')
+                el = 'Body/CertificateInstallationRes/eMAID'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_EMAIDType(w, _c2_c7_eMAID)
+                v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.CertificateUpdateReq is not None or _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateUpdateReq := _c2_o.CertificateUpdateReq) is not None:
+                el = 'Body/CertificateUpdateReq'
+                _o = _c2_CertificateUpdateReq
+                _c2_c8_Id = _o.Id
+                _c2_c8_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                _c2_c8_eMAID = _o.eMAID
+                _c2_c8_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+                if not (_c2_c8_Id is not None): raise EncodeError('missing content: Id')
+                el = 'Body/CertificateUpdateReq/@Id'
+                v = (v << 7) | (7 << 1)
+                n += 7
+                _l = len(_c2_c8_Id)
+                if _l < 126 and _c2_c8_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c8_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c8_Id); v = w.v; n = w.n
+                if not (_c2_c8_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                el = 'Body/CertificateUpdateReq/ContractSignatureCertChain'
+                v <<= 1
+                n += 1
+                _c2_c8_c1_o = _c2_c8_ContractSignatureCertChain
+                _c2_c8_c1_Id = _c2_c8_c1_o.Id
+                _c2_c8_c1_Certificate = _c2_c8_c1_o.Certificate
+                _c2_c8_c1_SubCertificates = _c2_c8_c1_o.SubCertificates
+                if _c2_c8_c1_Id is not None:
+                    el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c8_c1_Id)
+                    if _l < 126 and _c2_c8_c1_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c8_c1_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c8_c1_Id); v = w.v; n = w.n
+                    if not (_c2_c8_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+                    el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c8_c1_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c8_c1_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c8_c1_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c8_c1_s = 2
+                elif _c2_c8_c1_Certificate is not None:
+                    el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c8_c1_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c8_c1_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c8_c1_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c8_c1_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of Id, Certificate')
+                if _c2_c8_c1_s == 2:
+                    if _c2_c8_c1_SubCertificates is not None:
+                        el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c8_c1_SubCertificates)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c8_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c8_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c8_eMAID is not None): raise EncodeError('missing content: eMAID')
+                el = 'Body/CertificateUpdateReq/eMAID'
+                v <<= 2
+                n += 2
+                if len(_c2_c8_eMAID) < 14 or len(_c2_c8_eMAID) > 15: raise EncodeError(f'length {len(_c2_c8_eMAID)} outside [14, 15]')
+                _l = len(_c2_c8_eMAID)
+                if _l < 126 and _c2_c8_eMAID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c8_eMAID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c8_eMAID); v = w.v; n = w.n
+                if not (_c2_c8_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+                el = 'Body/CertificateUpdateReq/ListOfRootCertificateIDs'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c2_c8_ListOfRootCertificateIDs)
+                v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.CertificateUpdateRes is not None or _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CertificateUpdateRes := _c2_o.CertificateUpdateRes) is not None:
+                el = 'Body/CertificateUpdateRes'
+                v = (v << 6) | 8
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_CertificateUpdateResType(w, _c2_CertificateUpdateRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargeParameterDiscoveryReq := _c2_o.ChargeParameterDiscoveryReq) is not None:
+                el = 'Body/ChargeParameterDiscoveryReq'
+                v = (v << 6) | 9
+                n += 6
+                _c2_c9_o = _c2_ChargeParameterDiscoveryReq
+                _c2_c9_MaxEntriesSAScheduleTuple = _c2_c9_o.MaxEntriesSAScheduleTuple
+                _c2_c9_RequestedEnergyTransferMode = _c2_c9_o.RequestedEnergyTransferMode
+                _c2_c9_AC_EVChargeParameter = _c2_c9_o.AC_EVChargeParameter
+                _c2_c9_DC_EVChargeParameter = _c2_c9_o.DC_EVChargeParameter
+                _c2_c9_EVChargeParameter = _c2_c9_o.EVChargeParameter
+                if _c2_c9_MaxEntriesSAScheduleTuple is not None:
+                    el = 'Body/ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
+                    if _c2_c9_MaxEntriesSAScheduleTuple < 0 or _c2_c9_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {_c2_c9_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    if _c2_c9_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | _c2_c9_MaxEntriesSAScheduleTuple; n += 8
+                    elif _c2_c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | _V2[_c2_c9_MaxEntriesSAScheduleTuple]; n += 16
+                    elif _c2_c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_V2[_c2_c9_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (_c2_c9_MaxEntriesSAScheduleTuple >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c9_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
+                    if not (_c2_c9_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
+                    el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                    _c2_c9_i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c2_c9_RequestedEnergyTransferMode)
+                    if _c2_c9_i1 is None: raise EncodeError(f'{_c2_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 7) | (_c2_c9_i1 << 1)
+                    n += 7
+                    _c2_c9_MaxEntriesSAScheduleTuple = None
+                    _c2_c9_RequestedEnergyTransferMode = None
+                    _c2_c9_s = 2
+                elif _c2_c9_RequestedEnergyTransferMode is not None:
+                    el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                    _c2_c9_i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c2_c9_RequestedEnergyTransferMode)
+                    if _c2_c9_i2 is None: raise EncodeError(f'{_c2_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 7) | (1 << 5) | (_c2_c9_i2 << 1)
+                    n += 7
+                    _c2_c9_RequestedEnergyTransferMode = None
+                    _c2_c9_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
+                if _c2_c9_s == 2:
+                    if _c2_c9_AC_EVChargeParameter is not None:
+                        el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c2_c9_AC_EVChargeParameter)
+                        v = w.v; n = w.n
+                        _c2_c9_AC_EVChargeParameter = None
+                        _c2_c9_s = 3
+                    elif _c2_c9_DC_EVChargeParameter is not None:
+                        el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                        v = (v << 2) | 1
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c2_c9_DC_EVChargeParameter)
+                        v = w.v; n = w.n
+                        _c2_c9_DC_EVChargeParameter = None
+                        _c2_c9_s = 3
+                    elif _c2_c9_EVChargeParameter is not None:
+                        el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
+                        v = (v << 2) | 2
+                        n += 2
+                        _c2_c9_c3_o = _c2_c9_EVChargeParameter
+                        _c2_c9_c3_DepartureTime = _c2_c9_c3_o.DepartureTime
+                        if _c2_c9_c3_DepartureTime is not None:
+                            el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                            if _c2_c9_c3_DepartureTime < 0 or _c2_c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_c9_c3_DepartureTime!r} outside [0, 4294967295]')
+                            v <<= 3
+                            n += 3
+                            if _c2_c9_c3_DepartureTime < 128: v = (v << 8) | _c2_c9_c3_DepartureTime; n += 8
+                            elif _c2_c9_c3_DepartureTime < 16384: v = (v << 16) | _V2[_c2_c9_c3_DepartureTime]; n += 16
+                            elif _c2_c9_c3_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c2_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c2_c9_c3_DepartureTime >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c2_c9_c3_DepartureTime); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                        _c2_c9_EVChargeParameter = None
+                        _c2_c9_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+                if _c2_c9_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c9_MaxEntriesSAScheduleTuple is not None or _c2_c9_RequestedEnergyTransferMode is not None or _c2_c9_AC_EVChargeParameter is not None or _c2_c9_DC_EVChargeParameter is not None or _c2_c9_EVChargeParameter is not None: raise _leftover(_c2_c9_o)
+                        _c2_c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargeParameterDiscoveryRes := _c2_o.ChargeParameterDiscoveryRes) is not None:
+                el = 'Body/ChargeParameterDiscoveryRes'
+                v = (v << 6) | 10
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_ChargeParameterDiscoveryResType(w, _c2_ChargeParameterDiscoveryRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargingStatusReq := _c2_o.ChargingStatusReq) is not None:
+                el = 'Body/ChargingStatusReq'
+                _o = _c2_ChargingStatusReq
+                v = (v << 8) | (11 << 2)
+                n += 8
+                if _c2_o.ChargingStatusRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ChargingStatusRes := _c2_o.ChargingStatusRes) is not None:
+                el = 'Body/ChargingStatusRes'
+                v = (v << 6) | 12
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_ChargingStatusResType(w, _c2_ChargingStatusRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CurrentDemandReq := _c2_o.CurrentDemandReq) is not None:
+                el = 'Body/CurrentDemandReq'
+                v = (v << 6) | 13
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_CurrentDemandReqType(w, _c2_CurrentDemandReq)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_CurrentDemandRes := _c2_o.CurrentDemandRes) is not None:
+                el = 'Body/CurrentDemandRes'
+                v = (v << 6) | 14
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_CurrentDemandResType(w, _c2_CurrentDemandRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_MeteringReceiptReq := _c2_o.MeteringReceiptReq) is not None:
+                el = 'Body/MeteringReceiptReq'
+                v = (v << 6) | 15
+                n += 6
+                _c2_c11_o = _c2_MeteringReceiptReq
+                _c2_c11_Id = _c2_c11_o.Id
+                _c2_c11_SessionID = _c2_c11_o.SessionID
+                _c2_c11_SAScheduleTupleID = _c2_c11_o.SAScheduleTupleID
+                _c2_c11_MeterInfo = _c2_c11_o.MeterInfo
+                if _c2_c11_Id is not None:
+                    el = 'Body/MeteringReceiptReq/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c11_Id)
+                    if _l < 126 and _c2_c11_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c11_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c11_Id); v = w.v; n = w.n
+                    if not (_c2_c11_SessionID is not None): raise EncodeError('missing content: SessionID')
+                    el = 'Body/MeteringReceiptReq/SessionID'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c11_SessionID) > 8: raise EncodeError(f'length {len(_c2_c11_SessionID)} outside [0, 8]')
+                    _l = len(_c2_c11_SessionID)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c11_SessionID, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c11_SessionID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c11_s = 2
+                elif _c2_c11_SessionID is not None:
+                    el = 'Body/MeteringReceiptReq/SessionID'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c11_SessionID) > 8: raise EncodeError(f'length {len(_c2_c11_SessionID)} outside [0, 8]')
+                    _l = len(_c2_c11_SessionID)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c11_SessionID, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c11_SessionID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c11_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of Id, SessionID')
+                if _c2_c11_s == 2:
+                    if _c2_c11_SAScheduleTupleID is not None:
+                        el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                        if not 1 <= _c2_c11_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c2_c11_SAScheduleTupleID!r} outside [1, 255]')
+                        if not (_c2_c11_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                        el = 'Body/MeteringReceiptReq/MeterInfo'
+                        v = (v << 13) | ((_c2_c11_SAScheduleTupleID - 1) << 2)
+                        n += 13
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
+                        v = w.v; n = w.n
+                        _c2_c11_s = 4
+                    elif _c2_c11_MeterInfo is not None:
+                        el = 'Body/MeteringReceiptReq/MeterInfo'
+                        v = (v << 2) | 1
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
+                        v = w.v; n = w.n
+                        _c2_c11_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+                if _c2_c11_s == 4:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c11_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_MeteringReceiptRes := _c2_o.MeteringReceiptRes) is not None:
+                el = 'Body/MeteringReceiptRes'
+                v = (v << 6) | 16
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_MeteringReceiptResType(w, _c2_MeteringReceiptRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PaymentDetailsReq := _c2_o.PaymentDetailsReq) is not None:
+                el = 'Body/PaymentDetailsReq'
+                _o = _c2_PaymentDetailsReq
+                _c2_c12_eMAID = _o.eMAID
+                _c2_c12_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                if not (_c2_c12_eMAID is not None): raise EncodeError('missing content: eMAID')
+                el = 'Body/PaymentDetailsReq/eMAID'
+                v = (v << 8) | (17 << 2)
+                n += 8
+                if len(_c2_c12_eMAID) < 14 or len(_c2_c12_eMAID) > 15: raise EncodeError(f'length {len(_c2_c12_eMAID)} outside [14, 15]')
+                _l = len(_c2_c12_eMAID)
+                if _l < 126 and _c2_c12_eMAID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c12_eMAID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c12_eMAID); v = w.v; n = w.n
+                if not (_c2_c12_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
+                v <<= 2
+                n += 2
+                _c2_c12_c1_o = _c2_c12_ContractSignatureCertChain
+                _c2_c12_c1_Id = _c2_c12_c1_o.Id
+                _c2_c12_c1_Certificate = _c2_c12_c1_o.Certificate
+                _c2_c12_c1_SubCertificates = _c2_c12_c1_o.SubCertificates
+                if _c2_c12_c1_Id is not None:
+                    el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c12_c1_Id)
+                    if _l < 126 and _c2_c12_c1_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c12_c1_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c12_c1_Id); v = w.v; n = w.n
+                    if not (_c2_c12_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+                    el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                    v <<= 2
+                    n += 2
+                    if len(_c2_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c12_c1_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c12_c1_s = 2
+                elif _c2_c12_c1_Certificate is not None:
+                    el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if len(_c2_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 800]')
+                    _l = len(_c2_c12_c1_Certificate)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c12_c1_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of Id, Certificate')
+                if _c2_c12_c1_s == 2:
+                    if _c2_c12_c1_SubCertificates is not None:
+                        el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c12_c1_SubCertificates)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c12_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c12_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.PaymentDetailsRes is not None or _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PaymentDetailsRes := _c2_o.PaymentDetailsRes) is not None:
+                el = 'Body/PaymentDetailsRes'
+                _o = _c2_PaymentDetailsRes
+                _c2_c13_ResponseCode = _o.ResponseCode
+                _c2_c13_GenChallenge = _o.GenChallenge
+                _c2_c13_EVSETimeStamp = _o.EVSETimeStamp
+                if not (_c2_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/PaymentDetailsRes/ResponseCode'
+                _c2_c13_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c13_ResponseCode)
+                if _c2_c13_i1 is None: raise EncodeError(f'{_c2_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c13_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+                el = 'Body/PaymentDetailsRes/GenChallenge'
+                v = (v << 16) | (18 << 10) | (_c2_c13_i1 << 3)
+                n += 16
+                if len(_c2_c13_GenChallenge) < 16 or len(_c2_c13_GenChallenge) > 16: raise EncodeError(f'length {len(_c2_c13_GenChallenge)} outside [16, 16]')
+                _l = len(_c2_c13_GenChallenge)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c13_GenChallenge, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c13_GenChallenge); v = w.v; n = w.n
+                if not (_c2_c13_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
+                el = 'Body/PaymentDetailsRes/EVSETimeStamp'
+                if _c2_c13_EVSETimeStamp < -9223372036854775808 or _c2_c13_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c2_c13_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (_c2_c13_EVSETimeStamp < 0)
+                n += 4
+                _m = (-_c2_c13_EVSETimeStamp - 1 if _c2_c13_EVSETimeStamp < 0 else _c2_c13_EVSETimeStamp)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PaymentServiceSelectionReq := _c2_o.PaymentServiceSelectionReq) is not None:
+                el = 'Body/PaymentServiceSelectionReq'
+                _o = _c2_PaymentServiceSelectionReq
+                _c2_c14_SelectedPaymentOption = _o.SelectedPaymentOption
+                _c2_c14_SelectedServiceList = _o.SelectedServiceList
+                if not (_c2_c14_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+                el = 'Body/PaymentServiceSelectionReq/SelectedPaymentOption'
+                _c2_c14_i1 = _I_iso2_msgdatatypes_paymentOptionType.get(_c2_c14_SelectedPaymentOption)
+                if _c2_c14_i1 is None: raise EncodeError(f'{_c2_c14_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+                if not (_c2_c14_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+                el = 'Body/PaymentServiceSelectionReq/SelectedServiceList'
+                v = (v << 11) | (19 << 5) | (_c2_c14_i1 << 2)
+                n += 11
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SelectedServiceListType(w, _c2_c14_SelectedServiceList)
+                v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PaymentServiceSelectionRes := _c2_o.PaymentServiceSelectionRes) is not None:
+                el = 'Body/PaymentServiceSelectionRes'
+                _o = _c2_PaymentServiceSelectionRes
+                _c2_c15_ResponseCode = _o.ResponseCode
+                if not (_c2_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/PaymentServiceSelectionRes/ResponseCode'
+                _c2_c15_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c15_ResponseCode)
+                if _c2_c15_i1 is None: raise EncodeError(f'{_c2_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (20 << 10) | (_c2_c15_i1 << 3)
+                n += 16
+                if _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PowerDeliveryReq := _c2_o.PowerDeliveryReq) is not None:
+                el = 'Body/PowerDeliveryReq'
+                v = (v << 6) | 21
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_PowerDeliveryReqType(w, _c2_PowerDeliveryReq)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PowerDeliveryRes := _c2_o.PowerDeliveryRes) is not None:
+                el = 'Body/PowerDeliveryRes'
+                v = (v << 6) | 22
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_PowerDeliveryResType(w, _c2_PowerDeliveryRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PreChargeReq := _c2_o.PreChargeReq) is not None:
+                el = 'Body/PreChargeReq'
+                _o = _c2_PreChargeReq
+                _c2_c16_DC_EVStatus = _o.DC_EVStatus
+                _c2_c16_EVTargetVoltage = _o.EVTargetVoltage
+                _c2_c16_EVTargetCurrent = _o.EVTargetCurrent
+                if not (_c2_c16_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                el = 'Body/PreChargeReq/DC_EVStatus'
+                _o = _c2_c16_DC_EVStatus
+                _c2_c16_c1_EVReady = _o.EVReady
+                _c2_c16_c1_EVErrorCode = _o.EVErrorCode
+                _c2_c16_c1_EVRESSSOC = _o.EVRESSSOC
+                if not (_c2_c16_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+                el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
+                if _c2_c16_c1_EVReady is not True and _c2_c16_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c16_c1_EVReady!r}')
+                if not (_c2_c16_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                _c2_c16_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c16_c1_EVErrorCode)
+                if _c2_c16_c1_i1 is None: raise EncodeError(f'{_c2_c16_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                if not (_c2_c16_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
+                if not 0 <= _c2_c16_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c16_c1_EVRESSSOC!r} outside [0, 100]')
+                if not (_c2_c16_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+                el = 'Body/PreChargeReq/EVTargetVoltage'
+                _o = _c2_c16_EVTargetVoltage
+                _c2_c16_c2_Multiplier = _o.Multiplier
+                _c2_c16_c2_Unit = _o.Unit
+                _c2_c16_c2_Value = _o.Value
+                if not (_c2_c16_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
+                if not -3 <= _c2_c16_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c16_c2_Multiplier!r} outside [-3, 3]')
+                if not (_c2_c16_c2_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
+                _c2_c16_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c16_c2_Unit)
+                if _c2_c16_c2_i1 is None: raise EncodeError(f'{_c2_c16_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c16_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                if _c2_c16_c2_Value < -32768 or _c2_c16_c2_Value > 32767: raise EncodeError(f'value {_c2_c16_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 45) | (23 << 39) | (_c2_c16_c1_EVReady << 35) | (_c2_c16_c1_i1 << 28) | (_c2_c16_c1_EVRESSSOC << 18) | ((_c2_c16_c2_Multiplier - -3) << 10) | (_c2_c16_c2_i1 << 4) | (_c2_c16_c2_Value < 0)
+                n += 45
+                _m = (-_c2_c16_c2_Value - 1 if _c2_c16_c2_Value < 0 else _c2_c16_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c2_c16_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+                el = 'Body/PreChargeReq/EVTargetCurrent'
+                _o = _c2_c16_EVTargetCurrent
+                _c2_c16_c3_Multiplier = _o.Multiplier
+                _c2_c16_c3_Unit = _o.Unit
+                _c2_c16_c3_Value = _o.Value
+                if not (_c2_c16_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
+                if not -3 <= _c2_c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c16_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c2_c16_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
+                _c2_c16_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c16_c3_Unit)
+                if _c2_c16_c3_i1 is None: raise EncodeError(f'{_c2_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c16_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                if _c2_c16_c3_Value < -32768 or _c2_c16_c3_Value > 32767: raise EncodeError(f'value {_c2_c16_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c2_c16_c3_Multiplier - -3) << 10) | (_c2_c16_c3_i1 << 4) | (_c2_c16_c3_Value < 0)
+                n += 18
+                _m = (-_c2_c16_c3_Value - 1 if _c2_c16_c3_Value < 0 else _c2_c16_c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 4
+                n += 4
+                if _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PreChargeRes := _c2_o.PreChargeRes) is not None:
+                el = 'Body/PreChargeRes'
+                _o = _c2_PreChargeRes
+                _c2_c17_ResponseCode = _o.ResponseCode
+                _c2_c17_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c17_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c17_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/PreChargeRes/ResponseCode'
+                _c2_c17_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c17_ResponseCode)
+                if _c2_c17_i1 is None: raise EncodeError(f'{_c2_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c17_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                el = 'Body/PreChargeRes/DC_EVSEStatus'
+                v = (v << 15) | (24 << 9) | (_c2_c17_i1 << 2)
+                n += 15
+                _c2_c17_c2_o = _c2_c17_DC_EVSEStatus
+                _c2_c17_c2_NotificationMaxDelay = _c2_c17_c2_o.NotificationMaxDelay
+                _c2_c17_c2_EVSENotification = _c2_c17_c2_o.EVSENotification
+                _c2_c17_c2_EVSEIsolationStatus = _c2_c17_c2_o.EVSEIsolationStatus
+                _c2_c17_c2_EVSEStatusCode = _c2_c17_c2_o.EVSEStatusCode
+                if _c2_c17_c2_NotificationMaxDelay is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c17_c2_NotificationMaxDelay < 0 or _c2_c17_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c17_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c17_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c17_c2_NotificationMaxDelay; n += 8
+                    elif _c2_c17_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c17_c2_NotificationMaxDelay]; n += 16
+                    elif _c2_c17_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c17_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c17_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c17_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c2_c17_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
+                    _c2_c17_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c17_c2_EVSENotification)
+                    if _c2_c17_c2_i1 is None: raise EncodeError(f'{_c2_c17_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c17_c2_i1 << 1)
+                    n += 6
+                    _c2_c17_c2_NotificationMaxDelay = None
+                    _c2_c17_c2_EVSENotification = None
+                    _c2_c17_c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c2_c17_c2_s == 2:
+                    if _c2_c17_c2_EVSEIsolationStatus is not None:
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                        _c2_c17_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c17_c2_EVSEIsolationStatus)
+                        if _c2_c17_c2_i2 is None: raise EncodeError(f'{_c2_c17_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                        if not (_c2_c17_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c17_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c17_c2_EVSEStatusCode)
+                        if _c2_c17_c2_i3 is None: raise EncodeError(f'{_c2_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 14) | (_c2_c17_c2_i2 << 8) | (_c2_c17_c2_i3 << 1)
+                        n += 14
+                        _c2_c17_c2_EVSEIsolationStatus = None
+                        _c2_c17_c2_EVSEStatusCode = None
+                        _c2_c17_c2_s = 4
+                    elif _c2_c17_c2_EVSEStatusCode is not None:
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c17_c2_EVSEStatusCode)
+                        if _c2_c17_c2_i4 is None: raise EncodeError(f'{_c2_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c17_c2_i4 << 1)
+                        n += 8
+                        _c2_c17_c2_EVSEStatusCode = None
+                        _c2_c17_c2_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c2_c17_c2_s == 4:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c17_c2_NotificationMaxDelay is not None or _c2_c17_c2_EVSENotification is not None or _c2_c17_c2_EVSEIsolationStatus is not None or _c2_c17_c2_EVSEStatusCode is not None: raise _leftover(_c2_c17_c2_o)
+                        _c2_c17_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c17_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                el = 'Body/PreChargeRes/EVSEPresentVoltage'
+                _o = _c2_c17_EVSEPresentVoltage
+                _c2_c17_c3_Multiplier = _o.Multiplier
+                _c2_c17_c3_Unit = _o.Unit
+                _c2_c17_c3_Value = _o.Value
+                if not (_c2_c17_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c2_c17_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c17_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c2_c17_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                _c2_c17_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c17_c3_Unit)
+                if _c2_c17_c3_i1 is None: raise EncodeError(f'{_c2_c17_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c17_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                if _c2_c17_c3_Value < -32768 or _c2_c17_c3_Value > 32767: raise EncodeError(f'value {_c2_c17_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c2_c17_c3_Multiplier - -3) << 10) | (_c2_c17_c3_i1 << 4) | (_c2_c17_c3_Value < 0)
+                n += 16
+                _m = (-_c2_c17_c3_Value - 1 if _c2_c17_c3_Value < 0 else _c2_c17_c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 4
+                n += 4
+                if _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDetailReq := _c2_o.ServiceDetailReq) is not None:
+                el = 'Body/ServiceDetailReq'
+                _o = _c2_ServiceDetailReq
+                _c2_c18_ServiceID = _o.ServiceID
+                if not (_c2_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                el = 'Body/ServiceDetailReq/ServiceID'
+                if _c2_c18_ServiceID < 0 or _c2_c18_ServiceID > 65535: raise EncodeError(f'value {_c2_c18_ServiceID!r} outside [0, 65535]')
+                v = (v << 8) | (25 << 2)
+                n += 8
+                if _c2_c18_ServiceID < 128: v = (v << 8) | _c2_c18_ServiceID; n += 8
+                elif _c2_c18_ServiceID < 16384: v = (v << 16) | _V2[_c2_c18_ServiceID]; n += 16
+                elif _c2_c18_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c18_ServiceID & 16383] | 128) << 8) | (_c2_c18_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_c18_ServiceID); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDetailRes := _c2_o.ServiceDetailRes) is not None:
+                el = 'Body/ServiceDetailRes'
+                v = (v << 6) | 26
+                n += 6
+                _c2_c19_o = _c2_ServiceDetailRes
+                _c2_c19_ResponseCode = _c2_c19_o.ResponseCode
+                _c2_c19_ServiceID = _c2_c19_o.ServiceID
+                _c2_c19_ServiceParameterList = _c2_c19_o.ServiceParameterList
+                if _c2_c19_ResponseCode is not None:
+                    el = 'Body/ServiceDetailRes/ResponseCode'
+                    _c2_c19_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c19_ResponseCode)
+                    if _c2_c19_i1 is None: raise EncodeError(f'{_c2_c19_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c19_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    el = 'Body/ServiceDetailRes/ServiceID'
+                    if _c2_c19_ServiceID < 0 or _c2_c19_ServiceID > 65535: raise EncodeError(f'value {_c2_c19_ServiceID!r} outside [0, 65535]')
+                    v = (v << 10) | (_c2_c19_i1 << 3)
+                    n += 10
+                    if _c2_c19_ServiceID < 128: v = (v << 8) | _c2_c19_ServiceID; n += 8
+                    elif _c2_c19_ServiceID < 16384: v = (v << 16) | _V2[_c2_c19_ServiceID]; n += 16
+                    elif _c2_c19_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c19_ServiceID & 16383] | 128) << 8) | (_c2_c19_ServiceID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c19_ServiceID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c19_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of ResponseCode')
+                if _c2_c19_s == 2:
+                    if _c2_c19_ServiceParameterList is not None:
+                        el = 'Body/ServiceDetailRes/ServiceParameterList'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c2_c19_ServiceParameterList)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c19_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c19_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDiscoveryReq := _c2_o.ServiceDiscoveryReq) is not None:
+                el = 'Body/ServiceDiscoveryReq'
+                v = (v << 6) | 27
+                n += 6
+                _c2_c20_o = _c2_ServiceDiscoveryReq
+                _c2_c20_ServiceScope = _c2_c20_o.ServiceScope
+                _c2_c20_ServiceCategory = _c2_c20_o.ServiceCategory
+                if _c2_c20_ServiceScope is not None:
+                    el = 'Body/ServiceDiscoveryReq/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_c20_ServiceScope) > 64: raise EncodeError(f'length {len(_c2_c20_ServiceScope)} outside [0, 64]')
+                    _l = len(_c2_c20_ServiceScope)
+                    if _l < 126 and _c2_c20_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c20_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c20_ServiceScope); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c20_s = 1
+                elif _c2_c20_ServiceCategory is not None:
+                    el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                    _c2_c20_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_c20_ServiceCategory)
+                    if _c2_c20_i1 is None: raise EncodeError(f'{_c2_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c2_c20_i1 << 1)
+                    n += 6
+                    _c2_c20_s = 2
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    _c2_c20_s = -1
+                if _c2_c20_s == 1:
+                    if _c2_c20_ServiceCategory is not None:
+                        el = 'Body/ServiceDiscoveryReq/ServiceCategory'
+                        _c2_c20_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_c20_ServiceCategory)
+                        if _c2_c20_i2 is None: raise EncodeError(f'{_c2_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c2_c20_i2 << 1)
+                        n += 6
+                        _c2_c20_s = 2
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c20_s = -1
+                if _c2_c20_s == 2:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c2_c20_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_ServiceDiscoveryRes := _c2_o.ServiceDiscoveryRes) is not None:
+                el = 'Body/ServiceDiscoveryRes'
+                v = (v << 6) | 28
+                n += 6
+                w.v = v; w.n = n
+                c_iso2_msgbody._e_ServiceDiscoveryResType(w, _c2_ServiceDiscoveryRes)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionSetupReq := _c2_o.SessionSetupReq) is not None:
+                el = 'Body/SessionSetupReq'
+                _o = _c2_SessionSetupReq
+                _c2_c21_EVCCID = _o.EVCCID
+                if not (_c2_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                el = 'Body/SessionSetupReq/EVCCID'
+                v = (v << 8) | (29 << 2)
+                n += 8
+                if len(_c2_c21_EVCCID) > 6: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 6]')
+                _l = len(_c2_c21_EVCCID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c21_EVCCID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c21_EVCCID); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                if _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionSetupRes := _c2_o.SessionSetupRes) is not None:
+                el = 'Body/SessionSetupRes'
+                v = (v << 6) | 30
+                n += 6
+                _c2_c22_o = _c2_SessionSetupRes
+                _c2_c22_ResponseCode = _c2_c22_o.ResponseCode
+                _c2_c22_EVSEID = _c2_c22_o.EVSEID
+                _c2_c22_EVSETimeStamp = _c2_c22_o.EVSETimeStamp
+                if _c2_c22_ResponseCode is not None:
+                    el = 'Body/SessionSetupRes/ResponseCode'
+                    _c2_c22_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c22_ResponseCode)
+                    if _c2_c22_i1 is None: raise EncodeError(f'{_c2_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                    el = 'Body/SessionSetupRes/EVSEID'
+                    v = (v << 10) | (_c2_c22_i1 << 3)
+                    n += 10
+                    if len(_c2_c22_EVSEID) < 7 or len(_c2_c22_EVSEID) > 37: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [7, 37]')
+                    _l = len(_c2_c22_EVSEID)
+                    if _l < 126 and _c2_c22_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c22_EVSEID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c22_EVSEID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c22_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of ResponseCode')
+                if _c2_c22_s == 2:
+                    if _c2_c22_EVSETimeStamp is not None:
+                        el = 'Body/SessionSetupRes/EVSETimeStamp'
+                        if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c2_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                        v = (v << 4) | (_c2_c22_EVSETimeStamp < 0)
+                        n += 4
+                        _m = (-_c2_c22_EVSETimeStamp - 1 if _c2_c22_EVSETimeStamp < 0 else _c2_c22_EVSETimeStamp)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_c22_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c22_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                if _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionStopReq := _c2_o.SessionStopReq) is not None:
+                el = 'Body/SessionStopReq'
+                _o = _c2_SessionStopReq
+                _c2_c23_ChargingSession = _o.ChargingSession
+                if not (_c2_c23_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+                el = 'Body/SessionStopReq/ChargingSession'
+                _c2_c23_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c2_c23_ChargingSession)
+                if _c2_c23_i1 is None: raise EncodeError(f'{_c2_c23_ChargingSession!r} is not one of the enumeration chargingSessionType')
+                v = (v << 12) | (31 << 6) | (_c2_c23_i1 << 3)
+                n += 12
+                if _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_SessionStopRes := _c2_o.SessionStopRes) is not None:
+                el = 'Body/SessionStopRes'
+                _o = _c2_SessionStopRes
+                _c2_c24_ResponseCode = _o.ResponseCode
+                if not (_c2_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/SessionStopRes/ResponseCode'
+                _c2_c24_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c24_ResponseCode)
+                if _c2_c24_i1 is None: raise EncodeError(f'{_c2_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (32 << 10) | (_c2_c24_i1 << 3)
+                n += 16
+                if _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_WeldingDetectionReq := _c2_o.WeldingDetectionReq) is not None:
+                el = 'Body/WeldingDetectionReq'
+                _o = _c2_WeldingDetectionReq
+                _c2_c25_DC_EVStatus = _o.DC_EVStatus
+                if not (_c2_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                el = 'Body/WeldingDetectionReq/DC_EVStatus'
+                _o = _c2_c25_DC_EVStatus
+                _c2_c25_c1_EVReady = _o.EVReady
+                _c2_c25_c1_EVErrorCode = _o.EVErrorCode
+                _c2_c25_c1_EVRESSSOC = _o.EVRESSSOC
+                if not (_c2_c25_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
+                if _c2_c25_c1_EVReady is not True and _c2_c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVReady!r}')
+                if not (_c2_c25_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                _c2_c25_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
+                if _c2_c25_c1_i1 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                if not (_c2_c25_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                if not 0 <= _c2_c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c25_c1_EVRESSSOC!r} outside [0, 100]')
+                v = (v << 31) | (33 << 25) | (_c2_c25_c1_EVReady << 21) | (_c2_c25_c1_i1 << 14) | (_c2_c25_c1_EVRESSSOC << 4)
+                n += 31
+                if _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_WeldingDetectionRes := _c2_o.WeldingDetectionRes) is not None:
+                el = 'Body/WeldingDetectionRes'
+                _o = _c2_WeldingDetectionRes
+                _c2_c26_ResponseCode = _o.ResponseCode
+                _c2_c26_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/WeldingDetectionRes/ResponseCode'
+                _c2_c26_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c26_ResponseCode)
+                if _c2_c26_i1 is None: raise EncodeError(f'{_c2_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
+                v = (v << 15) | (34 << 9) | (_c2_c26_i1 << 2)
+                n += 15
+                _c2_c26_c2_o = _c2_c26_DC_EVSEStatus
+                _c2_c26_c2_NotificationMaxDelay = _c2_c26_c2_o.NotificationMaxDelay
+                _c2_c26_c2_EVSENotification = _c2_c26_c2_o.EVSENotification
+                _c2_c26_c2_EVSEIsolationStatus = _c2_c26_c2_o.EVSEIsolationStatus
+                _c2_c26_c2_EVSEStatusCode = _c2_c26_c2_o.EVSEStatusCode
+                if _c2_c26_c2_NotificationMaxDelay is not None:
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c26_c2_NotificationMaxDelay; n += 8
+                    elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c26_c2_NotificationMaxDelay]; n += 16
+                    elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                    _c2_c26_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
+                    if _c2_c26_c2_i1 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c26_c2_i1 << 1)
+                    n += 6
+                    _c2_c26_c2_NotificationMaxDelay = None
+                    _c2_c26_c2_EVSENotification = None
+                    _c2_c26_c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c2_c26_c2_s == 2:
+                    if _c2_c26_c2_EVSEIsolationStatus is not None:
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                        _c2_c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c26_c2_EVSEIsolationStatus)
+                        if _c2_c26_c2_i2 is None: raise EncodeError(f'{_c2_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                        if not (_c2_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
+                        if _c2_c26_c2_i3 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 14) | (_c2_c26_c2_i2 << 8) | (_c2_c26_c2_i3 << 1)
+                        n += 14
+                        _c2_c26_c2_EVSEIsolationStatus = None
+                        _c2_c26_c2_EVSEStatusCode = None
+                        _c2_c26_c2_s = 4
+                    elif _c2_c26_c2_EVSEStatusCode is not None:
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
+                        if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c26_c2_i4 << 1)
+                        n += 8
+                        _c2_c26_c2_EVSEStatusCode = None
+                        _c2_c26_c2_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c2_c26_c2_s == 4:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c26_c2_NotificationMaxDelay is not None or _c2_c26_c2_EVSENotification is not None or _c2_c26_c2_EVSEIsolationStatus is not None or _c2_c26_c2_EVSEStatusCode is not None: raise _leftover(_c2_c26_c2_o)
+                        _c2_c26_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
+                _o = _c2_c26_EVSEPresentVoltage
+                _c2_c26_c3_Multiplier = _o.Multiplier
+                _c2_c26_c3_Unit = _o.Unit
+                _c2_c26_c3_Value = _o.Value
+                if not (_c2_c26_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c2_c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c26_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c2_c26_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                _c2_c26_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c26_c3_Unit)
+                if _c2_c26_c3_i1 is None: raise EncodeError(f'{_c2_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c2_c26_c3_Multiplier - -3) << 10) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
+                n += 16
+                _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
+                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 4
+                n += 4
+            else:
+                v = (v << 6) | 35
+                n += 6
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
         else:

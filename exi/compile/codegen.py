@@ -1016,6 +1016,15 @@ class CodecWriter:
             k = f"_c{self._tmp()}_"
             lines = self._rename_inline(self._inline_source(info, False), "f", k, decl.qname[1])
             return [("raw", [*lines, *self._construct(info, target, k)])]
+        if isinstance(t, ComplexType) and self._is_choice(self.infos[id(t)]):
+            # A message Body, inlined into V2G_Message: one call less per message. Its decoder keeps the
+            # chosen element in _cf/_cv (one Body per message: no renaming needed).
+            info = self.infos[id(t)]
+            k = f"_c{self._tmp()}_"
+            lines = self._rename_inline(self._inline_source(info, False), "f", k, decl.qname[1])
+            return [("raw", [*lines, f"{target} = _new({self.cls(info.ct)})",
+                             "".join(f"{target}.{f.name} = " for f in info.fields) + "None",
+                             f"if _cf is not None: setattr({target}, _cf, _cv)"])]
         if isinstance(t, ComplexType):
             info = self.infos[id(t)]
             args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
@@ -1041,7 +1050,7 @@ class CodecWriter:
             k = f"_c{self._tmp()}_"
             ops = self._rename_ops(self._linear_ops(info, True), "v", k, decl.qname[1])
             return [("pre", [f"_o = {expr}"] + [f"{k}{f.name} = _o.{f.name}" for f in info.fields]), *ops]
-        if isinstance(t, ComplexType) and self._small(self.infos[id(t)]):
+        if isinstance(t, ComplexType) and (self._small(self.infos[id(t)]) or self._is_choice(self.infos[id(t)])):
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
             lines = self._rename_inline(self._inline_source(info, True), "v", k, decl.qname[1])
