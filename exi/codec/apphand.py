@@ -21,13 +21,13 @@ def _d_AppProtocolType(r):
     f_SchemaID = None
     f_Priority = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AppProtocolType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('AppProtocolType', r.end - q)
         el = 'ProtocolNamespace'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
@@ -121,8 +121,8 @@ def _e_AppProtocolType(w, o):
             el = 'ProtocolNamespace'
             v <<= 2
             n += 2
-            if len(v_ProtocolNamespace) > 100: raise EncodeError(f'length {len(v_ProtocolNamespace)} outside [0, 100]')
             _l = len(v_ProtocolNamespace)
+            if _l > 100: raise EncodeError(f'length {len(v_ProtocolNamespace)} outside [0, 100]')
             if _l < 126 and v_ProtocolNamespace.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProtocolNamespace.encode(), 'big')
                 n += (_l + 1) << 3
@@ -167,13 +167,13 @@ def _d_supportedAppProtocolReq(r):
     el = ''
     f_AppProtocol = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('supportedAppProtocolReq', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('supportedAppProtocolReq', r.end - q)
         el = 'AppProtocol/ProtocolNamespace'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
@@ -256,13 +256,13 @@ def _d_supportedAppProtocolReq(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('supportedAppProtocolReq', r.end - q)
                     el = 'AppProtocol/ProtocolNamespace'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
@@ -380,8 +380,8 @@ def _e_supportedAppProtocolReq(w, o):
             el = 'AppProtocol/ProtocolNamespace'
             v <<= 3
             n += 3
-            if len(_c1_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]')
             _l = len(_c1_ProtocolNamespace)
+            if _l > 100: raise EncodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]')
             if _l < 126 and _c1_ProtocolNamespace.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ProtocolNamespace.encode(), 'big')
                 n += (_l + 1) << 3
@@ -431,8 +431,8 @@ def _e_supportedAppProtocolReq(w, o):
                     el = 'AppProtocol/ProtocolNamespace'
                     v <<= 4
                     n += 4
-                    if len(_c2_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]')
                     _l = len(_c2_ProtocolNamespace)
+                    if _l > 100: raise EncodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]')
                     if _l < 126 and _c2_ProtocolNamespace.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ProtocolNamespace.encode(), 'big')
                         n += (_l + 1) << 3
@@ -611,7 +611,9 @@ def _de1(r):  # ProtocolNamespace
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
@@ -632,8 +634,8 @@ def _ee1(w, o):  # ProtocolNamespace
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 100: raise EncodeError(f'length {len(o)} outside [0, 100]')
     _l = len(o)
+    if _l > 100: raise EncodeError(f'length {len(o)} outside [0, 100]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3

@@ -438,13 +438,13 @@ def _d_CertificateInstallationReqType(r):
             r.pos = r.end - q
             f_Id = r.string('Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
             el = 'OEMProvisioningCert'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -454,8 +454,8 @@ def _d_CertificateInstallationReqType(r):
                     q -= 8 + (_l << 3)
                     f_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
+                    r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_OEMProvisioningCert)
+                if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -464,10 +464,12 @@ def _d_CertificateInstallationReqType(r):
             if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             s = 2
         elif ec == 1:
-            el = 'OEMProvisioningCert'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'OEMProvisioningCert'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -477,8 +479,8 @@ def _d_CertificateInstallationReqType(r):
                     q -= 8 + (_l << 3)
                     f_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
+                    r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_OEMProvisioningCert)
+                if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -493,13 +495,13 @@ def _d_CertificateInstallationReqType(r):
             r.pos = r.end - q
             f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
             el = 'DHParams'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -509,8 +511,8 @@ def _d_CertificateInstallationReqType(r):
                     q -= 8 + (_l << 3)
                     f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
+                if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
@@ -551,8 +553,8 @@ def _e_CertificateInstallationReqType(w, o):
             el = 'OEMProvisioningCert'
             v <<= 2
             n += 2
-            if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
             _l = len(v_OEMProvisioningCert)
+            if _l > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             v <<= 1
@@ -562,8 +564,8 @@ def _e_CertificateInstallationReqType(w, o):
             el = 'OEMProvisioningCert'
             v = (v << 3) | (1 << 1)
             n += 3
-            if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
             _l = len(v_OEMProvisioningCert)
+            if _l > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             v <<= 1
@@ -583,8 +585,8 @@ def _e_CertificateInstallationReqType(w, o):
                 el = 'DHParams'
                 v <<= 2
                 n += 2
-                if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                 _l = len(v_DHParams)
+                if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
                 v <<= 2
@@ -627,13 +629,13 @@ def _d_CertificateInstallationResType(r):
         el = 'ContractSignatureCertChain'
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'ContractSignatureCertChain/Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -643,8 +645,8 @@ def _d_CertificateInstallationResType(r):
                 q -= 8 + (_l << 3)
                 _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -671,13 +673,13 @@ def _d_CertificateInstallationResType(r):
         f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -687,18 +689,18 @@ def _d_CertificateInstallationResType(r):
                 q -= 8 + (_l << 3)
                 f_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_ContractSignatureEncryptedPrivateKey)
+            if _l > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'DHParams'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -708,18 +710,18 @@ def _d_CertificateInstallationResType(r):
                 q -= 8 + (_l << 3)
                 f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
+            if _l > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -783,8 +785,8 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
                 _l = len(_c2_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -812,24 +814,24 @@ def _e_CertificateInstallationResType(w, o):
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
-            if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             _l = len(v_ContractSignatureEncryptedPrivateKey)
+            if _l > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
             if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'DHParams'
             v <<= 3
             n += 3
-            if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             _l = len(v_DHParams)
+            if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
             if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'ContractID'
             v <<= 3
             n += 3
-            if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             _l = len(v_ContractID)
+            if _l > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             if _l < 126 and v_ContractID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -868,13 +870,13 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractSignatureCertChain'
             _c1_Certificate = None
             _c1_SubCertificates = None
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -884,8 +886,8 @@ def _d_CertificateUpdateReqType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -920,13 +922,13 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractSignatureCertChain'
             _c2_Certificate = None
             _c2_SubCertificates = None
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -936,8 +938,8 @@ def _d_CertificateUpdateReqType(r):
                     q -= 8 + (_l << 3)
                     _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c2_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
+                if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -971,10 +973,12 @@ def _d_CertificateUpdateReqType(r):
         else:
             raise r.deviation('CertificateUpdateReqType', r.end - q)
         if s == 2:
-            el = 'ContractID'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'ContractID'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -994,13 +998,13 @@ def _d_CertificateUpdateReqType(r):
             r.pos = r.end - q
             f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'DHParams'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -1010,8 +1014,8 @@ def _d_CertificateUpdateReqType(r):
                     q -= 8 + (_l << 3)
                     f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_DHParams) > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
+                if _l > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
@@ -1061,8 +1065,8 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1200]')
                 _l = len(_c1_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -1098,8 +1102,8 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
                 _l = len(_c2_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -1131,8 +1135,8 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'ContractID'
                 v <<= 2
                 n += 2
-                if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
                 _l = len(v_ContractID)
+                if _l > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
                 if _l < 126 and v_ContractID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -1148,8 +1152,8 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'DHParams'
                 v <<= 2
                 n += 2
-                if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                 _l = len(v_DHParams)
+                if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
                 v <<= 2
@@ -1193,13 +1197,13 @@ def _d_CertificateUpdateResType(r):
         el = 'ContractSignatureCertChain'
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'ContractSignatureCertChain/Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1209,8 +1213,8 @@ def _d_CertificateUpdateResType(r):
                 q -= 8 + (_l << 3)
                 _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1237,13 +1241,13 @@ def _d_CertificateUpdateResType(r):
         f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -1253,18 +1257,18 @@ def _d_CertificateUpdateResType(r):
                 q -= 8 + (_l << 3)
                 f_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_ContractSignatureEncryptedPrivateKey)
+            if _l > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'DHParams'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -1274,18 +1278,18 @@ def _d_CertificateUpdateResType(r):
                 q -= 8 + (_l << 3)
                 f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
+            if _l > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -1377,8 +1381,8 @@ def _e_CertificateUpdateResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
                 _l = len(_c2_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -1406,24 +1410,24 @@ def _e_CertificateUpdateResType(w, o):
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
-            if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             _l = len(v_ContractSignatureEncryptedPrivateKey)
+            if _l > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
             if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'DHParams'
             v <<= 3
             n += 3
-            if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             _l = len(v_DHParams)
+            if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
             if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'ContractID'
             v <<= 3
             n += 3
-            if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             _l = len(v_ContractID)
+            if _l > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             if _l < 126 and v_ContractID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -2921,18 +2925,17 @@ def _d_ChargingStatusResType(r):
     f_ReceiptRequired = None
     f_AC_EVSEStatus = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('ChargingStatusResType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 774: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 3) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
@@ -2942,8 +2945,8 @@ def _d_ChargingStatusResType(r):
                 q -= 8 + (_l << 3)
                 f_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_EVSEID) > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
+                r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVSEID)
+            if _l > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
@@ -3204,8 +3207,8 @@ def _e_ChargingStatusResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
             _l = len(v_EVSEID)
+            if _l > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVSEID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_EVSEID); v = w.v; n = w.n
             if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
@@ -3381,10 +3384,12 @@ def _d_ContractAuthenticationReqType(r):
             ec = x
             s = 1
         elif ec == 1:
-            el = 'GenChallenge'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'GenChallenge'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -3407,10 +3412,12 @@ def _d_ContractAuthenticationReqType(r):
             raise r.deviation('ContractAuthenticationReqType', r.end - q)
         if s == 1:
             if ec == 0:
-                el = 'GenChallenge'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'GenChallenge'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -7376,13 +7383,13 @@ def _d_MeteringReceiptReqType(r):
             r.pos = r.end - q
             f_Id = r.string('Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SessionID'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -7392,8 +7399,8 @@ def _d_MeteringReceiptReqType(r):
                     q -= 8 + (_l << 3)
                     f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
+                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -7403,10 +7410,12 @@ def _d_MeteringReceiptReqType(r):
             ec = x
             s = 2
         elif ec == 1:
-            el = 'SessionID'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'SessionID'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -7416,8 +7425,8 @@ def _d_MeteringReceiptReqType(r):
                     q -= 8 + (_l << 3)
                     f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
+                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -7513,8 +7522,8 @@ def _e_MeteringReceiptReqType(w, o):
             el = 'SessionID'
             v <<= 2
             n += 2
-            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             _l = len(v_SessionID)
+            if _l > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
@@ -7524,8 +7533,8 @@ def _e_MeteringReceiptReqType(w, o):
             el = 'SessionID'
             v = (v << 3) | (1 << 1)
             n += 3
-            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             _l = len(v_SessionID)
+            if _l > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
@@ -7693,13 +7702,13 @@ def _d_PaymentDetailsReqType(r):
     f_ContractID = None
     f_ContractSignatureCertChain = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -7718,13 +7727,13 @@ def _d_PaymentDetailsReqType(r):
         el = 'ContractSignatureCertChain'
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'ContractSignatureCertChain/Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -7734,8 +7743,8 @@ def _d_PaymentDetailsReqType(r):
                 q -= 8 + (_l << 3)
                 _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -7785,8 +7794,8 @@ def _e_PaymentDetailsReqType(w, o):
             el = 'ContractID'
             v <<= 2
             n += 2
-            if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             _l = len(v_ContractID)
+            if _l > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             if _l < 126 and v_ContractID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -7802,8 +7811,8 @@ def _e_PaymentDetailsReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1200]')
                 _l = len(_c1_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -7845,18 +7854,17 @@ def _d_PaymentDetailsResType(r):
     f_GenChallenge = None
     f_DateTimeNow = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('PaymentDetailsResType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 774: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 3) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'GenChallenge'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -9887,10 +9895,12 @@ def _d_ServiceDiscoveryReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            el = 'ServiceScope'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'ServiceScope'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -9957,8 +9967,8 @@ def _e_ServiceDiscoveryReqType(w, o):
             el = 'ServiceScope'
             v <<= 3
             n += 3
-            if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
             _l = len(v_ServiceScope)
+            if _l > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
             if _l < 126 and v_ServiceScope.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
                 n += (_l + 1) << 3
@@ -10060,10 +10070,12 @@ def _d_ServiceDiscoveryResType(r):
         _c1_c1_s = 1
         if _c1_c1_s == 1:
             if ec == 0:
-                el = 'ChargeService/ServiceTag/ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ChargeService/ServiceTag/ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -10097,10 +10109,12 @@ def _d_ServiceDiscoveryResType(r):
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_s == 3:
             if ec == 0:
-                el = 'ChargeService/ServiceTag/ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ChargeService/ServiceTag/ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -10228,8 +10242,8 @@ def _e_ServiceDiscoveryResType(w, o):
                     el = 'ChargeService/ServiceTag/ServiceName'
                     v <<= 3
                     n += 3
-                    if len(_c2_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
                     _l = len(_c2_c1_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
                     if _l < 126 and _c2_c1_ServiceName.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
                         n += (_l + 1) << 3
@@ -10255,8 +10269,8 @@ def _e_ServiceDiscoveryResType(w, o):
                     el = 'ChargeService/ServiceTag/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c2_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
                     _l = len(_c2_c1_ServiceScope)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
                     if _l < 126 and _c2_c1_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -10407,13 +10421,13 @@ def _d_SessionSetupReqType(r):
     el = ''
     f_EVCCID = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -10423,8 +10437,8 @@ def _d_SessionSetupReqType(r):
                 q -= 8 + (_l << 3)
                 f_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(r.end - q))
+                r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVCCID)
+            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -10449,8 +10463,8 @@ def _e_SessionSetupReqType(w, o):
             el = 'EVCCID'
             v <<= 2
             n += 2
-            if len(v_EVCCID) > 8: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 8]')
             _l = len(v_EVCCID)
+            if _l > 8: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVCCID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_EVCCID); v = w.v; n = w.n
             v <<= 2
@@ -10471,18 +10485,17 @@ def _d_SessionSetupResType(r):
     f_EVSEID = None
     f_DateTimeNow = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('SessionSetupResType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 774: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 3) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
@@ -10492,8 +10505,8 @@ def _d_SessionSetupResType(r):
                 q -= 8 + (_l << 3)
                 f_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
+                r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVSEID)
+            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
@@ -10565,8 +10578,8 @@ def _e_SessionSetupResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
             _l = len(v_EVSEID)
+            if _l > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVSEID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_EVSEID); v = w.v; n = w.n
             v <<= 1

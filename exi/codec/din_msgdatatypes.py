@@ -1350,13 +1350,13 @@ def _d_CertificateChainType(r):
     f_Certificate = None
     f_SubCertificates = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1366,8 +1366,8 @@ def _d_CertificateChainType(r):
                 q -= 8 + (_l << 3)
                 f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
+            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1411,8 +1411,8 @@ def _e_CertificateChainType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate) > 1200: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1200]')
             _l = len(v_Certificate)
+            if _l > 1200: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1200]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
@@ -6273,13 +6273,13 @@ def _d_ListOfRootCertificateIDsType(r):
     el = ''
     f_RootCertificateID = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
@@ -6300,10 +6300,12 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'RootCertificateID'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'RootCertificateID'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
@@ -6329,10 +6331,12 @@ def _d_ListOfRootCertificateIDsType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'RootCertificateID'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'RootCertificateID'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
@@ -6372,8 +6376,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
             el = 'RootCertificateID'
             v <<= 2
             n += 2
-            if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
             _l = len(v_RootCertificateID[i_RootCertificateID])
+            if _l > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
             if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
                 n += (_l + 1) << 3
@@ -6389,8 +6393,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 el = 'RootCertificateID'
                 v <<= 3
                 n += 3
-                if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                 _l = len(v_RootCertificateID[i_RootCertificateID])
+                if _l > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                 if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
                     n += (_l + 1) << 3
@@ -6410,8 +6414,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     el = 'RootCertificateID'
                     v <<= 3
                     n += 3
-                    if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                     _l = len(v_RootCertificateID[i_RootCertificateID])
+                    if _l > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                     if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
                         n += (_l + 1) << 3
@@ -6441,13 +6445,13 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_TMeter = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -6561,10 +6565,12 @@ def _d_MeterInfoType(r):
                 ec = x
                 s = 2
             elif ec == 1:
-                el = 'SigMeterReading'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'SigMeterReading'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
@@ -6574,8 +6580,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
+                    if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
@@ -6655,10 +6661,12 @@ def _d_MeterInfoType(r):
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
             if ec == 0:
-                el = 'SigMeterReading'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'SigMeterReading'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
@@ -6668,8 +6676,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
+                    if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
@@ -6882,8 +6890,8 @@ def _e_MeterInfoType(w, o):
             el = 'MeterID'
             v <<= 2
             n += 2
-            if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
             _l = len(v_MeterID)
+            if _l > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
             if _l < 126 and v_MeterID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -6954,8 +6962,8 @@ def _e_MeterInfoType(w, o):
                 el = 'SigMeterReading'
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                 _l = len(v_SigMeterReading)
+                if _l > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
@@ -6996,8 +7004,8 @@ def _e_MeterInfoType(w, o):
                 el = 'SigMeterReading'
                 v <<= 4
                 n += 4
-                if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                 _l = len(v_SigMeterReading)
+                if _l > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
@@ -7112,10 +7120,12 @@ def _d_NotificationType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'FaultMsg'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'FaultMsg'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
@@ -7167,8 +7177,8 @@ def _e_NotificationType(w, o):
                 el = 'FaultMsg'
                 v <<= 3
                 n += 3
-                if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
                 _l = len(v_FaultMsg)
+                if _l > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
                 if _l < 126 and v_FaultMsg.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
                     n += (_l + 1) << 3
@@ -8485,10 +8495,12 @@ def _d_ParameterType(r):
                 if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
                 s = -1
             elif ec == 5:
-                el = 'stringValue'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'stringValue'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
@@ -10029,10 +10041,12 @@ def _d_SalesTariffType(r):
         s = 2
         if s == 2:
             if ec == 0:
-                el = 'SalesTariffDescription'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'SalesTariffDescription'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
@@ -10158,8 +10172,8 @@ def _e_SalesTariffType(w, o):
                 el = 'SalesTariffDescription'
                 v <<= 3
                 n += 3
-                if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
                 _l = len(v_SalesTariffDescription)
+                if _l > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
                 if _l < 126 and v_SalesTariffDescription.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
                     n += (_l + 1) << 3
@@ -10820,10 +10834,12 @@ def _d_ServiceChargeType(r):
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
-                el = 'ServiceTag/ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceTag/ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -10857,10 +10873,12 @@ def _d_ServiceChargeType(r):
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_s == 3:
             if ec == 0:
-                el = 'ServiceTag/ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceTag/ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -10948,8 +10966,8 @@ def _e_ServiceChargeType(w, o):
                     el = 'ServiceTag/ServiceName'
                     v <<= 3
                     n += 3
-                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
                     _l = len(_c1_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
                     if _l < 126 and _c1_ServiceName.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
                         n += (_l + 1) << 3
@@ -10975,8 +10993,8 @@ def _e_ServiceChargeType(w, o):
                     el = 'ServiceTag/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
                     _l = len(_c1_ServiceScope)
+                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
                     if _l < 126 and _c1_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -11168,10 +11186,12 @@ def _d_ServiceTagListType(r):
         _c1_c1_s = 1
         if _c1_c1_s == 1:
             if ec == 0:
-                el = 'Service/ServiceTag/ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Service/ServiceTag/ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -11205,10 +11225,12 @@ def _d_ServiceTagListType(r):
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_s == 3:
             if ec == 0:
-                el = 'Service/ServiceTag/ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Service/ServiceTag/ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -11291,10 +11313,12 @@ def _d_ServiceTagListType(r):
                 _c2_c1_s = 1
                 if _c2_c1_s == 1:
                     if ec == 0:
-                        el = 'Service/ServiceTag/ServiceName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'Service/ServiceTag/ServiceName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -11328,10 +11352,12 @@ def _d_ServiceTagListType(r):
                         raise r.deviation('ServiceTagType', r.end - q)
                 if _c2_c1_s == 3:
                     if ec == 0:
-                        el = 'Service/ServiceTag/ServiceScope'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'Service/ServiceTag/ServiceScope'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -11419,10 +11445,12 @@ def _d_ServiceTagListType(r):
                     _c3_c1_s = 1
                     if _c3_c1_s == 1:
                         if ec == 0:
-                            el = 'Service/ServiceTag/ServiceName'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Service/ServiceTag/ServiceName'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -11456,10 +11484,12 @@ def _d_ServiceTagListType(r):
                             raise r.deviation('ServiceTagType', r.end - q)
                     if _c3_c1_s == 3:
                         if ec == 0:
-                            el = 'Service/ServiceTag/ServiceScope'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Service/ServiceTag/ServiceScope'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -11551,8 +11581,8 @@ def _e_ServiceTagListType(w, o):
                     el = 'Service/ServiceTag/ServiceName'
                     v <<= 3
                     n += 3
-                    if len(_c1_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_c1_ServiceName)} outside [0, 32]')
                     _l = len(_c1_c1_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c1_c1_ServiceName)} outside [0, 32]')
                     if _l < 126 and _c1_c1_ServiceName.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceName.encode(), 'big')
                         n += (_l + 1) << 3
@@ -11578,8 +11608,8 @@ def _e_ServiceTagListType(w, o):
                     el = 'Service/ServiceTag/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c1_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_c1_ServiceScope)} outside [0, 32]')
                     _l = len(_c1_c1_ServiceScope)
+                    if _l > 32: raise EncodeError(f'length {len(_c1_c1_ServiceScope)} outside [0, 32]')
                     if _l < 126 and _c1_c1_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -11635,8 +11665,8 @@ def _e_ServiceTagListType(w, o):
                         el = 'Service/ServiceTag/ServiceName'
                         v <<= 3
                         n += 3
-                        if len(_c2_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
                         _l = len(_c2_c1_ServiceName)
+                        if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
                         if _l < 126 and _c2_c1_ServiceName.isascii():
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
                             n += (_l + 1) << 3
@@ -11662,8 +11692,8 @@ def _e_ServiceTagListType(w, o):
                         el = 'Service/ServiceTag/ServiceScope'
                         v <<= 3
                         n += 3
-                        if len(_c2_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
                         _l = len(_c2_c1_ServiceScope)
+                        if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
                         if _l < 126 and _c2_c1_ServiceScope.isascii():
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
                             n += (_l + 1) << 3
@@ -11723,8 +11753,8 @@ def _e_ServiceTagListType(w, o):
                             el = 'Service/ServiceTag/ServiceName'
                             v <<= 3
                             n += 3
-                            if len(_c3_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c3_c1_ServiceName)} outside [0, 32]')
                             _l = len(_c3_c1_ServiceName)
+                            if _l > 32: raise EncodeError(f'length {len(_c3_c1_ServiceName)} outside [0, 32]')
                             if _l < 126 and _c3_c1_ServiceName.isascii():
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceName.encode(), 'big')
                                 n += (_l + 1) << 3
@@ -11750,8 +11780,8 @@ def _e_ServiceTagListType(w, o):
                             el = 'Service/ServiceTag/ServiceScope'
                             v <<= 3
                             n += 3
-                            if len(_c3_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c3_c1_ServiceScope)} outside [0, 32]')
                             _l = len(_c3_c1_ServiceScope)
+                            if _l > 32: raise EncodeError(f'length {len(_c3_c1_ServiceScope)} outside [0, 32]')
                             if _l < 126 and _c3_c1_ServiceScope.isascii():
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceScope.encode(), 'big')
                                 n += (_l + 1) << 3
@@ -11822,10 +11852,12 @@ def _d_ServiceTagType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -11859,10 +11891,12 @@ def _d_ServiceTagType(r):
                 raise r.deviation('ServiceTagType', r.end - q)
         if s == 3:
             if ec == 0:
-                el = 'ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -11923,8 +11957,8 @@ def _e_ServiceTagType(w, o):
                 el = 'ServiceName'
                 v <<= 3
                 n += 3
-                if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                 _l = len(v_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                 if _l < 126 and v_ServiceName.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
                     n += (_l + 1) << 3
@@ -11950,8 +11984,8 @@ def _e_ServiceTagType(w, o):
                 el = 'ServiceScope'
                 v <<= 3
                 n += 3
-                if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
                 _l = len(v_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
                 if _l < 126 and v_ServiceScope.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
@@ -12015,10 +12049,12 @@ def _d_ServiceType(r):
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
-                el = 'ServiceTag/ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceTag/ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -12052,10 +12088,12 @@ def _d_ServiceType(r):
                 raise r.deviation('ServiceTagType', r.end - q)
         if _c1_s == 3:
             if ec == 0:
-                el = 'ServiceTag/ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceTag/ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -12132,8 +12170,8 @@ def _e_ServiceType(w, o):
                     el = 'ServiceTag/ServiceName'
                     v <<= 3
                     n += 3
-                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
                     _l = len(_c1_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
                     if _l < 126 and _c1_ServiceName.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
                         n += (_l + 1) << 3
@@ -12159,8 +12197,8 @@ def _e_ServiceType(w, o):
                     el = 'ServiceTag/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
                     _l = len(_c1_ServiceScope)
+                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
                     if _l < 126 and _c1_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -12192,13 +12230,13 @@ def _d_SubCertificatesType(r):
     el = ''
     f_Certificate = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -12208,8 +12246,8 @@ def _d_SubCertificatesType(r):
                 q -= 8 + (_l << 3)
                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
+                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+            if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -12221,10 +12259,12 @@ def _d_SubCertificatesType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'Certificate'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Certificate'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -12234,8 +12274,8 @@ def _d_SubCertificatesType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -12252,10 +12292,12 @@ def _d_SubCertificatesType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -12265,8 +12307,8 @@ def _d_SubCertificatesType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -12297,8 +12339,8 @@ def _e_SubCertificatesType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
             _l = len(v_Certificate[i_Certificate])
+            if _l > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
             v <<= 1
@@ -12312,8 +12354,8 @@ def _e_SubCertificatesType(w, o):
                 el = 'Certificate'
                 v <<= 3
                 n += 3
-                if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                 _l = len(v_Certificate[i_Certificate])
+                if _l > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
                 v <<= 1
@@ -12331,8 +12373,8 @@ def _e_SubCertificatesType(w, o):
                     el = 'Certificate'
                     v <<= 3
                     n += 3
-                    if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                     _l = len(v_Certificate[i_Certificate])
+                    if _l > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
                     v <<= 1

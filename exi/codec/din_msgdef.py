@@ -306,13 +306,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c4_Id = r.string('Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -322,8 +322,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
+                                    r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_OEMProvisioningCert)
+                                if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -332,10 +332,12 @@ def _d_BodyType(r):
                             if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c4_s = 2
                         elif ec == 1:
-                            el = 'CertificateInstallationReq/OEMProvisioningCert'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'CertificateInstallationReq/OEMProvisioningCert'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -345,8 +347,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
+                                    r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_OEMProvisioningCert)
+                                if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -361,13 +363,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'CertificateInstallationReq/DHParams'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -377,8 +379,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c4_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.end - q))
+                                    r.pos = r.end - q; _c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_DHParams)
+                                if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
@@ -419,13 +421,13 @@ def _d_BodyType(r):
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
                         _c5_c1_Certificate = None
                         _c5_c1_SubCertificates = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -435,8 +437,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c5_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c5_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c5_c1_Certificate, r.at(r.end - q))
+                                r.pos = r.end - q; _c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_c1_Certificate)
+                            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c5_c1_Certificate, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -463,13 +465,13 @@ def _d_BodyType(r):
                         _c5_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c5_ContractSignatureCertChain.Certificate = _c5_c1_Certificate
                         _c5_ContractSignatureCertChain.SubCertificates = _c5_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -479,18 +481,18 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c5_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                                r.pos = r.end - q; _c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_ContractSignatureEncryptedPrivateKey)
+                            if _l > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/DHParams'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -500,18 +502,18 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c5_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c5_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(r.end - q))
+                                r.pos = r.end - q; _c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_DHParams)
+                            if _l > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -566,13 +568,13 @@ def _d_BodyType(r):
                         el = 'CertificateUpdateRes/ContractSignatureCertChain'
                         _c6_c1_Certificate = None
                         _c6_c1_SubCertificates = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -582,8 +584,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c6_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c6_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c6_c1_Certificate, r.at(r.end - q))
+                                r.pos = r.end - q; _c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_c1_Certificate)
+                            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c6_c1_Certificate, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -610,13 +612,13 @@ def _d_BodyType(r):
                         _c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c6_ContractSignatureCertChain.Certificate = _c6_c1_Certificate
                         _c6_ContractSignatureCertChain.SubCertificates = _c6_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -626,18 +628,18 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c6_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                                r.pos = r.end - q; _c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_ContractSignatureEncryptedPrivateKey)
+                            if _l > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/DHParams'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -647,18 +649,18 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c6_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c6_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c6_DHParams, r.at(r.end - q))
+                                r.pos = r.end - q; _c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_DHParams)
+                            if _l > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c6_DHParams, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ContractID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -770,10 +772,12 @@ def _d_BodyType(r):
                             ec = x
                             _c8_s = 1
                         elif ec == 1:
-                            el = 'ContractAuthenticationReq/GenChallenge'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'ContractAuthenticationReq/GenChallenge'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -796,10 +800,12 @@ def _d_BodyType(r):
                             raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 1:
                             if ec == 0:
-                                el = 'ContractAuthenticationReq/GenChallenge'
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1:
+                                x = (V >> q) & 1
+                                el = 'ContractAuthenticationReq/GenChallenge'
+                                _esc = x
+                                if _esc:
                                     q -= 3
                                     if q < 0: V, q = r.slideq(q, 3)
                                     if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -889,13 +895,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c10_Id = r.string('Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SessionID'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -905,8 +911,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c10_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -916,10 +922,12 @@ def _d_BodyType(r):
                             ec = x
                             _c10_s = 2
                         elif ec == 1:
-                            el = 'MeteringReceiptReq/SessionID'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'MeteringReceiptReq/SessionID'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -929,8 +937,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c10_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -1060,15 +1068,15 @@ def _d_BodyType(r):
                         _cv.AC_EVSEStatus = _c11_AC_EVSEStatus
                         s = 1
                     elif ec == 17:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq'
                         _cf = 'PaymentDetailsReq'
                         el = 'PaymentDetailsReq/ContractID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -1087,13 +1095,13 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
                         _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1103,8 +1111,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c12_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c12_c1_Certificate, r.at(r.end - q))
+                                r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c12_c1_Certificate)
+                            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c12_c1_Certificate, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1144,20 +1152,19 @@ def _d_BodyType(r):
             if ec < 27:
                 if ec < 22:
                     if ec == 18:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 774: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
-                        _c13_ResponseCode = ((x >> 2) & 31)
+                        _c13_ResponseCode = ((x >> 3) & 31)
                         if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 23, r.at(r.end - q))
                         else: _c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c13_ResponseCode]
                         el = 'PaymentDetailsRes/GenChallenge'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -1801,10 +1808,12 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
                         if ec == 0:
-                            el = 'ServiceDiscoveryReq/ServiceScope'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'ServiceDiscoveryReq/ServiceScope'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -1907,15 +1916,15 @@ def _d_BodyType(r):
                         _cv.ResponseCode = _c20_ResponseCode
                         s = 1
                     elif ec == 29:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -1925,8 +1934,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c21_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c21_EVCCID)
+                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c21_EVCCID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -1942,18 +1951,17 @@ def _d_BodyType(r):
                         _c22_ResponseCode = None
                         _c22_EVSEID = None
                         _c22_DateTimeNow = None
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('SessionSetupResType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 774: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c22_ResponseCode = ((x >> 2) & 31)
+                        _c22_ResponseCode = ((x >> 3) & 31)
                         if _c22_ResponseCode >= 23: _c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c22_ResponseCode, 23, r.at(r.end - q))
                         else: _c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c22_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
@@ -1963,8 +1971,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c22_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c22_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c22_EVSEID, r.at(r.end - q))
+                                r.pos = r.end - q; _c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c22_EVSEID)
+                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c22_EVSEID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
@@ -2528,8 +2536,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationReq/OEMProvisioningCert'
                 v <<= 2
                 n += 2
-                if len(_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
                 _l = len(_c4_OEMProvisioningCert)
+                if _l > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
                 v <<= 1
@@ -2539,8 +2547,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationReq/OEMProvisioningCert'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
                 _l = len(_c4_OEMProvisioningCert)
+                if _l > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
                 v <<= 1
@@ -2560,8 +2568,8 @@ def _e_BodyType(w, o):
                     el = 'CertificateInstallationReq/DHParams'
                     v <<= 2
                     n += 2
-                    if len(_c4_DHParams) > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
                     _l = len(_c4_DHParams)
+                    if _l > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_DHParams, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
                     v <<= 2
@@ -2606,8 +2614,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c5_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c5_c2_Certificate)} outside [0, 1200]')
                 _l = len(_c5_c2_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c5_c2_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c5_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2635,24 +2643,24 @@ def _e_BodyType(w, o):
             el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
-            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             _l = len(_c5_ContractSignatureEncryptedPrivateKey)
+            if _l > 128: raise EncodeError(f'length {len(_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c5_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
             if not (_c5_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'CertificateInstallationRes/DHParams'
             v <<= 3
             n += 3
-            if len(_c5_DHParams) > 256: raise EncodeError(f'length {len(_c5_DHParams)} outside [0, 256]')
             _l = len(_c5_DHParams)
+            if _l > 256: raise EncodeError(f'length {len(_c5_DHParams)} outside [0, 256]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_DHParams, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c5_DHParams); v = w.v; n = w.n
             if not (_c5_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'CertificateInstallationRes/ContractID'
             v <<= 3
             n += 3
-            if len(_c5_ContractID) > 24: raise EncodeError(f'length {len(_c5_ContractID)} outside [0, 24]')
             _l = len(_c5_ContractID)
+            if _l > 24: raise EncodeError(f'length {len(_c5_ContractID)} outside [0, 24]')
             if _l < 126 and _c5_ContractID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -2704,8 +2712,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c6_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c6_c2_Certificate)} outside [0, 1200]')
                 _l = len(_c6_c2_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c6_c2_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c6_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2733,24 +2741,24 @@ def _e_BodyType(w, o):
             el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
-            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c6_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             _l = len(_c6_ContractSignatureEncryptedPrivateKey)
+            if _l > 128: raise EncodeError(f'length {len(_c6_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c6_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
             if not (_c6_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'CertificateUpdateRes/DHParams'
             v <<= 3
             n += 3
-            if len(_c6_DHParams) > 256: raise EncodeError(f'length {len(_c6_DHParams)} outside [0, 256]')
             _l = len(_c6_DHParams)
+            if _l > 256: raise EncodeError(f'length {len(_c6_DHParams)} outside [0, 256]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_DHParams, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c6_DHParams); v = w.v; n = w.n
             if not (_c6_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'CertificateUpdateRes/ContractID'
             v <<= 3
             n += 3
-            if len(_c6_ContractID) > 24: raise EncodeError(f'length {len(_c6_ContractID)} outside [0, 24]')
             _l = len(_c6_ContractID)
+            if _l > 24: raise EncodeError(f'length {len(_c6_ContractID)} outside [0, 24]')
             if _l < 126 and _c6_ContractID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -2921,8 +2929,8 @@ def _e_BodyType(w, o):
                 el = 'MeteringReceiptReq/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c10_SessionID) > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
                 _l = len(_c10_SessionID)
+                if _l > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
                 v <<= 1
@@ -2932,8 +2940,8 @@ def _e_BodyType(w, o):
                 el = 'MeteringReceiptReq/SessionID'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c10_SessionID) > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
                 _l = len(_c10_SessionID)
+                if _l > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
                 v <<= 1
@@ -3026,8 +3034,8 @@ def _e_BodyType(w, o):
             el = 'PaymentDetailsReq/ContractID'
             v = (v << 8) | (17 << 2)
             n += 8
-            if len(_c12_ContractID) > 24: raise EncodeError(f'length {len(_c12_ContractID)} outside [0, 24]')
             _l = len(_c12_ContractID)
+            if _l > 24: raise EncodeError(f'length {len(_c12_ContractID)} outside [0, 24]')
             if _l < 126 and _c12_ContractID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -3043,8 +3051,8 @@ def _e_BodyType(w, o):
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c12_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 1200]')
                 _l = len(_c12_c1_Certificate)
+                if _l > 1200: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 1200]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -3507,8 +3515,8 @@ def _e_BodyType(w, o):
                 el = 'ServiceDiscoveryReq/ServiceScope'
                 v <<= 3
                 n += 3
-                if len(_c18_ServiceScope) > 32: raise EncodeError(f'length {len(_c18_ServiceScope)} outside [0, 32]')
                 _l = len(_c18_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(_c18_ServiceScope)} outside [0, 32]')
                 if _l < 126 and _c18_ServiceScope.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
@@ -3596,8 +3604,8 @@ def _e_BodyType(w, o):
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            if len(_c21_EVCCID) > 8: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 8]')
             _l = len(_c21_EVCCID)
+            if _l > 8: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c21_EVCCID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c21_EVCCID); v = w.v; n = w.n
             v <<= 3
@@ -3619,8 +3627,8 @@ def _e_BodyType(w, o):
                 el = 'SessionSetupRes/EVSEID'
                 v = (v << 10) | (_c22_i1 << 3)
                 n += 10
-                if len(_c22_EVSEID) > 32: raise EncodeError(f'length {len(_c22_EVSEID)} outside [0, 32]')
                 _l = len(_c22_EVSEID)
+                if _l > 32: raise EncodeError(f'length {len(_c22_EVSEID)} outside [0, 32]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVSEID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c22_EVSEID); v = w.v; n = w.n
                 v <<= 1
@@ -3889,13 +3897,13 @@ def _d_V2G_Message(r):
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -3905,8 +3913,8 @@ def _d_V2G_Message(r):
                 q -= 8 + (_l << 3)
                 _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
+                r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+            if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -3932,10 +3940,12 @@ def _d_V2G_Message(r):
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
                     if ec == 0:
-                        el = 'Header/Notification/FaultMsg'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'Header/Notification/FaultMsg'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
@@ -4234,13 +4244,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c4_Id = r.string('Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -4250,8 +4260,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_OEMProvisioningCert)
+                                if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -4260,10 +4270,12 @@ def _d_V2G_Message(r):
                             if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c2_c4_s = 2
                         elif ec == 1:
-                            el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -4273,8 +4285,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_OEMProvisioningCert)
+                                if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -4289,13 +4301,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'Body/CertificateInstallationReq/DHParams'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -4305,8 +4317,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c4_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c2_c4_DHParams, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_DHParams)
+                                if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c2_c4_DHParams, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
@@ -4347,13 +4359,13 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
                         _c2_c5_c1_Certificate = None
                         _c2_c5_c1_SubCertificates = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4363,8 +4375,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c5_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c5_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c5_c1_Certificate, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c5_c1_Certificate)
+                            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c5_c1_Certificate, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4391,13 +4403,13 @@ def _d_V2G_Message(r):
                         _c2_c5_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c2_c5_ContractSignatureCertChain.Certificate = _c2_c5_c1_Certificate
                         _c2_c5_ContractSignatureCertChain.SubCertificates = _c2_c5_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -4407,18 +4419,18 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c5_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c5_ContractSignatureEncryptedPrivateKey)
+                            if _l > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/DHParams'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -4428,18 +4440,18 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c5_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c5_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c2_c5_DHParams, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c5_DHParams)
+                            if _l > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c2_c5_DHParams, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -4494,13 +4506,13 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain'
                         _c2_c6_c1_Certificate = None
                         _c2_c6_c1_SubCertificates = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/Certificate'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4510,8 +4522,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c6_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c6_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c6_c1_Certificate, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_c1_Certificate)
+                            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c6_c1_Certificate, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4538,13 +4550,13 @@ def _d_V2G_Message(r):
                         _c2_c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c2_c6_ContractSignatureCertChain.Certificate = _c2_c6_c1_Certificate
                         _c2_c6_ContractSignatureCertChain.SubCertificates = _c2_c6_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -4554,18 +4566,18 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c6_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c6_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_ContractSignatureEncryptedPrivateKey)
+                            if _l > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/DHParams'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -4575,18 +4587,18 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c6_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c6_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c2_c6_DHParams, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_DHParams)
+                            if _l > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c2_c6_DHParams, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ContractID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -4698,10 +4710,12 @@ def _d_V2G_Message(r):
                             ec = x
                             _c2_c8_s = 1
                         elif ec == 1:
-                            el = 'Body/ContractAuthenticationReq/GenChallenge'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/ContractAuthenticationReq/GenChallenge'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -4724,10 +4738,12 @@ def _d_V2G_Message(r):
                             raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c2_c8_s == 1:
                             if ec == 0:
-                                el = 'Body/ContractAuthenticationReq/GenChallenge'
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1:
+                                x = (V >> q) & 1
+                                el = 'Body/ContractAuthenticationReq/GenChallenge'
+                                _esc = x
+                                if _esc:
                                     q -= 3
                                     if q < 0: V, q = r.slideq(q, 3)
                                     if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -4817,13 +4833,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c10_Id = r.string('Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SessionID'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -4833,8 +4849,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c10_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -4844,10 +4860,12 @@ def _d_V2G_Message(r):
                             ec = x
                             _c2_c10_s = 2
                         elif ec == 1:
-                            el = 'Body/MeteringReceiptReq/SessionID'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/MeteringReceiptReq/SessionID'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -4857,8 +4875,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c10_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -4988,15 +5006,15 @@ def _d_V2G_Message(r):
                         _cv.AC_EVSEStatus = _c2_c11_AC_EVSEStatus
                         _c2_s = 1
                     elif ec == 17:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsReq'
                         _cf = 'PaymentDetailsReq'
                         el = 'Body/PaymentDetailsReq/ContractID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -5015,13 +5033,13 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
                         _c2_c12_c1_Certificate = None
                         _c2_c12_c1_SubCertificates = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -5031,8 +5049,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c12_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c12_c1_Certificate, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c12_c1_Certificate)
+                            if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c12_c1_Certificate, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -5072,20 +5090,19 @@ def _d_V2G_Message(r):
             if ec < 27:
                 if ec < 22:
                     if ec == 18:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 774: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'Body/PaymentDetailsRes/ResponseCode'
-                        _c2_c13_ResponseCode = ((x >> 2) & 31)
+                        _c2_c13_ResponseCode = ((x >> 3) & 31)
                         if _c2_c13_ResponseCode >= 23: _c2_c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c2_c13_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c13_ResponseCode]
                         el = 'Body/PaymentDetailsRes/GenChallenge'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -5729,10 +5746,12 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
                         if ec == 0:
-                            el = 'Body/ServiceDiscoveryReq/ServiceScope'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/ServiceDiscoveryReq/ServiceScope'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -5835,15 +5854,15 @@ def _d_V2G_Message(r):
                         _cv.ResponseCode = _c2_c20_ResponseCode
                         _c2_s = 1
                     elif ec == 29:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'Body/SessionSetupReq/EVCCID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -5853,8 +5872,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c21_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c21_EVCCID)
+                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c21_EVCCID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -5870,18 +5889,17 @@ def _d_V2G_Message(r):
                         _c2_c22_ResponseCode = None
                         _c2_c22_EVSEID = None
                         _c2_c22_DateTimeNow = None
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('SessionSetupResType', r.end - q)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 774: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'Body/SessionSetupRes/ResponseCode'
-                        _c2_c22_ResponseCode = ((x >> 2) & 31)
+                        _c2_c22_ResponseCode = ((x >> 3) & 31)
                         if _c2_c22_ResponseCode >= 23: _c2_c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c22_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c22_ResponseCode]
                         el = 'Body/SessionSetupRes/EVSEID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
@@ -5891,8 +5909,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c22_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c22_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c22_EVSEID, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c22_EVSEID)
+                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c22_EVSEID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
@@ -6299,8 +6317,8 @@ def _e_V2G_Message(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [0, 8]')
                 _l = len(_c1_SessionID)
+                if _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [0, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 v <<= 1
@@ -6330,8 +6348,8 @@ def _e_V2G_Message(w, o):
                             el = 'Header/Notification/FaultMsg'
                             v <<= 3
                             n += 3
-                            if len(_c1_c1_FaultMsg) > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
                             _l = len(_c1_c1_FaultMsg)
+                            if _l > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
                             if _l < 126 and _c1_c1_FaultMsg.isascii():
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
                                 n += (_l + 1) << 3
@@ -6558,8 +6576,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                     v <<= 2
                     n += 2
-                    if len(_c2_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c2_c4_OEMProvisioningCert)} outside [0, 1200]')
                     _l = len(_c2_c4_OEMProvisioningCert)
+                    if _l > 1200: raise EncodeError(f'length {len(_c2_c4_OEMProvisioningCert)} outside [0, 1200]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c4_OEMProvisioningCert); v = w.v; n = w.n
                     v <<= 1
@@ -6569,8 +6587,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c2_c4_OEMProvisioningCert)} outside [0, 1200]')
                     _l = len(_c2_c4_OEMProvisioningCert)
+                    if _l > 1200: raise EncodeError(f'length {len(_c2_c4_OEMProvisioningCert)} outside [0, 1200]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c4_OEMProvisioningCert); v = w.v; n = w.n
                     v <<= 1
@@ -6590,8 +6608,8 @@ def _e_V2G_Message(w, o):
                         el = 'Body/CertificateInstallationReq/DHParams'
                         v <<= 2
                         n += 2
-                        if len(_c2_c4_DHParams) > 256: raise EncodeError(f'length {len(_c2_c4_DHParams)} outside [0, 256]')
                         _l = len(_c2_c4_DHParams)
+                        if _l > 256: raise EncodeError(f'length {len(_c2_c4_DHParams)} outside [0, 256]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_DHParams, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c2_c4_DHParams); v = w.v; n = w.n
                         v <<= 2
@@ -6636,8 +6654,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                     v <<= 2
                     n += 2
-                    if len(_c2_c5_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_c5_c2_Certificate)} outside [0, 1200]')
                     _l = len(_c2_c5_c2_Certificate)
+                    if _l > 1200: raise EncodeError(f'length {len(_c2_c5_c2_Certificate)} outside [0, 1200]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c5_c2_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c5_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -6665,24 +6683,24 @@ def _e_V2G_Message(w, o):
                 el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                 v <<= 2
                 n += 2
-                if len(_c2_c5_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c2_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
                 _l = len(_c2_c5_ContractSignatureEncryptedPrivateKey)
+                if _l > 128: raise EncodeError(f'length {len(_c2_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c5_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c5_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
                 if not (_c2_c5_DHParams is not None): raise EncodeError('missing content: DHParams')
                 el = 'Body/CertificateInstallationRes/DHParams'
                 v <<= 3
                 n += 3
-                if len(_c2_c5_DHParams) > 256: raise EncodeError(f'length {len(_c2_c5_DHParams)} outside [0, 256]')
                 _l = len(_c2_c5_DHParams)
+                if _l > 256: raise EncodeError(f'length {len(_c2_c5_DHParams)} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c5_DHParams, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c5_DHParams); v = w.v; n = w.n
                 if not (_c2_c5_ContractID is not None): raise EncodeError('missing content: ContractID')
                 el = 'Body/CertificateInstallationRes/ContractID'
                 v <<= 3
                 n += 3
-                if len(_c2_c5_ContractID) > 24: raise EncodeError(f'length {len(_c2_c5_ContractID)} outside [0, 24]')
                 _l = len(_c2_c5_ContractID)
+                if _l > 24: raise EncodeError(f'length {len(_c2_c5_ContractID)} outside [0, 24]')
                 if _l < 126 and _c2_c5_ContractID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c5_ContractID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -6734,8 +6752,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/Certificate'
                     v <<= 2
                     n += 2
-                    if len(_c2_c6_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_c6_c2_Certificate)} outside [0, 1200]')
                     _l = len(_c2_c6_c2_Certificate)
+                    if _l > 1200: raise EncodeError(f'length {len(_c2_c6_c2_Certificate)} outside [0, 1200]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_c2_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c6_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -6763,24 +6781,24 @@ def _e_V2G_Message(w, o):
                 el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
                 v <<= 2
                 n += 2
-                if len(_c2_c6_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c2_c6_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
                 _l = len(_c2_c6_ContractSignatureEncryptedPrivateKey)
+                if _l > 128: raise EncodeError(f'length {len(_c2_c6_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c6_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
                 if not (_c2_c6_DHParams is not None): raise EncodeError('missing content: DHParams')
                 el = 'Body/CertificateUpdateRes/DHParams'
                 v <<= 3
                 n += 3
-                if len(_c2_c6_DHParams) > 256: raise EncodeError(f'length {len(_c2_c6_DHParams)} outside [0, 256]')
                 _l = len(_c2_c6_DHParams)
+                if _l > 256: raise EncodeError(f'length {len(_c2_c6_DHParams)} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_DHParams, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c6_DHParams); v = w.v; n = w.n
                 if not (_c2_c6_ContractID is not None): raise EncodeError('missing content: ContractID')
                 el = 'Body/CertificateUpdateRes/ContractID'
                 v <<= 3
                 n += 3
-                if len(_c2_c6_ContractID) > 24: raise EncodeError(f'length {len(_c2_c6_ContractID)} outside [0, 24]')
                 _l = len(_c2_c6_ContractID)
+                if _l > 24: raise EncodeError(f'length {len(_c2_c6_ContractID)} outside [0, 24]')
                 if _l < 126 and _c2_c6_ContractID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c6_ContractID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -6951,8 +6969,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/MeteringReceiptReq/SessionID'
                     v <<= 2
                     n += 2
-                    if len(_c2_c10_SessionID) > 8: raise EncodeError(f'length {len(_c2_c10_SessionID)} outside [0, 8]')
                     _l = len(_c2_c10_SessionID)
+                    if _l > 8: raise EncodeError(f'length {len(_c2_c10_SessionID)} outside [0, 8]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c10_SessionID, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c10_SessionID); v = w.v; n = w.n
                     v <<= 1
@@ -6962,8 +6980,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/MeteringReceiptReq/SessionID'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c10_SessionID) > 8: raise EncodeError(f'length {len(_c2_c10_SessionID)} outside [0, 8]')
                     _l = len(_c2_c10_SessionID)
+                    if _l > 8: raise EncodeError(f'length {len(_c2_c10_SessionID)} outside [0, 8]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c10_SessionID, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c10_SessionID); v = w.v; n = w.n
                     v <<= 1
@@ -7056,8 +7074,8 @@ def _e_V2G_Message(w, o):
                 el = 'Body/PaymentDetailsReq/ContractID'
                 v = (v << 8) | (17 << 2)
                 n += 8
-                if len(_c2_c12_ContractID) > 24: raise EncodeError(f'length {len(_c2_c12_ContractID)} outside [0, 24]')
                 _l = len(_c2_c12_ContractID)
+                if _l > 24: raise EncodeError(f'length {len(_c2_c12_ContractID)} outside [0, 24]')
                 if _l < 126 and _c2_c12_ContractID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c12_ContractID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -7073,8 +7091,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                     v <<= 2
                     n += 2
-                    if len(_c2_c12_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 1200]')
                     _l = len(_c2_c12_c1_Certificate)
+                    if _l > 1200: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 1200]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -7537,8 +7555,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/ServiceDiscoveryReq/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c2_c18_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c18_ServiceScope)} outside [0, 32]')
                     _l = len(_c2_c18_ServiceScope)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_c18_ServiceScope)} outside [0, 32]')
                     if _l < 126 and _c2_c18_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c18_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -7626,8 +7644,8 @@ def _e_V2G_Message(w, o):
                 el = 'Body/SessionSetupReq/EVCCID'
                 v = (v << 8) | (29 << 2)
                 n += 8
-                if len(_c2_c21_EVCCID) > 8: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 8]')
                 _l = len(_c2_c21_EVCCID)
+                if _l > 8: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c21_EVCCID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c21_EVCCID); v = w.v; n = w.n
                 v <<= 3
@@ -7649,8 +7667,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/SessionSetupRes/EVSEID'
                     v = (v << 10) | (_c2_c22_i1 << 3)
                     n += 10
-                    if len(_c2_c22_EVSEID) > 32: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [0, 32]')
                     _l = len(_c2_c22_EVSEID)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [0, 32]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c22_EVSEID, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c22_EVSEID); v = w.v; n = w.n
                     v <<= 1
@@ -7946,7 +7964,9 @@ def _de2(r):  # DigestValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
@@ -7956,7 +7976,7 @@ def _de2(r):  # DigestValue
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
@@ -7987,7 +8007,9 @@ def _de4(r):  # KeyName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -8028,7 +8050,9 @@ def _de6(r):  # MgmtData
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -8234,7 +8258,9 @@ def _de14(r):  # Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -8244,8 +8270,8 @@ def _de14(r):  # Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -8257,8 +8283,8 @@ def _ee14(w, o):  # Certificate
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
     _l = len(o)
+    if _l > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -8407,7 +8433,9 @@ def _de19(r):  # ContractID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
@@ -8428,8 +8456,8 @@ def _ee19(w, o):  # ContractID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 24: raise EncodeError(f'length {len(o)} outside [0, 24]')
     _l = len(o)
+    if _l > 24: raise EncodeError(f'length {len(o)} outside [0, 24]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -8444,7 +8472,9 @@ def _de20(r):  # ContractSignatureEncryptedPrivateKey
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -8454,8 +8484,8 @@ def _de20(r):  # ContractSignatureEncryptedPrivateKey
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
@@ -8467,8 +8497,8 @@ def _ee20(w, o):  # ContractSignatureEncryptedPrivateKey
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 128: raise EncodeError(f'length {len(o)} outside [0, 128]')
     _l = len(o)
+    if _l > 128: raise EncodeError(f'length {len(o)} outside [0, 128]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -8481,7 +8511,9 @@ def _de21(r):  # DHParams
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
@@ -8491,8 +8523,8 @@ def _de21(r):  # DHParams
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
@@ -8504,8 +8536,8 @@ def _ee21(w, o):  # DHParams
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     _l = len(o)
+    if _l > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -8634,7 +8666,9 @@ def _de25(r):  # EVCCID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -8644,8 +8678,8 @@ def _de25(r):  # EVCCID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -8657,8 +8691,8 @@ def _ee25(w, o):  # EVCCID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     _l = len(o)
+    if _l > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -8818,7 +8852,9 @@ def _de33(r):  # EVSEID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
@@ -8828,8 +8864,8 @@ def _de33(r):  # EVSEID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
@@ -8841,8 +8877,8 @@ def _ee33(w, o):  # EVSEID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -9006,7 +9042,9 @@ def _de41(r):  # Exponent
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -9016,7 +9054,7 @@ def _de41(r):  # Exponent
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -9064,7 +9102,9 @@ def _de43(r):  # FaultMsg
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
@@ -9085,8 +9125,8 @@ def _ee43(w, o):  # FaultMsg
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -9142,7 +9182,9 @@ def _de46(r):  # G
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -9152,7 +9194,7 @@ def _de46(r):  # G
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -9177,7 +9219,9 @@ def _de47(r):  # GenChallenge
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
@@ -9261,7 +9305,9 @@ def _de49(r):  # J
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('J', r.end - q)
@@ -9271,7 +9317,7 @@ def _de49(r):  # J
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('J', r.end - q)
@@ -9296,7 +9342,9 @@ def _de50(r):  # MeterID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -9317,8 +9365,8 @@ def _ee50(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -9383,7 +9431,9 @@ def _de52(r):  # Modulus
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -9393,7 +9443,7 @@ def _de52(r):  # Modulus
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
@@ -9505,7 +9555,9 @@ def _de56(r):  # OEMProvisioningCert
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -9515,8 +9567,8 @@ def _de56(r):  # OEMProvisioningCert
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -9528,8 +9580,8 @@ def _ee56(w, o):  # OEMProvisioningCert
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
     _l = len(o)
+    if _l > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -9542,7 +9594,9 @@ def _de57(r):  # P
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('P', r.end - q)
@@ -9552,7 +9606,7 @@ def _de57(r):  # P
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('P', r.end - q)
@@ -9577,7 +9631,9 @@ def _de58(r):  # PGPKeyID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
@@ -9587,7 +9643,7 @@ def _de58(r):  # PGPKeyID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
@@ -9612,7 +9668,9 @@ def _de59(r):  # PGPKeyPacket
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -9622,7 +9680,7 @@ def _de59(r):  # PGPKeyPacket
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -9818,7 +9876,9 @@ def _de64(r):  # PgenCounter
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
@@ -9828,7 +9888,7 @@ def _de64(r):  # PgenCounter
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
@@ -9873,7 +9933,9 @@ def _de66(r):  # Q
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Q', r.end - q)
@@ -9883,7 +9945,7 @@ def _de66(r):  # Q
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
@@ -10041,7 +10103,9 @@ def _de72(r):  # RootCertificateID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
@@ -10062,8 +10126,8 @@ def _ee72(w, o):  # RootCertificateID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 40: raise EncodeError(f'length {len(o)} outside [0, 40]')
     _l = len(o)
+    if _l > 40: raise EncodeError(f'length {len(o)} outside [0, 40]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -10178,7 +10242,9 @@ def _de75(r):  # SPKISexp
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -10188,7 +10254,7 @@ def _de75(r):  # SPKISexp
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -10213,7 +10279,9 @@ def _de76(r):  # SalesTariffDescription
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
@@ -10234,8 +10302,8 @@ def _ee76(w, o):  # SalesTariffDescription
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -10300,7 +10368,9 @@ def _de78(r):  # Seed
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -10310,7 +10380,7 @@ def _de78(r):  # Seed
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -10490,7 +10560,9 @@ def _de84(r):  # ServiceName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -10511,8 +10583,8 @@ def _ee84(w, o):  # ServiceName
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -10527,7 +10599,9 @@ def _de85(r):  # ServiceScope
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -10548,8 +10622,8 @@ def _ee85(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -10564,7 +10638,9 @@ def _de86(r):  # ServiceScope
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -10585,8 +10661,8 @@ def _ee86(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -10601,7 +10677,9 @@ def _de87(r):  # SessionID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -10611,8 +10689,8 @@ def _de87(r):  # SessionID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -10624,8 +10702,8 @@ def _ee87(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     _l = len(o)
+    if _l > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -10638,7 +10716,9 @@ def _de88(r):  # SessionID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -10648,8 +10728,8 @@ def _de88(r):  # SessionID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -10661,8 +10741,8 @@ def _ee88(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     _l = len(o)
+    if _l > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -10675,7 +10755,9 @@ def _de89(r):  # SigMeterReading
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
@@ -10685,8 +10767,8 @@ def _de89(r):  # SigMeterReading
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
@@ -10698,8 +10780,8 @@ def _ee89(w, o):  # SigMeterReading
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -10835,7 +10917,9 @@ def _de93(r):  # X509CRL
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -10845,7 +10929,7 @@ def _de93(r):  # X509CRL
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -10870,7 +10954,9 @@ def _de94(r):  # X509Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -10880,7 +10966,7 @@ def _de94(r):  # X509Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -10905,7 +10991,9 @@ def _de95(r):  # X509IssuerName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -10940,7 +11028,9 @@ def _de96(r):  # X509SKI
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -10950,7 +11040,7 @@ def _de96(r):  # X509SKI
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -11024,7 +11114,9 @@ def _de98(r):  # X509SubjectName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11059,7 +11151,9 @@ def _de99(r):  # XPath
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -11094,7 +11188,9 @@ def _de100(r):  # Y
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -11104,7 +11200,7 @@ def _de100(r):  # Y
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Y', r.end - q)
@@ -11497,7 +11593,9 @@ def _de111(r):  # stringValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)

@@ -19,13 +19,13 @@ def _d_MessageHeaderType(r):
     f_Notification = None
     f_Signature = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'SessionID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -35,8 +35,8 @@ def _d_MessageHeaderType(r):
                 q -= 8 + (_l << 3)
                 f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
+            if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -62,10 +62,12 @@ def _d_MessageHeaderType(r):
                 _c1_s = 1
                 if _c1_s == 1:
                     if ec == 0:
-                        el = 'Notification/FaultMsg'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'Notification/FaultMsg'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
@@ -148,8 +150,8 @@ def _e_MessageHeaderType(w, o):
             el = 'SessionID'
             v <<= 2
             n += 2
-            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             _l = len(v_SessionID)
+            if _l > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
@@ -179,8 +181,8 @@ def _e_MessageHeaderType(w, o):
                         el = 'Notification/FaultMsg'
                         v <<= 3
                         n += 3
-                        if len(_c1_FaultMsg) > 64: raise EncodeError(f'length {len(_c1_FaultMsg)} outside [0, 64]')
                         _l = len(_c1_FaultMsg)
+                        if _l > 64: raise EncodeError(f'length {len(_c1_FaultMsg)} outside [0, 64]')
                         if _l < 126 and _c1_FaultMsg.isascii():
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_FaultMsg.encode(), 'big')
                             n += (_l + 1) << 3

@@ -159,10 +159,12 @@ def _d_AbsolutePriceScheduleType(r):
             s = 3
         if s == 3:
             if ec == 0:
-                el = 'PriceScheduleDescription'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'PriceScheduleDescription'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
@@ -175,13 +177,13 @@ def _d_AbsolutePriceScheduleType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 el = 'Currency'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -199,10 +201,12 @@ def _d_AbsolutePriceScheduleType(r):
                 if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 5
             elif ec == 1:
-                el = 'Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Currency'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -222,10 +226,12 @@ def _d_AbsolutePriceScheduleType(r):
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 5:
-            el = 'Language'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'Language'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Language', r.end - q)
@@ -238,13 +244,13 @@ def _d_AbsolutePriceScheduleType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Language', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'PriceAlgorithm'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -591,8 +597,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 el = 'PriceScheduleDescription'
                 v <<= 3
                 n += 3
-                if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                 _l = len(v_PriceScheduleDescription)
+                if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                 if _l < 126 and v_PriceScheduleDescription.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
                     n += (_l + 1) << 3
@@ -602,8 +608,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 v <<= 3
                 n += 3
                 v_PriceScheduleDescription = None
-                if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
                 _l = len(v_Currency)
+                if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
                 if _l < 126 and v_Currency.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
                     n += (_l + 1) << 3
@@ -616,8 +622,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 el = 'Currency'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
                 _l = len(v_Currency)
+                if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
                 if _l < 126 and v_Currency.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
                     n += (_l + 1) << 3
@@ -633,8 +639,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 el = 'Language'
                 v <<= 2
                 n += 2
-                if len(v_Language) > 3: raise EncodeError(f'length {len(v_Language)} outside [0, 3]')
                 _l = len(v_Language)
+                if _l > 3: raise EncodeError(f'length {len(v_Language)} outside [0, 3]')
                 if _l < 126 and v_Language.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Language.encode(), 'big')
                     n += (_l + 1) << 3
@@ -644,8 +650,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                 v <<= 3
                 n += 3
                 v_Language = None
-                if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
                 _l = len(v_PriceAlgorithm)
+                if _l > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
                 if _l < 126 and v_PriceAlgorithm.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceAlgorithm.encode(), 'big')
                     n += (_l + 1) << 3
@@ -854,13 +860,13 @@ def _d_AdditionalServiceListType(r):
     el = ''
     f_AdditionalService = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('AdditionalServiceListType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('AdditionalServiceListType', r.end - q)
         el = 'AdditionalService/ServiceName'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -919,13 +925,13 @@ def _d_AdditionalServiceListType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('AdditionalServiceListType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('AdditionalServiceListType', r.end - q)
                     el = 'AdditionalService/ServiceName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -1016,8 +1022,8 @@ def _e_AdditionalServiceListType(w, o):
             el = 'AdditionalService/ServiceName'
             v <<= 3
             n += 3
-            if len(_c1_ServiceName) > 80: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 80]')
             _l = len(_c1_ServiceName)
+            if _l > 80: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 80]')
             if _l < 126 and _c1_ServiceName.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
                 n += (_l + 1) << 3
@@ -1058,8 +1064,8 @@ def _e_AdditionalServiceListType(w, o):
                     el = 'AdditionalService/ServiceName'
                     v <<= 4
                     n += 4
-                    if len(_c2_ServiceName) > 80: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 80]')
                     _l = len(_c2_ServiceName)
+                    if _l > 80: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 80]')
                     if _l < 126 and _c2_ServiceName.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
                         n += (_l + 1) << 3
@@ -1114,13 +1120,13 @@ def _d_AdditionalServiceType(r):
     f_ServiceName = None
     f_ServiceFee = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AdditionalServiceType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('AdditionalServiceType', r.end - q)
         el = 'ServiceName'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -1187,8 +1193,8 @@ def _e_AdditionalServiceType(w, o):
             el = 'ServiceName'
             v <<= 2
             n += 2
-            if len(v_ServiceName) > 80: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 80]')
             _l = len(v_ServiceName)
+            if _l > 80: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 80]')
             if _l < 126 and v_ServiceName.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
                 n += (_l + 1) << 3
@@ -1245,8 +1251,8 @@ def _d_AuthorizationReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1327,15 +1333,15 @@ def _d_AuthorizationReqType(r):
                     q -= 8 + (_l << 3)
                     _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c3_GenChallenge) < 16 or len(_c3_GenChallenge) > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('AuthorizationReqType', r.end - q)
+                    r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
+                if _l < 16 or _l > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('AuthorizationReqType', r.end - q)
                 el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1345,8 +1351,8 @@ def _d_AuthorizationReqType(r):
                         q -= 8 + (_l << 3)
                         _c3_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _c3_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_c3_c1_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c3_c1_Certificate, r.at(r.end - q))
+                        r.pos = r.end - q; _c3_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_c1_Certificate)
+                    if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c3_c1_Certificate, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1402,8 +1408,8 @@ def _e_AuthorizationReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -1475,8 +1481,8 @@ def _e_AuthorizationReqType(w, o):
                 el = 'PnC_AReqAuthorizationMode/GenChallenge'
                 v <<= 2
                 n += 2
-                if len(_c4_GenChallenge) < 16 or len(_c4_GenChallenge) > 16: raise EncodeError(f'length {len(_c4_GenChallenge)} outside [16, 16]')
                 _l = len(_c4_GenChallenge)
+                if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c4_GenChallenge)} outside [16, 16]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_GenChallenge, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c4_GenChallenge); v = w.v; n = w.n
                 if not (_c4_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
@@ -1488,8 +1494,8 @@ def _e_AuthorizationReqType(w, o):
                 el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
                 v <<= 4
                 n += 4
-                if len(_c4_c1_Certificate) > 1600: raise EncodeError(f'length {len(_c4_c1_Certificate)} outside [0, 1600]')
                 _l = len(_c4_c1_Certificate)
+                if _l > 1600: raise EncodeError(f'length {len(_c4_c1_Certificate)} outside [0, 1600]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c4_c1_Certificate); v = w.v; n = w.n
                 if not (_c4_c1_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
@@ -1535,8 +1541,8 @@ def _d_AuthorizationResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1627,8 +1633,8 @@ def _e_AuthorizationResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -1704,8 +1710,8 @@ def _d_AuthorizationSetupReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1783,8 +1789,8 @@ def _e_AuthorizationSetupReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -1853,8 +1859,8 @@ def _d_AuthorizationSetupResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1972,8 +1978,8 @@ def _d_AuthorizationSetupResType(r):
                     q -= 8 + (_l << 3)
                     _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c3_GenChallenge) < 16 or len(_c3_GenChallenge) > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
+                if _l < 16 or _l > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 x = (V >> q) & 7
@@ -2042,8 +2048,8 @@ def _e_AuthorizationSetupResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -2136,8 +2142,8 @@ def _e_AuthorizationSetupResType(w, o):
                     el = 'PnC_ASResAuthorizationMode/GenChallenge'
                     v <<= 2
                     n += 2
-                    if len(_c6_GenChallenge) < 16 or len(_c6_GenChallenge) > 16: raise EncodeError(f'length {len(_c6_GenChallenge)} outside [16, 16]')
                     _l = len(_c6_GenChallenge)
+                    if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c6_GenChallenge)} outside [16, 16]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_GenChallenge, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c6_GenChallenge); v = w.v; n = w.n
                     v <<= 1
@@ -2181,13 +2187,13 @@ def _d_CertificateChainType(r):
     f_Certificate = None
     f_SubCertificates = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -2197,8 +2203,8 @@ def _d_CertificateChainType(r):
                 q -= 8 + (_l << 3)
                 f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_Certificate) > 1600: r.facet('CertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
+            if _l > 1600: r.facet('CertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -2242,8 +2248,8 @@ def _e_CertificateChainType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
             _l = len(v_Certificate)
+            if _l > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
@@ -2297,8 +2303,8 @@ def _d_CertificateInstallationReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -2361,13 +2367,13 @@ def _d_CertificateInstallationReqType(r):
         r.pos = r.end - q
         _c2_Id = r.string('iso20_commonmessages:Id')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SignedCertificateChainType', r.end - q)
         el = 'OEMProvisioningCertificateChain/Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -2377,8 +2383,8 @@ def _d_CertificateInstallationReqType(r):
                 q -= 8 + (_l << 3)
                 _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c2_Certificate) > 1600: r.facet('SignedCertificateChainType/Certificate', 'length [0, 1600]', _c2_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
+            if _l > 1600: r.facet('SignedCertificateChainType/Certificate', 'length [0, 1600]', _c2_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -2470,8 +2476,8 @@ def _e_CertificateInstallationReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -2526,8 +2532,8 @@ def _e_CertificateInstallationReqType(w, o):
                 el = 'OEMProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c2_Certificate) > 1600: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1600]')
                 _l = len(_c2_Certificate)
+                if _l > 1600: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1600]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2619,8 +2625,8 @@ def _d_CertificateInstallationResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -2684,13 +2690,13 @@ def _d_CertificateInstallationResType(r):
         el = 'CPSCertificateChain'
         _c2_Certificate = None
         _c2_SubCertificates = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'CPSCertificateChain/Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -2700,8 +2706,8 @@ def _d_CertificateInstallationResType(r):
                 q -= 8 + (_l << 3)
                 _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c2_Certificate) > 1600: r.facet('CertificateChainType/Certificate', 'length [0, 1600]', _c2_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
+            if _l > 1600: r.facet('CertificateChainType/Certificate', 'length [0, 1600]', _c2_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -2777,8 +2783,8 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -2833,8 +2839,8 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'CPSCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c4_Certificate) > 1600: raise EncodeError(f'length {len(_c4_Certificate)} outside [0, 1600]')
                 _l = len(_c4_Certificate)
+                if _l > 1600: raise EncodeError(f'length {len(_c4_Certificate)} outside [0, 1600]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c4_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2998,13 +3004,13 @@ def _d_ContractCertificateChainType(r):
     f_Certificate = None
     f_SubCertificates = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ContractCertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('ContractCertificateChainType', r.end - q)
         el = 'Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -3014,8 +3020,8 @@ def _d_ContractCertificateChainType(r):
                 q -= 8 + (_l << 3)
                 f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
+            if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -3049,8 +3055,8 @@ def _e_ContractCertificateChainType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
             _l = len(v_Certificate)
+            if _l > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             if not (v_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
@@ -4202,13 +4208,13 @@ def _d_EMAIDListType(r):
     el = ''
     f_EMAID = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('EMAIDListType', r.end - q)
         el = 'EMAID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('EMAID', r.end - q)
@@ -4230,10 +4236,12 @@ def _d_EMAIDListType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'EMAID'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'EMAID'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('EMAID', r.end - q)
@@ -4282,8 +4290,8 @@ def _e_EMAIDListType(w, o):
             el = 'EMAID'
             v <<= 2
             n += 2
-            if len(v_EMAID[i_EMAID]) > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
             _l = len(v_EMAID[i_EMAID])
+            if _l > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
             if _l < 126 and v_EMAID[i_EMAID].isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EMAID[i_EMAID].encode(), 'big')
                 n += (_l + 1) << 3
@@ -4301,8 +4309,8 @@ def _e_EMAIDListType(w, o):
                     el = 'EMAID'
                     v <<= 3
                     n += 3
-                    if len(v_EMAID[i_EMAID]) > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
                     _l = len(v_EMAID[i_EMAID])
+                    if _l > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
                     if _l < 126 and v_EMAID[i_EMAID].isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EMAID[i_EMAID].encode(), 'big')
                         n += (_l + 1) << 3
@@ -4363,14 +4371,14 @@ def _d_EVAbsolutePriceScheduleType(r):
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'Currency'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -4383,13 +4391,13 @@ def _d_EVAbsolutePriceScheduleType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         el = 'PriceAlgorithm'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -4445,8 +4453,8 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             el = 'Currency'
             v <<= 3
             n += 3
-            if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
             _l = len(v_Currency)
+            if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
             if _l < 126 and v_Currency.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
                 n += (_l + 1) << 3
@@ -4455,8 +4463,8 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             el = 'PriceAlgorithm'
             v <<= 3
             n += 3
-            if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
             _l = len(v_PriceAlgorithm)
+            if _l > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
             if _l < 126 and v_PriceAlgorithm.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceAlgorithm.encode(), 'big')
                 n += (_l + 1) << 3
@@ -4540,14 +4548,14 @@ def _d_EVEnergyOfferType(r):
             _c2_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('EVEnergyOfferType', r.end - q)
         if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         el = 'EVAbsolutePriceSchedule/Currency'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -4560,13 +4568,13 @@ def _d_EVEnergyOfferType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVEnergyOfferType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('EVEnergyOfferType', r.end - q)
         el = 'EVAbsolutePriceSchedule/PriceAlgorithm'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -4651,8 +4659,8 @@ def _e_EVEnergyOfferType(w, o):
             el = 'EVAbsolutePriceSchedule/Currency'
             v <<= 3
             n += 3
-            if len(_c2_Currency) > 3: raise EncodeError(f'length {len(_c2_Currency)} outside [0, 3]')
             _l = len(_c2_Currency)
+            if _l > 3: raise EncodeError(f'length {len(_c2_Currency)} outside [0, 3]')
             if _l < 126 and _c2_Currency.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Currency.encode(), 'big')
                 n += (_l + 1) << 3
@@ -4661,8 +4669,8 @@ def _e_EVEnergyOfferType(w, o):
             el = 'EVAbsolutePriceSchedule/PriceAlgorithm'
             v <<= 3
             n += 3
-            if len(_c2_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c2_PriceAlgorithm)} outside [0, 255]')
             _l = len(_c2_PriceAlgorithm)
+            if _l > 255: raise EncodeError(f'length {len(_c2_PriceAlgorithm)} outside [0, 255]')
             if _l < 126 and _c2_PriceAlgorithm.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_PriceAlgorithm.encode(), 'big')
                 n += (_l + 1) << 3
@@ -6068,8 +6076,8 @@ def _d_MeteringConfirmationReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -6143,8 +6151,8 @@ def _d_MeteringConfirmationReqType(r):
             q -= 8 + (_l << 3)
             _c2_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c2_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c2_SessionID) < 8 or len(_c2_SessionID) > 8: r.facet('SignedMeteringDataType/SessionID', 'length [8, 8]', _c2_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c2_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_SessionID)
+        if _l < 8 or _l > 8: r.facet('SignedMeteringDataType/SessionID', 'length [8, 8]', _c2_SessionID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
@@ -6289,8 +6297,8 @@ def _e_MeteringConfirmationReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -6349,8 +6357,8 @@ def _e_MeteringConfirmationReqType(w, o):
                 v <<= 2
                 n += 2
                 _c2_Id = None
-                if len(_c2_SessionID) < 8 or len(_c2_SessionID) > 8: raise EncodeError(f'length {len(_c2_SessionID)} outside [8, 8]')
                 _l = len(_c2_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c2_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_SessionID); v = w.v; n = w.n
                 if not (_c2_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
@@ -6475,8 +6483,8 @@ def _d_MeteringConfirmationResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -6561,8 +6569,8 @@ def _e_MeteringConfirmationResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -6691,151 +6699,9 @@ def _d_OverstayRuleListType(r):
             s = 2
         elif ec == 2:
             el = 'OverstayRule'
-            _c2_OverstayRuleDescription = None
-            _c2_StartTime = None
-            _c2_OverstayFee = None
-            _c2_OverstayFeePeriod = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
-            if ec == 0:
-                el = 'OverstayRule/OverstayRuleDescription'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    _c2_OverstayRuleDescription = ''
-                else:
-                    r.pos = r.end - q
-                    _c2_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                    if len(_c2_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c2_OverstayRuleDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
-                _c2_s = 2
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
-                _c2_s = 2
-            else:
-                raise r.deviation('OverstayRuleType', r.end - q)
-            if _c2_s == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/OverstayFee/Exponent'
-                _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayRule/OverstayFee/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                _c2_OverstayFee.Exponent = _c2_c1_Exponent
-                _c2_OverstayFee.Value = _c2_c1_Value
-                el = 'OverstayRule/OverstayFeePeriod'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_OverstayFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_OverstayFeePeriod = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_OverstayFeePeriod = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
-                _c2_s = -1
-            _v = _new(iso20_commonmessages.OverstayRuleType)
-            _v.OverstayRuleDescription = _c2_OverstayRuleDescription
-            _v.StartTime = _c2_StartTime
-            _v.OverstayFee = _c2_OverstayFee
-            _v.OverstayFeePeriod = _c2_OverstayFeePeriod
+            r.pos = r.end - q
+            _v = _d_OverstayRuleType(r)
+            V = r.v; q = r.end - r.pos
             f_OverstayRule.append(_v)
             s = 3
         else:
@@ -6847,334 +6713,50 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
                 el = 'OverstayPowerThreshold/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
+                _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
-                f_OverstayPowerThreshold.Exponent = _c3_Exponent
-                f_OverstayPowerThreshold.Value = _c3_Value
+                f_OverstayPowerThreshold.Exponent = _c2_Exponent
+                f_OverstayPowerThreshold.Value = _c2_Value
                 s = 2
             elif ec == 1:
                 el = 'OverstayRule'
-                _c4_OverstayRuleDescription = None
-                _c4_StartTime = None
-                _c4_OverstayFee = None
-                _c4_OverstayFeePeriod = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'OverstayRule/OverstayRuleDescription'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                        _c4_OverstayRuleDescription = ''
-                    else:
-                        r.pos = r.end - q
-                        _c4_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                        if len(_c4_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c4_OverstayRuleDescription, r.at(r.pos))
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    el = 'OverstayRule/StartTime'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_StartTime = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_StartTime = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_StartTime = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
-                    _c4_s = 2
-                elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                    el = 'OverstayRule/StartTime'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_StartTime = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_StartTime = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_StartTime = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
-                    _c4_s = 2
-                else:
-                    raise r.deviation('OverstayRuleType', r.end - q)
-                if _c4_s == 2:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                    el = 'OverstayRule/OverstayFee/Exponent'
-                    _c4_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayRule/OverstayFee/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_c1_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_c1_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
-                    _c4_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                    _c4_OverstayFee.Exponent = _c4_c1_Exponent
-                    _c4_OverstayFee.Value = _c4_c1_Value
-                    el = 'OverstayRule/OverstayFeePeriod'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_OverstayFeePeriod = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_OverstayFeePeriod = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_OverstayFeePeriod = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
-                    _c4_s = -1
-                _v = _new(iso20_commonmessages.OverstayRuleType)
-                _v.OverstayRuleDescription = _c4_OverstayRuleDescription
-                _v.StartTime = _c4_StartTime
-                _v.OverstayFee = _c4_OverstayFee
-                _v.OverstayFeePeriod = _c4_OverstayFeePeriod
+                r.pos = r.end - q
+                _v = _d_OverstayRuleType(r)
+                V = r.v; q = r.end - r.pos
                 f_OverstayRule.append(_v)
                 s = 3
             else:
                 raise r.deviation('OverstayRuleListType', r.end - q)
         if s == 2:
             el = 'OverstayRule'
-            _c5_OverstayRuleDescription = None
-            _c5_StartTime = None
-            _c5_OverstayFee = None
-            _c5_OverstayFeePeriod = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
-            if ec == 0:
-                el = 'OverstayRule/OverstayRuleDescription'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    _c5_OverstayRuleDescription = ''
-                else:
-                    r.pos = r.end - q
-                    _c5_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                    if len(_c5_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c5_OverstayRuleDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
-                _c5_s = 2
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
-                _c5_s = 2
-            else:
-                raise r.deviation('OverstayRuleType', r.end - q)
-            if _c5_s == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/OverstayFee/Exponent'
-                _c5_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayRule/OverstayFee/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-                _c5_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                _c5_OverstayFee.Exponent = _c5_c1_Exponent
-                _c5_OverstayFee.Value = _c5_c1_Value
-                el = 'OverstayRule/OverstayFeePeriod'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_OverstayFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_OverstayFeePeriod = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_OverstayFeePeriod = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
-                _c5_s = -1
-            _v = _new(iso20_commonmessages.OverstayRuleType)
-            _v.OverstayRuleDescription = _c5_OverstayRuleDescription
-            _v.StartTime = _c5_StartTime
-            _v.OverstayFee = _c5_OverstayFee
-            _v.OverstayFeePeriod = _c5_OverstayFeePeriod
+            r.pos = r.end - q
+            _v = _d_OverstayRuleType(r)
+            V = r.v; q = r.end - r.pos
             f_OverstayRule.append(_v)
             s = 3
         if s == 3:
@@ -7185,151 +6767,9 @@ def _d_OverstayRuleListType(r):
                 ec = (V >> q) & 3
                 if ec == 0:
                     el = 'OverstayRule'
-                    _c6_OverstayRuleDescription = None
-                    _c6_StartTime = None
-                    _c6_OverstayFee = None
-                    _c6_OverstayFeePeriod = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
-                    if ec == 0:
-                        el = 'OverstayRule/OverstayRuleDescription'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                            _c6_OverstayRuleDescription = ''
-                        else:
-                            r.pos = r.end - q
-                            _c6_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                            if len(_c6_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c6_OverstayRuleDescription, r.at(r.pos))
-                            V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        el = 'OverstayRule/StartTime'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_StartTime = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_StartTime = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_StartTime = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
-                        _c6_s = 2
-                    elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                        el = 'OverstayRule/StartTime'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_StartTime = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_StartTime = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_StartTime = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
-                        _c6_s = 2
-                    else:
-                        raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c6_s == 2:
-                        q -= 14
-                        if q < 0: V, q = r.slideq(q, 14)
-                        x = (V >> q) & 16383
-                        if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        _c6_c1_Exponent = ((x >> 4) & 255) + -128
-                        el = 'OverstayRule/OverstayFee/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                        if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                        _c6_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                        _c6_OverstayFee.Exponent = _c6_c1_Exponent
-                        _c6_OverstayFee.Value = _c6_c1_Value
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_OverstayFeePeriod = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_OverstayFeePeriod = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_OverstayFeePeriod = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
-                        _c6_s = -1
-                    _v = _new(iso20_commonmessages.OverstayRuleType)
-                    _v.OverstayRuleDescription = _c6_OverstayRuleDescription
-                    _v.StartTime = _c6_StartTime
-                    _v.OverstayFee = _c6_OverstayFee
-                    _v.OverstayFeePeriod = _c6_OverstayFeePeriod
+                    r.pos = r.end - q
+                    _v = _d_OverstayRuleType(r)
+                    V = r.v; q = r.end - r.pos
                     f_OverstayRule.append(_v)
                     _k += 1
                     if _k == 4:
@@ -7405,81 +6845,9 @@ def _e_OverstayRuleListType(w, o):
             el = 'OverstayRule'
             v = (v << 2) | 2
             n += 2
-            _c2_o = v_OverstayRule[i_OverstayRule]
-            _c2_OverstayRuleDescription = _c2_o.OverstayRuleDescription
-            _c2_StartTime = _c2_o.StartTime
-            _c2_OverstayFee = _c2_o.OverstayFee
-            _c2_OverstayFeePeriod = _c2_o.OverstayFeePeriod
-            if _c2_OverstayRuleDescription is not None:
-                el = 'OverstayRule/OverstayRuleDescription'
-                v <<= 3
-                n += 3
-                if len(_c2_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c2_OverstayRuleDescription)} outside [0, 160]')
-                _l = len(_c2_OverstayRuleDescription)
-                if _l < 126 and _c2_OverstayRuleDescription.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_OverstayRuleDescription.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c2_OverstayRuleDescription); v = w.v; n = w.n
-                if not (_c2_StartTime is not None): raise EncodeError('missing content: StartTime')
-                el = 'OverstayRule/StartTime'
-                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
-                v <<= 3
-                n += 3
-                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
-                elif _c2_StartTime < 16384: v = (v << 16) | _V2[_c2_StartTime]; n += 16
-                elif _c2_StartTime < 2097152: v = (v << 24) | ((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c2_s = 2
-            elif _c2_StartTime is not None:
-                el = 'OverstayRule/StartTime'
-                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
-                v = (v << 3) | (1 << 1)
-                n += 3
-                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
-                elif _c2_StartTime < 16384: v = (v << 16) | _V2[_c2_StartTime]; n += 16
-                elif _c2_StartTime < 2097152: v = (v << 24) | ((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c2_s = 2
-            else:
-                raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-            if _c2_s == 2:
-                if _c2_OverstayFee is not None:
-                    el = 'OverstayRule/OverstayFee'
-                    _o = _c2_OverstayFee
-                    _c2_c1_Exponent = _o.Exponent
-                    _c2_c1_Value = _o.Value
-                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayRule/OverstayFee/Exponent'
-                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayRule/OverstayFee/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 15
-                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                    el = 'OverstayRule/OverstayFeePeriod'
-                    if _c2_OverstayFeePeriod < 0 or _c2_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c2_OverstayFeePeriod!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if _c2_OverstayFeePeriod < 128: v = (v << 8) | _c2_OverstayFeePeriod; n += 8
-                    elif _c2_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c2_OverstayFeePeriod]; n += 16
-                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c2_OverstayFeePeriod & 16383] | 128) << 8) | (_c2_OverstayFeePeriod >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of OverstayFee')
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+            v = w.v; n = w.n
             i_OverstayRule += 1
             s = 3
         else:
@@ -7488,17 +6856,17 @@ def _e_OverstayRuleListType(w, o):
             if v_OverstayPowerThreshold is not None:
                 el = 'OverstayPowerThreshold'
                 _o = v_OverstayPowerThreshold
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+                _c2_Exponent = _o.Exponent
+                _c2_Value = _o.Value
+                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
                 el = 'OverstayPowerThreshold/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayPowerThreshold/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
                 elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
@@ -7511,81 +6879,9 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v = (v << 2) | 1
                 n += 2
-                _c4_o = v_OverstayRule[i_OverstayRule]
-                _c4_OverstayRuleDescription = _c4_o.OverstayRuleDescription
-                _c4_StartTime = _c4_o.StartTime
-                _c4_OverstayFee = _c4_o.OverstayFee
-                _c4_OverstayFeePeriod = _c4_o.OverstayFeePeriod
-                if _c4_OverstayRuleDescription is not None:
-                    el = 'OverstayRule/OverstayRuleDescription'
-                    v <<= 3
-                    n += 3
-                    if len(_c4_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c4_OverstayRuleDescription)} outside [0, 160]')
-                    _l = len(_c4_OverstayRuleDescription)
-                    if _l < 126 and _c4_OverstayRuleDescription.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_OverstayRuleDescription.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c4_OverstayRuleDescription); v = w.v; n = w.n
-                    if not (_c4_StartTime is not None): raise EncodeError('missing content: StartTime')
-                    el = 'OverstayRule/StartTime'
-                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
-                    elif _c4_StartTime < 16384: v = (v << 16) | _V2[_c4_StartTime]; n += 16
-                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_s = 2
-                elif _c4_StartTime is not None:
-                    el = 'OverstayRule/StartTime'
-                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
-                    elif _c4_StartTime < 16384: v = (v << 16) | _V2[_c4_StartTime]; n += 16
-                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                if _c4_s == 2:
-                    if _c4_OverstayFee is not None:
-                        el = 'OverstayRule/OverstayFee'
-                        _o = _c4_OverstayFee
-                        _c4_c1_Exponent = _o.Exponent
-                        _c4_c1_Value = _o.Value
-                        if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
-                        if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'OverstayRule/OverstayFee/Value'
-                        if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
-                        n += 15
-                        _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if _c4_OverstayFeePeriod < 0 or _c4_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c4_OverstayFeePeriod!r} outside [0, 4294967295]')
-                        v <<= 4
-                        n += 4
-                        if _c4_OverstayFeePeriod < 128: v = (v << 8) | _c4_OverstayFeePeriod; n += 8
-                        elif _c4_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c4_OverstayFeePeriod]; n += 16
-                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c4_OverstayFeePeriod & 16383] | 128) << 8) | (_c4_OverstayFeePeriod >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c4_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayFee')
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+                v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -7595,81 +6891,9 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v <<= 1
                 n += 1
-                _c5_o = v_OverstayRule[i_OverstayRule]
-                _c5_OverstayRuleDescription = _c5_o.OverstayRuleDescription
-                _c5_StartTime = _c5_o.StartTime
-                _c5_OverstayFee = _c5_o.OverstayFee
-                _c5_OverstayFeePeriod = _c5_o.OverstayFeePeriod
-                if _c5_OverstayRuleDescription is not None:
-                    el = 'OverstayRule/OverstayRuleDescription'
-                    v <<= 3
-                    n += 3
-                    if len(_c5_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c5_OverstayRuleDescription)} outside [0, 160]')
-                    _l = len(_c5_OverstayRuleDescription)
-                    if _l < 126 and _c5_OverstayRuleDescription.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_OverstayRuleDescription.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c5_OverstayRuleDescription); v = w.v; n = w.n
-                    if not (_c5_StartTime is not None): raise EncodeError('missing content: StartTime')
-                    el = 'OverstayRule/StartTime'
-                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
-                    elif _c5_StartTime < 16384: v = (v << 16) | _V2[_c5_StartTime]; n += 16
-                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_s = 2
-                elif _c5_StartTime is not None:
-                    el = 'OverstayRule/StartTime'
-                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
-                    elif _c5_StartTime < 16384: v = (v << 16) | _V2[_c5_StartTime]; n += 16
-                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                if _c5_s == 2:
-                    if _c5_OverstayFee is not None:
-                        el = 'OverstayRule/OverstayFee'
-                        _o = _c5_OverstayFee
-                        _c5_c1_Exponent = _o.Exponent
-                        _c5_c1_Value = _o.Value
-                        if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
-                        if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'OverstayRule/OverstayFee/Value'
-                        if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
-                        n += 15
-                        _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if _c5_OverstayFeePeriod < 0 or _c5_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c5_OverstayFeePeriod!r} outside [0, 4294967295]')
-                        v <<= 4
-                        n += 4
-                        if _c5_OverstayFeePeriod < 128: v = (v << 8) | _c5_OverstayFeePeriod; n += 8
-                        elif _c5_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c5_OverstayFeePeriod]; n += 16
-                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c5_OverstayFeePeriod & 16383] | 128) << 8) | (_c5_OverstayFeePeriod >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c5_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayFee')
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+                v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -7681,81 +6905,9 @@ def _e_OverstayRuleListType(w, o):
                     el = 'OverstayRule'
                     v <<= 2
                     n += 2
-                    _c6_o = v_OverstayRule[i_OverstayRule]
-                    _c6_OverstayRuleDescription = _c6_o.OverstayRuleDescription
-                    _c6_StartTime = _c6_o.StartTime
-                    _c6_OverstayFee = _c6_o.OverstayFee
-                    _c6_OverstayFeePeriod = _c6_o.OverstayFeePeriod
-                    if _c6_OverstayRuleDescription is not None:
-                        el = 'OverstayRule/OverstayRuleDescription'
-                        v <<= 3
-                        n += 3
-                        if len(_c6_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c6_OverstayRuleDescription)} outside [0, 160]')
-                        _l = len(_c6_OverstayRuleDescription)
-                        if _l < 126 and _c6_OverstayRuleDescription.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_OverstayRuleDescription.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c6_OverstayRuleDescription); v = w.v; n = w.n
-                        if not (_c6_StartTime is not None): raise EncodeError('missing content: StartTime')
-                        el = 'OverstayRule/StartTime'
-                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
-                        v <<= 3
-                        n += 3
-                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
-                        elif _c6_StartTime < 16384: v = (v << 16) | _V2[_c6_StartTime]; n += 16
-                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_s = 2
-                    elif _c6_StartTime is not None:
-                        el = 'OverstayRule/StartTime'
-                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
-                        v = (v << 3) | (1 << 1)
-                        n += 3
-                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
-                        elif _c6_StartTime < 16384: v = (v << 16) | _V2[_c6_StartTime]; n += 16
-                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_s = 2
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                    if _c6_s == 2:
-                        if _c6_OverstayFee is not None:
-                            el = 'OverstayRule/OverstayFee'
-                            _o = _c6_OverstayFee
-                            _c6_c1_Exponent = _o.Exponent
-                            _c6_c1_Value = _o.Value
-                            if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                            el = 'OverstayRule/OverstayFee/Exponent'
-                            if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
-                            if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
-                            el = 'OverstayRule/OverstayFee/Value'
-                            if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
-                            n += 15
-                            _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
-                            if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                            if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                            el = 'OverstayRule/OverstayFeePeriod'
-                            if _c6_OverstayFeePeriod < 0 or _c6_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c6_OverstayFeePeriod!r} outside [0, 4294967295]')
-                            v <<= 4
-                            n += 4
-                            if _c6_OverstayFeePeriod < 128: v = (v << 8) | _c6_OverstayFeePeriod; n += 8
-                            elif _c6_OverstayFeePeriod < 16384: v = (v << 16) | _V2[_c6_OverstayFeePeriod]; n += 16
-                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[_c6_OverstayFeePeriod & 16383] | 128) << 8) | (_c6_OverstayFeePeriod >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
-                            _c6_s = -1
-                        else:
-                            raise EncodeError('missing content: expected one of OverstayFee')
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    w.v = v; w.n = n
+                    _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+                    v = w.v; n = w.n
                     i_OverstayRule += 1
                     _k += 1
                     if _k == 4:
@@ -7792,10 +6944,12 @@ def _d_OverstayRuleType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            el = 'OverstayRuleDescription'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'OverstayRuleDescription'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
@@ -7948,8 +7102,8 @@ def _e_OverstayRuleType(w, o):
             el = 'OverstayRuleDescription'
             v <<= 3
             n += 3
-            if len(v_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(v_OverstayRuleDescription)} outside [0, 160]')
             _l = len(v_OverstayRuleDescription)
+            if _l > 160: raise EncodeError(f'length {len(v_OverstayRuleDescription)} outside [0, 160]')
             if _l < 126 and v_OverstayRuleDescription.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_OverstayRuleDescription.encode(), 'big')
                 n += (_l + 1) << 3
@@ -8298,10 +7452,12 @@ def _d_ParameterType(r):
                 f_rationalNumber.Value = _c1_Value
                 s = -1
             elif ec == 5:
-                el = 'finiteString'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'finiteString'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('finiteString', r.end - q)
@@ -8350,8 +7506,8 @@ def _e_ParameterType(w, o):
             el = '@Name'
             v <<= 1
             n += 1
-            if len(v_Name) > 80: raise EncodeError(f'length {len(v_Name)} outside [0, 80]')
             _l = len(v_Name)
+            if _l > 80: raise EncodeError(f'length {len(v_Name)} outside [0, 80]')
             if _l < 126 and v_Name.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
                 n += (_l + 1) << 3
@@ -8434,8 +7590,8 @@ def _e_ParameterType(w, o):
                 el = 'finiteString'
                 v = (v << 4) | (5 << 1)
                 n += 4
-                if len(v_finiteString) > 80: raise EncodeError(f'length {len(v_finiteString)} outside [0, 80]')
                 _l = len(v_finiteString)
+                if _l > 80: raise EncodeError(f'length {len(v_finiteString)} outside [0, 80]')
                 if _l < 126 and v_finiteString.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_finiteString.encode(), 'big')
                     n += (_l + 1) << 3
@@ -8476,15 +7632,15 @@ def _d_PnC_AReqAuthorizationModeType(r):
             q -= 8 + (_l << 3)
             f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
+            r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_GenChallenge)
+        if _l < 16 or _l > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
         el = 'ContractCertificateChain/Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -8494,8 +7650,8 @@ def _d_PnC_AReqAuthorizationModeType(r):
                 q -= 8 + (_l << 3)
                 _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c1_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c1_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+            if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c1_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -8543,8 +7699,8 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
             el = 'GenChallenge'
             v <<= 2
             n += 2
-            if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             _l = len(v_GenChallenge)
+            if _l < 16 or _l > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             if not (v_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
@@ -8556,8 +7712,8 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
             el = 'ContractCertificateChain/Certificate'
             v <<= 4
             n += 4
-            if len(_c1_Certificate) > 1600: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1600]')
             _l = len(_c1_Certificate)
+            if _l > 1600: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1600]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
             if not (_c1_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
@@ -8592,8 +7748,8 @@ def _d_PnC_ASResAuthorizationModeType(r):
             q -= 8 + (_l << 3)
             f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+            r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_GenChallenge)
+        if _l < 16 or _l > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
@@ -8635,8 +7791,8 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
             el = 'GenChallenge'
             v <<= 2
             n += 2
-            if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             _l = len(v_GenChallenge)
+            if _l < 16 or _l > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             v <<= 1
@@ -8690,8 +7846,8 @@ def _d_PowerDeliveryReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -8946,8 +8102,8 @@ def _e_PowerDeliveryReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -9152,8 +8308,8 @@ def _d_PowerDeliveryResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9284,8 +8440,8 @@ def _e_PowerDeliveryResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -10480,10 +9636,12 @@ def _d_PriceLevelScheduleType(r):
             s = 3
         if s == 3:
             if ec == 0:
-                el = 'PriceScheduleDescription'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'PriceScheduleDescription'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
@@ -10605,8 +9763,8 @@ def _e_PriceLevelScheduleType(w, o):
                 el = 'PriceScheduleDescription'
                 v <<= 3
                 n += 3
-                if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                 _l = len(v_PriceScheduleDescription)
+                if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                 if _l < 126 and v_PriceScheduleDescription.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
                     n += (_l + 1) << 3
@@ -11696,10 +10854,12 @@ def _d_PriceScheduleType(r):
         s = 2
         if s == 2:
             if ec == 0:
-                el = 'PriceScheduleDescription'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'PriceScheduleDescription'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
@@ -11767,8 +10927,8 @@ def _e_PriceScheduleType(w, o):
                 el = 'PriceScheduleDescription'
                 v <<= 3
                 n += 3
-                if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                 _l = len(v_PriceScheduleDescription)
+                if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                 if _l < 126 and v_PriceScheduleDescription.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
                     n += (_l + 1) << 3
@@ -11810,8 +10970,8 @@ def _d_ScheduleExchangeReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -11922,8 +11082,8 @@ def _e_ScheduleExchangeReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -12025,8 +11185,8 @@ def _d_ScheduleExchangeResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -12180,8 +11340,8 @@ def _e_ScheduleExchangeResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -12890,14 +12050,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c4_c2_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -12910,13 +12070,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -13124,14 +12284,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c8_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -13144,13 +12304,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -13320,14 +12480,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c11_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -13340,13 +12500,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -13478,14 +12638,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c13_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -13498,13 +12658,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -13598,14 +12758,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c14_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -13618,13 +12778,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -13806,8 +12966,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
             v <<= 3
             n += 3
-            if len(_c4_c2_Currency) > 3: raise EncodeError(f'length {len(_c4_c2_Currency)} outside [0, 3]')
             _l = len(_c4_c2_Currency)
+            if _l > 3: raise EncodeError(f'length {len(_c4_c2_Currency)} outside [0, 3]')
             if _l < 126 and _c4_c2_Currency.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_c2_Currency.encode(), 'big')
                 n += (_l + 1) << 3
@@ -13816,8 +12976,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
             v <<= 3
             n += 3
-            if len(_c4_c2_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c4_c2_PriceAlgorithm)} outside [0, 255]')
             _l = len(_c4_c2_PriceAlgorithm)
+            if _l > 255: raise EncodeError(f'length {len(_c4_c2_PriceAlgorithm)} outside [0, 255]')
             if _l < 126 and _c4_c2_PriceAlgorithm.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_c2_PriceAlgorithm.encode(), 'big')
                 n += (_l + 1) << 3
@@ -13946,8 +13106,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 v <<= 3
                 n += 3
-                if len(_c8_c2_Currency) > 3: raise EncodeError(f'length {len(_c8_c2_Currency)} outside [0, 3]')
                 _l = len(_c8_c2_Currency)
+                if _l > 3: raise EncodeError(f'length {len(_c8_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c8_c2_Currency.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_c2_Currency.encode(), 'big')
                     n += (_l + 1) << 3
@@ -13956,8 +13116,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 v <<= 3
                 n += 3
-                if len(_c8_c2_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c8_c2_PriceAlgorithm)} outside [0, 255]')
                 _l = len(_c8_c2_PriceAlgorithm)
+                if _l > 255: raise EncodeError(f'length {len(_c8_c2_PriceAlgorithm)} outside [0, 255]')
                 if _l < 126 and _c8_c2_PriceAlgorithm.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_c2_PriceAlgorithm.encode(), 'big')
                     n += (_l + 1) << 3
@@ -14065,8 +13225,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 v <<= 3
                 n += 3
-                if len(_c11_c2_Currency) > 3: raise EncodeError(f'length {len(_c11_c2_Currency)} outside [0, 3]')
                 _l = len(_c11_c2_Currency)
+                if _l > 3: raise EncodeError(f'length {len(_c11_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c11_c2_Currency.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_c2_Currency.encode(), 'big')
                     n += (_l + 1) << 3
@@ -14075,8 +13235,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 v <<= 3
                 n += 3
-                if len(_c11_c2_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c11_c2_PriceAlgorithm)} outside [0, 255]')
                 _l = len(_c11_c2_PriceAlgorithm)
+                if _l > 255: raise EncodeError(f'length {len(_c11_c2_PriceAlgorithm)} outside [0, 255]')
                 if _l < 126 and _c11_c2_PriceAlgorithm.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_c2_PriceAlgorithm.encode(), 'big')
                     n += (_l + 1) << 3
@@ -14163,8 +13323,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 v <<= 3
                 n += 3
-                if len(_c13_c2_Currency) > 3: raise EncodeError(f'length {len(_c13_c2_Currency)} outside [0, 3]')
                 _l = len(_c13_c2_Currency)
+                if _l > 3: raise EncodeError(f'length {len(_c13_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c13_c2_Currency.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_c2_Currency.encode(), 'big')
                     n += (_l + 1) << 3
@@ -14173,8 +13333,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 v <<= 3
                 n += 3
-                if len(_c13_c2_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c13_c2_PriceAlgorithm)} outside [0, 255]')
                 _l = len(_c13_c2_PriceAlgorithm)
+                if _l > 255: raise EncodeError(f'length {len(_c13_c2_PriceAlgorithm)} outside [0, 255]')
                 if _l < 126 and _c13_c2_PriceAlgorithm.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_c2_PriceAlgorithm.encode(), 'big')
                     n += (_l + 1) << 3
@@ -14240,8 +13400,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 v <<= 3
                 n += 3
-                if len(_c14_c2_Currency) > 3: raise EncodeError(f'length {len(_c14_c2_Currency)} outside [0, 3]')
                 _l = len(_c14_c2_Currency)
+                if _l > 3: raise EncodeError(f'length {len(_c14_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c14_c2_Currency.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_c2_Currency.encode(), 'big')
                     n += (_l + 1) << 3
@@ -14250,8 +13410,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 v <<= 3
                 n += 3
-                if len(_c14_c2_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c14_c2_PriceAlgorithm)} outside [0, 255]')
                 _l = len(_c14_c2_PriceAlgorithm)
+                if _l > 255: raise EncodeError(f'length {len(_c14_c2_PriceAlgorithm)} outside [0, 255]')
                 if _l < 126 and _c14_c2_PriceAlgorithm.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_c2_PriceAlgorithm.encode(), 'big')
                     n += (_l + 1) << 3
@@ -15585,8 +14745,8 @@ def _d_ServiceDetailReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -15689,8 +14849,8 @@ def _e_ServiceDetailReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -15769,8 +14929,8 @@ def _d_ServiceDetailResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -15889,8 +15049,8 @@ def _e_ServiceDetailResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -15980,8 +15140,8 @@ def _d_ServiceDiscoveryReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16078,8 +15238,8 @@ def _e_ServiceDiscoveryReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -16165,8 +15325,8 @@ def _d_ServiceDiscoveryResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16288,8 +15448,8 @@ def _e_ServiceDiscoveryResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -16822,8 +15982,8 @@ def _d_ServiceSelectionReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16972,8 +16132,8 @@ def _e_ServiceSelectionReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -17082,8 +16242,8 @@ def _d_ServiceSelectionResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -17168,8 +16328,8 @@ def _e_ServiceSelectionResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -17315,8 +16475,8 @@ def _d_SessionSetupReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -17365,13 +16525,13 @@ def _d_SessionSetupReqType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -17415,8 +16575,8 @@ def _e_SessionSetupReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -17454,8 +16614,8 @@ def _e_SessionSetupReqType(w, o):
             v <<= 2
             n += 2
             v_Header = None
-            if len(v_EVCCID) > 255: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 255]')
             _l = len(v_EVCCID)
+            if _l > 255: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 255]')
             if _l < 126 and v_EVCCID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVCCID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -17495,8 +16655,8 @@ def _d_SessionSetupResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -17545,18 +16705,17 @@ def _d_SessionSetupResType(r):
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 10
-        if q < 0: V, q = r.slideq(q, 10)
-        x = (V >> q) & 1023
-        if x & 771: raise r.deviation('SessionSetupResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1542: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 63)
+        f_ResponseCode = ((x >> 3) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
@@ -17602,8 +16761,8 @@ def _e_SessionSetupResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -17646,8 +16805,8 @@ def _e_SessionSetupResType(w, o):
             n += 11
             v_Header = None
             v_ResponseCode = None
-            if len(v_EVSEID) > 255: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 255]')
             _l = len(v_EVSEID)
+            if _l > 255: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 255]')
             if _l < 126 and v_EVSEID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -17688,8 +16847,8 @@ def _d_SessionStopReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -17750,10 +16909,12 @@ def _d_SessionStopReqType(r):
         s = 2
         if s == 2:
             if ec == 0:
-                el = 'EVTerminationCode'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'EVTerminationCode'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('EVTerminationCode', r.end - q)
@@ -17772,10 +16933,12 @@ def _d_SessionStopReqType(r):
                 ec = x
                 s = 3
             elif ec == 1:
-                el = 'EVTerminationExplanation'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'EVTerminationExplanation'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('EVTerminationExplanation', r.end - q)
@@ -17799,10 +16962,12 @@ def _d_SessionStopReqType(r):
                 raise r.deviation('SessionStopReqType', r.end - q)
         if s == 3:
             if ec == 0:
-                el = 'EVTerminationExplanation'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'EVTerminationExplanation'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('EVTerminationExplanation', r.end - q)
@@ -17858,8 +17023,8 @@ def _e_SessionStopReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -17908,8 +17073,8 @@ def _e_SessionStopReqType(w, o):
                 el = 'EVTerminationCode'
                 v <<= 3
                 n += 3
-                if len(v_EVTerminationCode) > 80: raise EncodeError(f'length {len(v_EVTerminationCode)} outside [0, 80]')
                 _l = len(v_EVTerminationCode)
+                if _l > 80: raise EncodeError(f'length {len(v_EVTerminationCode)} outside [0, 80]')
                 if _l < 126 and v_EVTerminationCode.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationCode.encode(), 'big')
                     n += (_l + 1) << 3
@@ -17922,8 +17087,8 @@ def _e_SessionStopReqType(w, o):
                 el = 'EVTerminationExplanation'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_EVTerminationExplanation) > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
                 _l = len(v_EVTerminationExplanation)
+                if _l > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
                 if _l < 126 and v_EVTerminationExplanation.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationExplanation.encode(), 'big')
                     n += (_l + 1) << 3
@@ -17942,8 +17107,8 @@ def _e_SessionStopReqType(w, o):
                 el = 'EVTerminationExplanation'
                 v <<= 3
                 n += 3
-                if len(v_EVTerminationExplanation) > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
                 _l = len(v_EVTerminationExplanation)
+                if _l > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
                 if _l < 126 and v_EVTerminationExplanation.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationExplanation.encode(), 'big')
                     n += (_l + 1) << 3
@@ -17991,8 +17156,8 @@ def _d_SessionStopResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -18077,8 +17242,8 @@ def _e_SessionStopResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -18143,13 +17308,13 @@ def _d_SignedCertificateChainType(r):
         r.pos = r.end - q
         f_Id = r.string('iso20_commonmessages:Id')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SignedCertificateChainType', r.end - q)
         el = 'Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -18159,8 +17324,8 @@ def _d_SignedCertificateChainType(r):
                 q -= 8 + (_l << 3)
                 f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_Certificate) > 1600: r.facet('SignedCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
+            if _l > 1600: r.facet('SignedCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -18215,8 +17380,8 @@ def _e_SignedCertificateChainType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
             _l = len(v_Certificate)
+            if _l > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
@@ -18264,13 +17429,13 @@ def _d_SignedInstallationDataType(r):
         r.pos = r.end - q
         f_Id = r.string('iso20_commonmessages:Id')
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SignedInstallationDataType', r.end - q)
         el = 'ContractCertificateChain/Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -18280,8 +17445,8 @@ def _d_SignedInstallationDataType(r):
                 q -= 8 + (_l << 3)
                 _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c1_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c1_Certificate, r.at(r.end - q))
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+            if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c1_Certificate, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -18306,8 +17471,8 @@ def _d_SignedInstallationDataType(r):
             q -= 8 + (_l << 3)
             f_DHPublicKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; f_DHPublicKey = r.binary(); V = r.v; q = r.end - r.pos
-        if len(f_DHPublicKey) < 133 or len(f_DHPublicKey) > 133: r.facet('SignedInstallationDataType/DHPublicKey', 'length [133, 133]', f_DHPublicKey, r.at(r.end - q))
+            r.pos = r.end - q; f_DHPublicKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHPublicKey)
+        if _l < 133 or _l > 133: r.facet('SignedInstallationDataType/DHPublicKey', 'length [133, 133]', f_DHPublicKey, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
@@ -18324,8 +17489,8 @@ def _d_SignedInstallationDataType(r):
                     q -= 8 + (_l << 3)
                     f_SECP521_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_SECP521_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_SECP521_EncryptedPrivateKey) < 94 or len(f_SECP521_EncryptedPrivateKey) > 94: r.facet('SignedInstallationDataType/SECP521_EncryptedPrivateKey', 'length [94, 94]', f_SECP521_EncryptedPrivateKey, r.at(r.end - q))
+                    r.pos = r.end - q; f_SECP521_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SECP521_EncryptedPrivateKey)
+                if _l < 94 or _l > 94: r.facet('SignedInstallationDataType/SECP521_EncryptedPrivateKey', 'length [94, 94]', f_SECP521_EncryptedPrivateKey, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
@@ -18339,8 +17504,8 @@ def _d_SignedInstallationDataType(r):
                     q -= 8 + (_l << 3)
                     f_X448_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_X448_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_X448_EncryptedPrivateKey) < 84 or len(f_X448_EncryptedPrivateKey) > 84: r.facet('SignedInstallationDataType/X448_EncryptedPrivateKey', 'length [84, 84]', f_X448_EncryptedPrivateKey, r.at(r.end - q))
+                    r.pos = r.end - q; f_X448_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_X448_EncryptedPrivateKey)
+                if _l < 84 or _l > 84: r.facet('SignedInstallationDataType/X448_EncryptedPrivateKey', 'length [84, 84]', f_X448_EncryptedPrivateKey, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
@@ -18354,8 +17519,8 @@ def _d_SignedInstallationDataType(r):
                     q -= 8 + (_l << 3)
                     f_TPM_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_TPM_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_TPM_EncryptedPrivateKey) < 206 or len(f_TPM_EncryptedPrivateKey) > 206: r.facet('SignedInstallationDataType/TPM_EncryptedPrivateKey', 'length [206, 206]', f_TPM_EncryptedPrivateKey, r.at(r.end - q))
+                    r.pos = r.end - q; f_TPM_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_TPM_EncryptedPrivateKey)
+                if _l < 206 or _l > 206: r.facet('SignedInstallationDataType/TPM_EncryptedPrivateKey', 'length [206, 206]', f_TPM_EncryptedPrivateKey, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
@@ -18407,8 +17572,8 @@ def _e_SignedInstallationDataType(w, o):
             v <<= 3
             n += 3
             v_Id = None
-            if len(_c1_Certificate) > 1600: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1600]')
             _l = len(_c1_Certificate)
+            if _l > 1600: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1600]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
             if not (_c1_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
@@ -18428,8 +17593,8 @@ def _e_SignedInstallationDataType(w, o):
             n += 7
             v_ContractCertificateChain = None
             v_ECDHCurve = None
-            if len(v_DHPublicKey) < 133 or len(v_DHPublicKey) > 133: raise EncodeError(f'length {len(v_DHPublicKey)} outside [133, 133]')
             _l = len(v_DHPublicKey)
+            if _l < 133 or _l > 133: raise EncodeError(f'length {len(v_DHPublicKey)} outside [133, 133]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHPublicKey, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_DHPublicKey); v = w.v; n = w.n
             v <<= 1
@@ -18443,8 +17608,8 @@ def _e_SignedInstallationDataType(w, o):
                 el = 'SECP521_EncryptedPrivateKey'
                 v <<= 3
                 n += 3
-                if len(v_SECP521_EncryptedPrivateKey) < 94 or len(v_SECP521_EncryptedPrivateKey) > 94: raise EncodeError(f'length {len(v_SECP521_EncryptedPrivateKey)} outside [94, 94]')
                 _l = len(v_SECP521_EncryptedPrivateKey)
+                if _l < 94 or _l > 94: raise EncodeError(f'length {len(v_SECP521_EncryptedPrivateKey)} outside [94, 94]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SECP521_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_SECP521_EncryptedPrivateKey); v = w.v; n = w.n
                 v <<= 2
@@ -18456,8 +17621,8 @@ def _e_SignedInstallationDataType(w, o):
                 el = 'X448_EncryptedPrivateKey'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_X448_EncryptedPrivateKey) < 84 or len(v_X448_EncryptedPrivateKey) > 84: raise EncodeError(f'length {len(v_X448_EncryptedPrivateKey)} outside [84, 84]')
                 _l = len(v_X448_EncryptedPrivateKey)
+                if _l < 84 or _l > 84: raise EncodeError(f'length {len(v_X448_EncryptedPrivateKey)} outside [84, 84]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X448_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_X448_EncryptedPrivateKey); v = w.v; n = w.n
                 v <<= 2
@@ -18469,8 +17634,8 @@ def _e_SignedInstallationDataType(w, o):
                 el = 'TPM_EncryptedPrivateKey'
                 v = (v << 3) | (2 << 1)
                 n += 3
-                if len(v_TPM_EncryptedPrivateKey) < 206 or len(v_TPM_EncryptedPrivateKey) > 206: raise EncodeError(f'length {len(v_TPM_EncryptedPrivateKey)} outside [206, 206]')
                 _l = len(v_TPM_EncryptedPrivateKey)
+                if _l < 206 or _l > 206: raise EncodeError(f'length {len(v_TPM_EncryptedPrivateKey)} outside [206, 206]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_TPM_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_TPM_EncryptedPrivateKey); v = w.v; n = w.n
                 v <<= 2
@@ -18512,8 +17677,8 @@ def _d_SignedMeteringDataType(r):
             q -= 8 + (_l << 3)
             f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('SignedMeteringDataType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
+        if _l < 8 or _l > 8: r.facet('SignedMeteringDataType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
@@ -18658,8 +17823,8 @@ def _e_SignedMeteringDataType(w, o):
             v <<= 2
             n += 2
             v_Id = None
-            if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
             _l = len(v_SessionID)
+            if _l < 8 or _l > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
@@ -18761,13 +17926,13 @@ def _d_SubCertificatesType(r):
     el = ''
     f_Certificate = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -18777,8 +17942,8 @@ def _d_SubCertificatesType(r):
                 q -= 8 + (_l << 3)
                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_v) > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
+                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+            if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -18790,10 +17955,12 @@ def _d_SubCertificatesType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'Certificate'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Certificate'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -18803,8 +17970,8 @@ def _d_SubCertificatesType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -18821,10 +17988,12 @@ def _d_SubCertificatesType(r):
                 raise r.deviation('SubCertificatesType', r.end - q)
         if s == 2:
             if ec == 0:
-                el = 'Certificate'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Certificate'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -18834,8 +18003,8 @@ def _d_SubCertificatesType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -18869,8 +18038,8 @@ def _e_SubCertificatesType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate[i_Certificate]) > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
             _l = len(v_Certificate[i_Certificate])
+            if _l > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
             v <<= 1
@@ -18884,8 +18053,8 @@ def _e_SubCertificatesType(w, o):
                 el = 'Certificate'
                 v <<= 3
                 n += 3
-                if len(v_Certificate[i_Certificate]) > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
                 _l = len(v_Certificate[i_Certificate])
+                if _l > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
                 v <<= 1
@@ -18902,8 +18071,8 @@ def _e_SubCertificatesType(w, o):
                 el = 'Certificate'
                 v <<= 3
                 n += 3
-                if len(v_Certificate[i_Certificate]) > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
                 _l = len(v_Certificate[i_Certificate])
+                if _l > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
                 v <<= 1
@@ -18930,13 +18099,13 @@ def _d_SupportedProvidersListType(r):
     el = ''
     f_ProviderID = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SupportedProvidersListType', r.end - q)
         el = 'ProviderID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ProviderID', r.end - q)
@@ -18958,10 +18127,12 @@ def _d_SupportedProvidersListType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'ProviderID'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'ProviderID'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('ProviderID', r.end - q)
@@ -19010,8 +18181,8 @@ def _e_SupportedProvidersListType(w, o):
             el = 'ProviderID'
             v <<= 2
             n += 2
-            if len(v_ProviderID[i_ProviderID]) > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
             _l = len(v_ProviderID[i_ProviderID])
+            if _l > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
             if _l < 126 and v_ProviderID[i_ProviderID].isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProviderID[i_ProviderID].encode(), 'big')
                 n += (_l + 1) << 3
@@ -19029,8 +18200,8 @@ def _e_SupportedProvidersListType(w, o):
                     el = 'ProviderID'
                     v <<= 3
                     n += 3
-                    if len(v_ProviderID[i_ProviderID]) > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
                     _l = len(v_ProviderID[i_ProviderID])
+                    if _l > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
                     if _l < 126 and v_ProviderID[i_ProviderID].isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProviderID[i_ProviderID].encode(), 'big')
                         n += (_l + 1) << 3
@@ -19306,10 +18477,12 @@ def _d_TaxRuleType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'TaxRuleName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'TaxRuleName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('TaxRuleName', r.end - q)
@@ -19489,8 +18662,8 @@ def _e_TaxRuleType(w, o):
                 el = 'TaxRuleName'
                 v <<= 3
                 n += 3
-                if len(v_TaxRuleName) > 80: raise EncodeError(f'length {len(v_TaxRuleName)} outside [0, 80]')
                 _l = len(v_TaxRuleName)
+                if _l > 80: raise EncodeError(f'length {len(v_TaxRuleName)} outside [0, 80]')
                 if _l < 126 and v_TaxRuleName.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_TaxRuleName.encode(), 'big')
                     n += (_l + 1) << 3
@@ -19604,8 +18777,8 @@ def _d_VehicleCheckInReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -19921,8 +19094,8 @@ def _e_VehicleCheckInReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -20110,8 +19283,8 @@ def _d_VehicleCheckInResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -20416,8 +19589,8 @@ def _e_VehicleCheckInResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -20598,8 +19771,8 @@ def _d_VehicleCheckOutReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -20709,8 +19882,8 @@ def _e_VehicleCheckOutReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -20793,8 +19966,8 @@ def _d_VehicleCheckOutResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -20888,8 +20061,8 @@ def _e_VehicleCheckOutResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -21142,7 +20315,9 @@ def _de2(r):  # DigestValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
@@ -21152,7 +20327,7 @@ def _de2(r):  # DigestValue
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
@@ -21183,7 +20358,9 @@ def _de4(r):  # KeyName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -21224,7 +20401,9 @@ def _de6(r):  # MgmtData
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -21694,7 +20873,9 @@ def _de22(r):  # Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -21704,8 +20885,8 @@ def _de22(r):  # Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 1600: r.facet('Certificate', 'length [0, 1600]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 1600: r.facet('Certificate', 'length [0, 1600]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -21717,8 +20898,8 @@ def _ee22(w, o):  # Certificate
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 1600: raise EncodeError(f'length {len(o)} outside [0, 1600]')
     _l = len(o)
+    if _l > 1600: raise EncodeError(f'length {len(o)} outside [0, 1600]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -21907,7 +21088,9 @@ def _de29(r):  # Currency
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
@@ -21928,8 +21111,8 @@ def _ee29(w, o):  # Currency
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 3: raise EncodeError(f'length {len(o)} outside [0, 3]')
     _l = len(o)
+    if _l > 3: raise EncodeError(f'length {len(o)} outside [0, 3]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -21949,8 +21132,8 @@ def _de30(r):  # DHPublicKey
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 133 or len(val) > 133: r.facet('DHPublicKey', 'length [133, 133]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 133 or _l > 133: r.facet('DHPublicKey', 'length [133, 133]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DHPublicKey', r.end - q)
@@ -21962,8 +21145,8 @@ def _ee30(w, o):  # DHPublicKey
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 133 or len(o) > 133: raise EncodeError(f'length {len(o)} outside [133, 133]')
     _l = len(o)
+    if _l < 133 or _l > 133: raise EncodeError(f'length {len(o)} outside [133, 133]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -22235,7 +21418,9 @@ def _de37(r):  # EMAID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EMAID', r.end - q)
@@ -22256,8 +21441,8 @@ def _ee37(w, o):  # EMAID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     _l = len(o)
+    if _l > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -22272,7 +21457,9 @@ def _de38(r):  # EVCCID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -22293,8 +21480,8 @@ def _ee38(w, o):  # EVCCID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     _l = len(o)
+    if _l > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -22399,7 +21586,9 @@ def _de43(r):  # EVSEID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
@@ -22420,8 +21609,8 @@ def _ee43(w, o):  # EVSEID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     _l = len(o)
+    if _l > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -22482,7 +21671,9 @@ def _de46(r):  # EVTerminationCode
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVTerminationCode', r.end - q)
@@ -22503,8 +21694,8 @@ def _ee46(w, o):  # EVTerminationCode
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     _l = len(o)
+    if _l > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -22519,7 +21710,9 @@ def _de47(r):  # EVTerminationExplanation
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVTerminationExplanation', r.end - q)
@@ -22540,8 +21733,8 @@ def _ee47(w, o):  # EVTerminationExplanation
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
     _l = len(o)
+    if _l > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -22556,7 +21749,9 @@ def _de48(r):  # Exponent
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -22566,7 +21761,7 @@ def _de48(r):  # Exponent
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -22631,7 +21826,9 @@ def _de51(r):  # G
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -22641,7 +21838,7 @@ def _de51(r):  # G
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -22671,8 +21868,8 @@ def _de52(r):  # GenChallenge
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 16 or _l > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
@@ -22684,8 +21881,8 @@ def _ee52(w, o):  # GenChallenge
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 16 or len(o) > 16: raise EncodeError(f'length {len(o)} outside [16, 16]')
     _l = len(o)
+    if _l < 16 or _l > 16: raise EncodeError(f'length {len(o)} outside [16, 16]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -22787,7 +21984,9 @@ def _de56(r):  # J
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('J', r.end - q)
@@ -22797,7 +21996,7 @@ def _de56(r):  # J
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('J', r.end - q)
@@ -22822,7 +22021,9 @@ def _de57(r):  # Language
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Language', r.end - q)
@@ -22843,8 +22044,8 @@ def _ee57(w, o):  # Language
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 3: raise EncodeError(f'length {len(o)} outside [0, 3]')
     _l = len(o)
+    if _l > 3: raise EncodeError(f'length {len(o)} outside [0, 3]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -22921,7 +22122,9 @@ def _de61(r):  # MeterID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -22942,8 +22145,8 @@ def _ee61(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -22978,7 +22181,9 @@ def _de63(r):  # MeterSignature
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
@@ -22988,8 +22193,8 @@ def _de63(r):  # MeterSignature
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
@@ -23001,8 +22206,8 @@ def _ee63(w, o):  # MeterSignature
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -23153,7 +22358,9 @@ def _de68(r):  # Modulus
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -23163,7 +22370,7 @@ def _de68(r):  # Modulus
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
@@ -23300,7 +22507,9 @@ def _de72(r):  # OverstayRuleDescription
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
@@ -23321,8 +22530,8 @@ def _ee72(w, o):  # OverstayRuleDescription
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
     _l = len(o)
+    if _l > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -23383,7 +22592,9 @@ def _de74(r):  # P
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('P', r.end - q)
@@ -23393,7 +22604,7 @@ def _de74(r):  # P
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('P', r.end - q)
@@ -23418,7 +22629,9 @@ def _de75(r):  # PGPKeyID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
@@ -23428,7 +22641,7 @@ def _de75(r):  # PGPKeyID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
@@ -23453,7 +22666,9 @@ def _de76(r):  # PGPKeyPacket
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -23463,7 +22678,7 @@ def _de76(r):  # PGPKeyPacket
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -23653,7 +22868,9 @@ def _de81(r):  # PgenCounter
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
@@ -23663,7 +22880,7 @@ def _de81(r):  # PgenCounter
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
@@ -23730,7 +22947,9 @@ def _de84(r):  # PriceAlgorithm
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
@@ -23751,8 +22970,8 @@ def _ee84(w, o):  # PriceAlgorithm
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     _l = len(o)
+    if _l > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -23787,7 +23006,9 @@ def _de86(r):  # PriceScheduleDescription
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
@@ -23808,8 +23029,8 @@ def _ee86(w, o):  # PriceScheduleDescription
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
     _l = len(o)
+    if _l > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -23870,7 +23091,9 @@ def _de88(r):  # ProviderID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ProviderID', r.end - q)
@@ -23891,8 +23114,8 @@ def _ee88(w, o):  # ProviderID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     _l = len(o)
+    if _l > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -23907,7 +23130,9 @@ def _de89(r):  # Q
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Q', r.end - q)
@@ -23917,7 +23142,7 @@ def _de89(r):  # Q
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
@@ -24148,8 +23373,8 @@ def _de96(r):  # SECP521_EncryptedPrivateKey
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 94 or len(val) > 94: r.facet('SECP521_EncryptedPrivateKey', 'length [94, 94]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 94 or _l > 94: r.facet('SECP521_EncryptedPrivateKey', 'length [94, 94]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SECP521_EncryptedPrivateKey', r.end - q)
@@ -24161,8 +23386,8 @@ def _ee96(w, o):  # SECP521_EncryptedPrivateKey
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 94 or len(o) > 94: raise EncodeError(f'length {len(o)} outside [94, 94]')
     _l = len(o)
+    if _l < 94 or _l > 94: raise EncodeError(f'length {len(o)} outside [94, 94]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -24175,7 +23400,9 @@ def _de97(r):  # SPKISexp
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -24185,7 +23412,7 @@ def _de97(r):  # SPKISexp
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -24256,7 +23483,9 @@ def _de99(r):  # Seed
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -24266,7 +23495,7 @@ def _de99(r):  # Seed
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -24404,7 +23633,9 @@ def _de103(r):  # ServiceName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -24425,8 +23656,8 @@ def _ee103(w, o):  # ServiceName
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     _l = len(o)
+    if _l > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -24466,8 +23697,8 @@ def _de105(r):  # SessionID
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 8 or _l > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -24479,8 +23710,8 @@ def _ee105(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 8 or len(o) > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     _l = len(o)
+    if _l < 8 or _l > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -24498,8 +23729,8 @@ def _de106(r):  # SessionID
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 8 or _l > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -24511,8 +23742,8 @@ def _ee106(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 8 or len(o) > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     _l = len(o)
+    if _l < 8 or _l > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -24576,8 +23807,8 @@ def _de108(r):  # TPM_EncryptedPrivateKey
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 206 or len(val) > 206: r.facet('TPM_EncryptedPrivateKey', 'length [206, 206]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 206 or _l > 206: r.facet('TPM_EncryptedPrivateKey', 'length [206, 206]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TPM_EncryptedPrivateKey', r.end - q)
@@ -24589,8 +23820,8 @@ def _ee108(w, o):  # TPM_EncryptedPrivateKey
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 206 or len(o) > 206: raise EncodeError(f'length {len(o)} outside [206, 206]')
     _l = len(o)
+    if _l < 206 or _l > 206: raise EncodeError(f'length {len(o)} outside [206, 206]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -24899,7 +24130,9 @@ def _de117(r):  # TaxRuleName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('TaxRuleName', r.end - q)
@@ -24920,8 +24153,8 @@ def _ee117(w, o):  # TaxRuleName
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     _l = len(o)
+    if _l > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -25229,8 +24462,8 @@ def _de124(r):  # X448_EncryptedPrivateKey
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 84 or len(val) > 84: r.facet('X448_EncryptedPrivateKey', 'length [84, 84]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 84 or _l > 84: r.facet('X448_EncryptedPrivateKey', 'length [84, 84]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X448_EncryptedPrivateKey', r.end - q)
@@ -25242,8 +24475,8 @@ def _ee124(w, o):  # X448_EncryptedPrivateKey
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 84 or len(o) > 84: raise EncodeError(f'length {len(o)} outside [84, 84]')
     _l = len(o)
+    if _l < 84 or _l > 84: raise EncodeError(f'length {len(o)} outside [84, 84]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -25256,7 +24489,9 @@ def _de125(r):  # X509CRL
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -25266,7 +24501,7 @@ def _de125(r):  # X509CRL
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -25291,7 +24526,9 @@ def _de126(r):  # X509Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -25301,7 +24538,7 @@ def _de126(r):  # X509Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -25326,7 +24563,9 @@ def _de127(r):  # X509IssuerName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -25361,7 +24600,9 @@ def _de128(r):  # X509SKI
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -25371,7 +24612,7 @@ def _de128(r):  # X509SKI
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -25445,7 +24686,9 @@ def _de130(r):  # X509SubjectName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -25480,7 +24723,9 @@ def _de131(r):  # XPath
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -25515,7 +24760,9 @@ def _de132(r):  # Y
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -25525,7 +24772,7 @@ def _de132(r):  # Y
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Y', r.end - q)
@@ -25590,7 +24837,9 @@ def _de135(r):  # finiteString
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('finiteString', r.end - q)
@@ -25611,8 +24860,8 @@ def _ee135(w, o):  # finiteString
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     _l = len(o)
+    if _l > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3

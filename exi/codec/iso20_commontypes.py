@@ -94,8 +94,8 @@ def _d_ChargeLoopReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -204,8 +204,8 @@ def _e_ChargeLoopReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -304,8 +304,8 @@ def _d_ChargeLoopResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -502,8 +502,8 @@ def _e_ChargeLoopResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -665,8 +665,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -744,8 +744,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -810,8 +810,8 @@ def _d_ChargeParameterDiscoveryResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -896,8 +896,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -3837,13 +3837,13 @@ def _d_ListOfRootCertificateIDsType(r):
     el = ''
     f_RootCertificateID = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509IssuerName'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -3895,13 +3895,13 @@ def _d_ListOfRootCertificateIDsType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -4074,8 +4074,8 @@ def _d_MessageHeaderType(r):
             q -= 8 + (_l << 3)
             f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -4142,8 +4142,8 @@ def _e_MessageHeaderType(w, o):
             el = 'SessionID'
             v <<= 2
             n += 2
-            if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
             _l = len(v_SessionID)
+            if _l < 8 or _l > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -4194,13 +4194,13 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_MeterTimestamp = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -4334,10 +4334,12 @@ def _d_MeterInfoType(r):
                 ec = (x & 7)
                 s = 5
             elif ec == 3:
-                el = 'MeterSignature'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'MeterSignature'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
@@ -4347,8 +4349,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
+                    if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
@@ -4485,10 +4487,12 @@ def _d_MeterInfoType(r):
                 ec = (x & 7)
                 s = 5
             elif ec == 2:
-                el = 'MeterSignature'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'MeterSignature'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
@@ -4498,8 +4502,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
+                    if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
@@ -4606,10 +4610,12 @@ def _d_MeterInfoType(r):
                 ec = (x & 7)
                 s = 5
             elif ec == 1:
-                el = 'MeterSignature'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'MeterSignature'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
@@ -4619,8 +4625,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
+                    if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
@@ -4697,10 +4703,12 @@ def _d_MeterInfoType(r):
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
             if ec == 0:
-                el = 'MeterSignature'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'MeterSignature'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
@@ -4710,8 +4718,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
+                    if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
@@ -4921,8 +4929,8 @@ def _e_MeterInfoType(w, o):
             el = 'MeterID'
             v <<= 2
             n += 2
-            if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
             _l = len(v_MeterID)
+            if _l > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
             if _l < 126 and v_MeterID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -4982,8 +4990,8 @@ def _e_MeterInfoType(w, o):
                 el = 'MeterSignature'
                 v = (v << 4) | (3 << 1)
                 n += 4
-                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 _l = len(v_MeterSignature)
+                if _l > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
@@ -5047,8 +5055,8 @@ def _e_MeterInfoType(w, o):
                 el = 'MeterSignature'
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 _l = len(v_MeterSignature)
+                if _l > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
@@ -5100,8 +5108,8 @@ def _e_MeterInfoType(w, o):
                 el = 'MeterSignature'
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 _l = len(v_MeterSignature)
+                if _l > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
@@ -5141,8 +5149,8 @@ def _e_MeterInfoType(w, o):
                 el = 'MeterSignature'
                 v <<= 4
                 n += 4
-                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 _l = len(v_MeterSignature)
+                if _l > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
@@ -7732,8 +7740,8 @@ def _d_V2GMessageType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -7811,8 +7819,8 @@ def _e_V2GMessageType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -7876,8 +7884,8 @@ def _d_V2GRequestType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -7955,8 +7963,8 @@ def _e_V2GRequestType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -8021,8 +8029,8 @@ def _d_V2GResponseType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -8107,8 +8115,8 @@ def _e_V2GResponseType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')

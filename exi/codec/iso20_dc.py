@@ -9448,8 +9448,8 @@ def _d_DC_CableCheckReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9527,8 +9527,8 @@ def _e_DC_CableCheckReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -9594,8 +9594,8 @@ def _d_DC_CableCheckResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9686,8 +9686,8 @@ def _e_DC_CableCheckResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -9771,8 +9771,8 @@ def _d_DC_ChargeLoopReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9977,8 +9977,8 @@ def _e_DC_ChargeLoopReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -10158,8 +10158,8 @@ def _d_DC_ChargeLoopResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10606,8 +10606,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -10936,8 +10936,8 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -11044,8 +11044,8 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -11139,8 +11139,8 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -11254,8 +11254,8 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -11356,8 +11356,8 @@ def _d_DC_PreChargeReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -11507,8 +11507,8 @@ def _e_DC_PreChargeReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -11619,8 +11619,8 @@ def _d_DC_PreChargeResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -11737,8 +11737,8 @@ def _e_DC_PreChargeResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -11829,8 +11829,8 @@ def _d_DC_WeldingDetectionReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -11915,8 +11915,8 @@ def _e_DC_WeldingDetectionReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -11989,8 +11989,8 @@ def _d_DC_WeldingDetectionResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -12107,8 +12107,8 @@ def _e_DC_WeldingDetectionResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -15989,7 +15989,9 @@ def _de2(r):  # DigestValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
@@ -15999,7 +16001,7 @@ def _de2(r):  # DigestValue
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
@@ -16030,7 +16032,9 @@ def _de4(r):  # KeyName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -16071,7 +16075,9 @@ def _de6(r):  # MgmtData
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -16608,7 +16614,9 @@ def _de24(r):  # Exponent
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -16618,7 +16626,7 @@ def _de24(r):  # Exponent
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -16663,7 +16671,9 @@ def _de26(r):  # G
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -16673,7 +16683,7 @@ def _de26(r):  # G
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -16767,7 +16777,9 @@ def _de29(r):  # J
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('J', r.end - q)
@@ -16777,7 +16789,7 @@ def _de29(r):  # J
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('J', r.end - q)
@@ -16823,7 +16835,9 @@ def _de31(r):  # MeterID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -16844,8 +16858,8 @@ def _ee31(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -16880,7 +16894,9 @@ def _de33(r):  # MeterSignature
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
@@ -16890,8 +16906,8 @@ def _de33(r):  # MeterSignature
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
@@ -16903,8 +16919,8 @@ def _ee33(w, o):  # MeterSignature
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -17034,7 +17050,9 @@ def _de37(r):  # Modulus
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -17044,7 +17062,7 @@ def _de37(r):  # Modulus
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
@@ -17115,7 +17133,9 @@ def _de39(r):  # P
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('P', r.end - q)
@@ -17125,7 +17145,7 @@ def _de39(r):  # P
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('P', r.end - q)
@@ -17150,7 +17170,9 @@ def _de40(r):  # PGPKeyID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
@@ -17160,7 +17182,7 @@ def _de40(r):  # PGPKeyID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
@@ -17185,7 +17207,9 @@ def _de41(r):  # PGPKeyPacket
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -17195,7 +17219,7 @@ def _de41(r):  # PGPKeyPacket
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -17220,7 +17244,9 @@ def _de42(r):  # PgenCounter
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
@@ -17230,7 +17256,7 @@ def _de42(r):  # PgenCounter
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
@@ -17276,7 +17302,9 @@ def _de44(r):  # Q
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Q', r.end - q)
@@ -17286,7 +17314,7 @@ def _de44(r):  # Q
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
@@ -17472,7 +17500,9 @@ def _de49(r):  # SPKISexp
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -17482,7 +17512,7 @@ def _de49(r):  # SPKISexp
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -17507,7 +17537,9 @@ def _de50(r):  # Seed
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -17517,7 +17549,7 @@ def _de50(r):  # Seed
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -17547,8 +17579,8 @@ def _de51(r):  # SessionID
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 8 or _l > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -17560,8 +17592,8 @@ def _ee51(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 8 or len(o) > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     _l = len(o)
+    if _l < 8 or _l > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -17804,7 +17836,9 @@ def _de58(r):  # X509CRL
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -17814,7 +17848,7 @@ def _de58(r):  # X509CRL
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -17839,7 +17873,9 @@ def _de59(r):  # X509Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -17849,7 +17885,7 @@ def _de59(r):  # X509Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -17874,7 +17910,9 @@ def _de60(r):  # X509IssuerName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -17909,7 +17947,9 @@ def _de61(r):  # X509SKI
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -17919,7 +17959,7 @@ def _de61(r):  # X509SKI
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -17993,7 +18033,9 @@ def _de63(r):  # X509SubjectName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -18028,7 +18070,9 @@ def _de64(r):  # XPath
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -18063,7 +18107,9 @@ def _de65(r):  # Y
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -18073,7 +18119,7 @@ def _de65(r):  # Y
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Y', r.end - q)

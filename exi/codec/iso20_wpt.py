@@ -147,10 +147,12 @@ def _d_AlternativeSECCType(r):
         if q < 0: V, q = r.slideq(q, 3)
         ec = (V >> q) & 7
         if ec == 0:
-            el = 'SSID'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'SSID'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SSID', r.end - q)
@@ -169,10 +171,12 @@ def _d_AlternativeSECCType(r):
             ec = x
             s = 1
         elif ec == 1:
-            el = 'BSSID'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'BSSID'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
@@ -191,10 +195,12 @@ def _d_AlternativeSECCType(r):
             ec = x
             s = 2
         elif ec == 2:
-            el = 'IPAddress'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'IPAddress'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
@@ -247,10 +253,12 @@ def _d_AlternativeSECCType(r):
             raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 1:
             if ec == 0:
-                el = 'BSSID'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'BSSID'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
@@ -269,10 +277,12 @@ def _d_AlternativeSECCType(r):
                 ec = x
                 s = 2
             elif ec == 1:
-                el = 'IPAddress'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'IPAddress'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
@@ -325,10 +335,12 @@ def _d_AlternativeSECCType(r):
                 raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 2:
             if ec == 0:
-                el = 'IPAddress'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'IPAddress'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
@@ -439,8 +451,8 @@ def _e_AlternativeSECCType(w, o):
             el = 'SSID'
             v <<= 4
             n += 4
-            if len(v_SSID) > 255: raise EncodeError(f'length {len(v_SSID)} outside [0, 255]')
             _l = len(v_SSID)
+            if _l > 255: raise EncodeError(f'length {len(v_SSID)} outside [0, 255]')
             if _l < 126 and v_SSID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SSID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -452,8 +464,8 @@ def _e_AlternativeSECCType(w, o):
             el = 'BSSID'
             v = (v << 4) | (1 << 1)
             n += 4
-            if len(v_BSSID) > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
             _l = len(v_BSSID)
+            if _l > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
             if _l < 126 and v_BSSID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_BSSID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -465,8 +477,8 @@ def _e_AlternativeSECCType(w, o):
             el = 'IPAddress'
             v = (v << 4) | (2 << 1)
             n += 4
-            if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
             _l = len(v_IPAddress)
+            if _l > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
             if _l < 126 and v_IPAddress.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_IPAddress.encode(), 'big')
                 n += (_l + 1) << 3
@@ -495,8 +507,8 @@ def _e_AlternativeSECCType(w, o):
                 el = 'BSSID'
                 v <<= 4
                 n += 4
-                if len(v_BSSID) > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
                 _l = len(v_BSSID)
+                if _l > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
                 if _l < 126 and v_BSSID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_BSSID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -508,8 +520,8 @@ def _e_AlternativeSECCType(w, o):
                 el = 'IPAddress'
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
                 _l = len(v_IPAddress)
+                if _l > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
                 if _l < 126 and v_IPAddress.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_IPAddress.encode(), 'big')
                     n += (_l + 1) << 3
@@ -538,8 +550,8 @@ def _e_AlternativeSECCType(w, o):
                 el = 'IPAddress'
                 v <<= 3
                 n += 3
-                if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
                 _l = len(v_IPAddress)
+                if _l > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
                 if _l < 126 and v_IPAddress.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_IPAddress.encode(), 'big')
                     n += (_l + 1) << 3
@@ -721,8 +733,8 @@ def _d_WPT_AlignmentCheckReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -842,10 +854,12 @@ def _d_WPT_AlignmentCheckReqType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'VendorSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'VendorSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -855,8 +869,8 @@ def _d_WPT_AlignmentCheckReqType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -912,8 +926,8 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -1002,8 +1016,8 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                     el = 'VendorSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -1057,8 +1071,8 @@ def _d_WPT_AlignmentCheckResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1199,10 +1213,12 @@ def _d_WPT_AlignmentCheckResType(r):
                 ec = (x & 3)
                 s = 5
             elif ec == 2:
-                el = 'VendorSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1212,8 +1228,8 @@ def _d_WPT_AlignmentCheckResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1264,10 +1280,12 @@ def _d_WPT_AlignmentCheckResType(r):
                 ec = (x & 3)
                 s = 5
             elif ec == 1:
-                el = 'VendorSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1277,8 +1295,8 @@ def _d_WPT_AlignmentCheckResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1291,10 +1309,12 @@ def _d_WPT_AlignmentCheckResType(r):
                 raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 5:
             if ec == 0:
-                el = 'VendorSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1304,8 +1324,8 @@ def _d_WPT_AlignmentCheckResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1323,10 +1343,12 @@ def _d_WPT_AlignmentCheckResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'VendorSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'VendorSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1336,8 +1358,8 @@ def _d_WPT_AlignmentCheckResType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -1395,8 +1417,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -1494,8 +1516,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 el = 'VendorSpecificDataContainer'
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -1534,8 +1556,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 el = 'VendorSpecificDataContainer'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -1552,8 +1574,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 el = 'VendorSpecificDataContainer'
                 v <<= 3
                 n += 3
-                if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -1572,8 +1594,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
                     el = 'VendorSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -1630,8 +1652,8 @@ def _d_WPT_ChargeLoopReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1955,10 +1977,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 ec = (x & 3)
                 s = 8
             elif ec == 2:
-                el = 'ManufacturerSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ManufacturerSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -1968,8 +1992,8 @@ def _d_WPT_ChargeLoopReqType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -2118,10 +2142,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 ec = (x & 3)
                 s = 8
             elif ec == 1:
-                el = 'ManufacturerSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ManufacturerSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -2131,8 +2157,8 @@ def _d_WPT_ChargeLoopReqType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -2145,10 +2171,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 8:
             if ec == 0:
-                el = 'ManufacturerSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ManufacturerSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -2158,8 +2186,8 @@ def _d_WPT_ChargeLoopReqType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -2177,10 +2205,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'ManufacturerSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'ManufacturerSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -2190,8 +2220,8 @@ def _d_WPT_ChargeLoopReqType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -2255,8 +2285,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -2477,8 +2507,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 el = 'ManufacturerSpecificDataContainer'
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -2578,8 +2608,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 el = 'ManufacturerSpecificDataContainer'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -2596,8 +2626,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 el = 'ManufacturerSpecificDataContainer'
                 v <<= 3
                 n += 3
-                if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -2616,8 +2646,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
                     el = 'ManufacturerSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -2678,8 +2708,8 @@ def _d_WPT_ChargeLoopResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -3211,10 +3241,12 @@ def _d_WPT_ChargeLoopResType(r):
                 ec = (x & 3)
                 s = 12
             elif ec == 2:
-                el = 'ManufacturerSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ManufacturerSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3224,8 +3256,8 @@ def _d_WPT_ChargeLoopResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3278,10 +3310,12 @@ def _d_WPT_ChargeLoopResType(r):
                 ec = (x & 3)
                 s = 12
             elif ec == 1:
-                el = 'ManufacturerSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ManufacturerSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3291,8 +3325,8 @@ def _d_WPT_ChargeLoopResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3305,10 +3339,12 @@ def _d_WPT_ChargeLoopResType(r):
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 12:
             if ec == 0:
-                el = 'ManufacturerSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ManufacturerSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3318,8 +3354,8 @@ def _d_WPT_ChargeLoopResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3337,10 +3373,12 @@ def _d_WPT_ChargeLoopResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'ManufacturerSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'ManufacturerSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3350,8 +3388,8 @@ def _d_WPT_ChargeLoopResType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -3423,8 +3461,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -3784,8 +3822,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 el = 'ManufacturerSpecificDataContainer'
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -3828,8 +3866,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 el = 'ManufacturerSpecificDataContainer'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -3846,8 +3884,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                 el = 'ManufacturerSpecificDataContainer'
                 v <<= 3
                 n += 3
-                if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -3866,8 +3904,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                     el = 'ManufacturerSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -3922,8 +3960,8 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -4094,10 +4132,12 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'VendorSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'VendorSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -4107,8 +4147,8 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -4168,8 +4208,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -4277,8 +4317,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                     el = 'VendorSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -4336,8 +4376,8 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -4573,10 +4613,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'SDManufacturerSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'SDManufacturerSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
@@ -4586,8 +4628,8 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
@@ -4653,8 +4695,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -4806,8 +4848,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                     el = 'SDManufacturerSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -5353,8 +5395,8 @@ def _d_WPT_FinePositioningReqType(r):
                     q -= 8 + (_l << 3)
                     _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -5428,10 +5470,12 @@ def _d_WPT_FinePositioningReqType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     ec = (V >> q) & 3
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'VendorSpecificDataContainer'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -5441,8 +5485,8 @@ def _d_WPT_FinePositioningReqType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                            if _l > 256: r.facet('WPT_FinePositioningReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -5544,8 +5588,8 @@ def _e_WPT_FinePositioningReqType(w, o):
                         el = 'Header/SessionID'
                         v <<= 2
                         n += 2
-                        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         _l = len(_c1_SessionID)
+                        if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                         if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -5601,8 +5645,8 @@ def _e_WPT_FinePositioningReqType(w, o):
                         el = 'VendorSpecificDataContainer'
                         v <<= 3
                         n += 3
-                        if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                        if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                         v <<= 1
@@ -5703,8 +5747,8 @@ def _d_WPT_FinePositioningResType(r):
                     q -= 8 + (_l << 3)
                     _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -5773,10 +5817,12 @@ def _d_WPT_FinePositioningResType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     ec = (V >> q) & 3
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'VendorSpecificDataContainer'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -5786,8 +5832,8 @@ def _d_WPT_FinePositioningResType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                            if _l > 256: r.facet('WPT_FinePositioningResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -5889,8 +5935,8 @@ def _e_WPT_FinePositioningResType(w, o):
                         el = 'Header/SessionID'
                         v <<= 2
                         n += 2
-                        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         _l = len(_c1_SessionID)
+                        if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                         if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -5946,8 +5992,8 @@ def _e_WPT_FinePositioningResType(w, o):
                         el = 'VendorSpecificDataContainer'
                         v <<= 3
                         n += 3
-                        if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                        if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                         v <<= 1
@@ -6051,8 +6097,8 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     q -= 8 + (_l << 3)
                     _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -6161,10 +6207,12 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     ec = (V >> q) & 3
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'VendorSpecificDataContainer'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -6174,8 +6222,8 @@ def _d_WPT_FinePositioningSetupReqType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                            if _l > 256: r.facet('WPT_FinePositioningSetupReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -6311,8 +6359,8 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         el = 'Header/SessionID'
                         v <<= 2
                         n += 2
-                        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         _l = len(_c1_SessionID)
+                        if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                         if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -6397,8 +6445,8 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         el = 'VendorSpecificDataContainer'
                         v <<= 3
                         n += 3
-                        if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                        if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                         v <<= 1
@@ -6532,8 +6580,8 @@ def _d_WPT_FinePositioningSetupResType(r):
                     q -= 8 + (_l << 3)
                     _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -6642,10 +6690,12 @@ def _d_WPT_FinePositioningSetupResType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     ec = (V >> q) & 3
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'VendorSpecificDataContainer'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -6655,8 +6705,8 @@ def _d_WPT_FinePositioningSetupResType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                            if _l > 256: r.facet('WPT_FinePositioningSetupResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -6792,8 +6842,8 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         el = 'Header/SessionID'
                         v <<= 2
                         n += 2
-                        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         _l = len(_c1_SessionID)
+                        if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                         if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -6878,8 +6928,8 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         el = 'VendorSpecificDataContainer'
                         v <<= 3
                         n += 3
-                        if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                        if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                         v <<= 1
@@ -10349,8 +10399,8 @@ def _d_WPT_PairingReqType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10462,10 +10512,12 @@ def _d_WPT_PairingReqType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'VendorSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'VendorSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10475,8 +10527,8 @@ def _d_WPT_PairingReqType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10532,8 +10584,8 @@ def _e_WPT_PairingReqType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -10613,8 +10665,8 @@ def _e_WPT_PairingReqType(w, o):
                     el = 'VendorSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -10668,8 +10720,8 @@ def _d_WPT_PairingResType(r):
             q -= 8 + (_l << 3)
             _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10774,10 +10826,12 @@ def _d_WPT_PairingResType(r):
                 ec = x
                 s = 5
             elif ec == 2:
-                el = 'VendorSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10787,8 +10841,8 @@ def _d_WPT_PairingResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10811,10 +10865,12 @@ def _d_WPT_PairingResType(r):
                 ec = x
                 s = 5
             elif ec == 1:
-                el = 'VendorSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10824,8 +10880,8 @@ def _d_WPT_PairingResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10838,10 +10894,12 @@ def _d_WPT_PairingResType(r):
                 raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 5:
             if ec == 0:
-                el = 'VendorSpecificDataContainer'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10851,8 +10909,8 @@ def _d_WPT_PairingResType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10870,10 +10928,12 @@ def _d_WPT_PairingResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'VendorSpecificDataContainer'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'VendorSpecificDataContainer'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10883,8 +10943,8 @@ def _d_WPT_PairingResType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -10942,8 +11002,8 @@ def _e_WPT_PairingResType(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 _l = len(_c1_SessionID)
+                if _l < 8 or _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
@@ -11019,8 +11079,8 @@ def _e_WPT_PairingResType(w, o):
                 el = 'VendorSpecificDataContainer'
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -11046,8 +11106,8 @@ def _e_WPT_PairingResType(w, o):
                 el = 'VendorSpecificDataContainer'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -11064,8 +11124,8 @@ def _e_WPT_PairingResType(w, o):
                 el = 'VendorSpecificDataContainer'
                 v <<= 3
                 n += 3
-                if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                 v <<= 1
@@ -11084,8 +11144,8 @@ def _e_WPT_PairingResType(w, o):
                     el = 'VendorSpecificDataContainer'
                     v <<= 3
                     n += 3
-                    if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
                     v <<= 1
@@ -12171,7 +12231,9 @@ def _de2(r):  # DigestValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
@@ -12181,7 +12243,7 @@ def _de2(r):  # DigestValue
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
@@ -12212,7 +12274,9 @@ def _de4(r):  # KeyName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -12253,7 +12317,9 @@ def _de6(r):  # MgmtData
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -12493,7 +12559,9 @@ def _de14(r):  # BSSID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
@@ -12514,8 +12582,8 @@ def _ee14(w, o):  # BSSID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 12: raise EncodeError(f'length {len(o)} outside [0, 12]')
     _l = len(o)
+    if _l > 12: raise EncodeError(f'length {len(o)} outside [0, 12]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -12971,7 +13039,9 @@ def _de28(r):  # Exponent
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -12981,7 +13051,7 @@ def _de28(r):  # Exponent
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -13026,7 +13096,9 @@ def _de30(r):  # G
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -13036,7 +13108,7 @@ def _de30(r):  # G
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -13110,7 +13182,9 @@ def _de32(r):  # IPAddress
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
@@ -13131,8 +13205,8 @@ def _ee32(w, o):  # IPAddress
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 39: raise EncodeError(f'length {len(o)} outside [0, 39]')
     _l = len(o)
+    if _l > 39: raise EncodeError(f'length {len(o)} outside [0, 39]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -13213,7 +13287,9 @@ def _de35(r):  # J
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('J', r.end - q)
@@ -13223,7 +13299,7 @@ def _de35(r):  # J
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('J', r.end - q)
@@ -13248,7 +13324,9 @@ def _de36(r):  # ManufacturerSpecificDataContainer
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -13258,8 +13336,8 @@ def _de36(r):  # ManufacturerSpecificDataContainer
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 256: r.facet('ManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 256: r.facet('ManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
@@ -13271,8 +13349,8 @@ def _ee36(w, o):  # ManufacturerSpecificDataContainer
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     _l = len(o)
+    if _l > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -13306,7 +13384,9 @@ def _de38(r):  # MeterID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -13327,8 +13407,8 @@ def _ee38(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -13363,7 +13443,9 @@ def _de40(r):  # MeterSignature
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
@@ -13373,8 +13455,8 @@ def _de40(r):  # MeterSignature
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
@@ -13386,8 +13468,8 @@ def _ee40(w, o):  # MeterSignature
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -13517,7 +13599,9 @@ def _de44(r):  # Modulus
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -13527,7 +13611,7 @@ def _de44(r):  # Modulus
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
@@ -13750,7 +13834,9 @@ def _de51(r):  # P
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('P', r.end - q)
@@ -13760,7 +13846,7 @@ def _de51(r):  # P
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('P', r.end - q)
@@ -13806,7 +13892,9 @@ def _de53(r):  # PGPKeyID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
@@ -13816,7 +13904,7 @@ def _de53(r):  # PGPKeyID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
@@ -13841,7 +13929,9 @@ def _de54(r):  # PGPKeyPacket
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -13851,7 +13941,7 @@ def _de54(r):  # PGPKeyPacket
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -13942,7 +14032,9 @@ def _de57(r):  # PgenCounter
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
@@ -13952,7 +14044,7 @@ def _de57(r):  # PgenCounter
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
@@ -14136,7 +14228,9 @@ def _de62(r):  # Q
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Q', r.end - q)
@@ -14146,7 +14240,7 @@ def _de62(r):  # Q
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
@@ -14378,7 +14472,9 @@ def _de68(r):  # SDManufacturerSpecificDataContainer
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
@@ -14388,8 +14484,8 @@ def _de68(r):  # SDManufacturerSpecificDataContainer
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 256: r.facet('SDManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 256: r.facet('SDManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
@@ -14401,8 +14497,8 @@ def _ee68(w, o):  # SDManufacturerSpecificDataContainer
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     _l = len(o)
+    if _l > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -14622,7 +14718,9 @@ def _de74(r):  # SPKISexp
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -14632,7 +14730,7 @@ def _de74(r):  # SPKISexp
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -14657,7 +14755,9 @@ def _de75(r):  # SSID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SSID', r.end - q)
@@ -14678,8 +14778,8 @@ def _ee75(w, o):  # SSID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     _l = len(o)
+    if _l > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -14694,7 +14794,9 @@ def _de76(r):  # Seed
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -14704,7 +14806,7 @@ def _de76(r):  # Seed
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -14734,8 +14836,8 @@ def _de77(r):  # SessionID
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 8 or _l > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -14747,8 +14849,8 @@ def _ee77(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 8 or len(o) > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     _l = len(o)
+    if _l < 8 or _l > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -15062,7 +15164,9 @@ def _de85(r):  # VendorSpecificDataContainer
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -15072,8 +15176,8 @@ def _de85(r):  # VendorSpecificDataContainer
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 256: r.facet('VendorSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 256: r.facet('VendorSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
@@ -15085,8 +15189,8 @@ def _ee85(w, o):  # VendorSpecificDataContainer
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     _l = len(o)
+    if _l > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -15168,7 +15272,9 @@ def _de89(r):  # X509CRL
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -15178,7 +15284,7 @@ def _de89(r):  # X509CRL
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -15203,7 +15309,9 @@ def _de90(r):  # X509Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -15213,7 +15321,7 @@ def _de90(r):  # X509Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -15238,7 +15346,9 @@ def _de91(r):  # X509IssuerName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -15273,7 +15383,9 @@ def _de92(r):  # X509SKI
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -15283,7 +15395,7 @@ def _de92(r):  # X509SKI
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -15357,7 +15469,9 @@ def _de94(r):  # X509SubjectName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -15392,7 +15506,9 @@ def _de95(r):  # XPath
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -15427,7 +15543,9 @@ def _de96(r):  # Y
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -15437,7 +15555,7 @@ def _de96(r):  # Y
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Y', r.end - q)

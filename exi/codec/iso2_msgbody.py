@@ -69,8 +69,8 @@ def _d_AuthorizationReqType(r):
                 q -= 8 + (_l << 3)
                 f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+                r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_GenChallenge)
+            if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -90,8 +90,8 @@ def _d_AuthorizationReqType(r):
                     q -= 8 + (_l << 3)
                     f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+                    r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_GenChallenge)
+                if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -133,8 +133,8 @@ def _e_AuthorizationReqType(w, o):
             el = 'GenChallenge'
             v = (v << 3) | (1 << 1)
             n += 3
-            if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             _l = len(v_GenChallenge)
+            if _l < 16 or _l > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             v <<= 1
@@ -149,8 +149,8 @@ def _e_AuthorizationReqType(w, o):
                 el = 'GenChallenge'
                 v <<= 3
                 n += 3
-                if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
                 _l = len(v_GenChallenge)
+                if _l < 16 or _l > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
                 v <<= 1
@@ -298,8 +298,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
+                                r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_GenChallenge)
+                            if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -319,8 +319,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
+                                    r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_GenChallenge)
+                                if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -514,13 +514,13 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c6_Id = r.string('iso2_msgbody:Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationReq/OEMProvisioningCert'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -530,8 +530,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c6_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c6_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c6_OEMProvisioningCert, r.at(r.end - q))
+                                r.pos = r.end - q; _c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_OEMProvisioningCert)
+                            if _l > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c6_OEMProvisioningCert, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -573,13 +573,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c7_c1_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -589,8 +589,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -600,10 +600,12 @@ def _d_BodyType(r):
                             ec = x
                             _c7_c1_s = 2
                         elif ec == 1:
-                            el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -613,8 +615,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -659,13 +661,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c7_c2_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -675,8 +677,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c2_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -686,10 +688,12 @@ def _d_BodyType(r):
                             ec = x
                             _c7_c2_s = 2
                         elif ec == 1:
-                            el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -699,8 +703,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c2_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -753,8 +757,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c7_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c7_c3_value, r.at(r.end - q))
+                                    r.pos = r.end - q; _c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c3_value)
+                                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c7_c3_value, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
@@ -793,8 +797,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c7_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c7_c4_value, r.at(r.end - q))
+                                    r.pos = r.end - q; _c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c4_value)
+                                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c7_c4_value, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
@@ -853,13 +857,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c8_c1_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -869,8 +873,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c8_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -880,10 +884,12 @@ def _d_BodyType(r):
                             ec = x
                             _c8_c1_s = 2
                         elif ec == 1:
-                            el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -893,8 +899,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c8_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1162,13 +1168,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c11_Id = r.string('iso2_msgbody:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SessionID'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -1178,8 +1184,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c11_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -1189,10 +1195,12 @@ def _d_BodyType(r):
                             ec = x
                             _c11_s = 2
                         elif ec == 1:
-                            el = 'MeteringReceiptReq/SessionID'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'MeteringReceiptReq/SessionID'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -1202,8 +1210,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c11_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -1289,13 +1297,13 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c12_c1_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1305,8 +1313,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c12_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1316,10 +1324,12 @@ def _d_BodyType(r):
                             ec = x
                             _c12_c1_s = 2
                         elif ec == 1:
-                            el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1329,8 +1339,8 @@ def _d_BodyType(r):
                                     q -= 8 + (_l << 3)
                                     _c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c12_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1388,8 +1398,8 @@ def _d_BodyType(r):
                             q -= 8 + (_l << 3)
                             _c13_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c13_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c13_GenChallenge, r.at(r.end - q))
+                            r.pos = r.end - q; _c13_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c13_GenChallenge)
+                        if _l < 16 or _l > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c13_GenChallenge, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1844,10 +1854,12 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
                         if ec == 0:
-                            el = 'ServiceDiscoveryReq/ServiceScope'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'ServiceDiscoveryReq/ServiceScope'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -1912,15 +1924,15 @@ def _d_BodyType(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 29:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -1930,8 +1942,8 @@ def _d_BodyType(r):
                                 q -= 8 + (_l << 3)
                                 _c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c21_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c21_EVCCID)
+                            if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c21_EVCCID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -2250,8 +2262,8 @@ def _e_BodyType(w, o):
                 el = 'AuthorizationReq/GenChallenge'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c1_GenChallenge)} outside [16, 16]')
                 _l = len(_c1_GenChallenge)
+                if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c1_GenChallenge)} outside [16, 16]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_GenChallenge, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_GenChallenge); v = w.v; n = w.n
                 v <<= 1
@@ -2266,8 +2278,8 @@ def _e_BodyType(w, o):
                     el = 'AuthorizationReq/GenChallenge'
                     v <<= 3
                     n += 3
-                    if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c1_GenChallenge)} outside [16, 16]')
                     _l = len(_c1_GenChallenge)
+                    if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c1_GenChallenge)} outside [16, 16]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_GenChallenge, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c1_GenChallenge); v = w.v; n = w.n
                     v <<= 1
@@ -2427,8 +2439,8 @@ def _e_BodyType(w, o):
             el = 'CertificateInstallationReq/OEMProvisioningCert'
             v <<= 2
             n += 2
-            if len(_c6_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c6_OEMProvisioningCert)} outside [0, 800]')
             _l = len(_c6_OEMProvisioningCert)
+            if _l > 800: raise EncodeError(f'length {len(_c6_OEMProvisioningCert)} outside [0, 800]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c6_OEMProvisioningCert); v = w.v; n = w.n
             if not (_c6_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
@@ -2475,8 +2487,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c7_c2_Certificate)} outside [0, 800]')
                 _l = len(_c7_c2_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c7_c2_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2486,8 +2498,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c7_c2_Certificate)} outside [0, 800]')
                 _l = len(_c7_c2_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c7_c2_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2532,8 +2544,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c7_c3_Certificate)} outside [0, 800]')
                 _l = len(_c7_c3_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c7_c3_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2543,8 +2555,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c7_c3_Certificate)} outside [0, 800]')
                 _l = len(_c7_c3_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c7_c3_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2591,8 +2603,8 @@ def _e_BodyType(w, o):
                 if _c7_c4_value is not None:
                     v <<= 1
                     n += 1
-                    if len(_c7_c4_value) > 48: raise EncodeError(f'length {len(_c7_c4_value)} outside [0, 48]')
                     _l = len(_c7_c4_value)
+                    if _l > 48: raise EncodeError(f'length {len(_c7_c4_value)} outside [0, 48]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c4_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c7_c4_value); v = w.v; n = w.n
                     v <<= 1
@@ -2624,8 +2636,8 @@ def _e_BodyType(w, o):
                 if _c7_c5_value is not None:
                     v <<= 1
                     n += 1
-                    if len(_c7_c5_value) > 65: raise EncodeError(f'length {len(_c7_c5_value)} outside [0, 65]')
                     _l = len(_c7_c5_value)
+                    if _l > 65: raise EncodeError(f'length {len(_c7_c5_value)} outside [0, 65]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c5_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c7_c5_value); v = w.v; n = w.n
                     v <<= 1
@@ -2681,8 +2693,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c8_c1_Certificate)} outside [0, 800]')
                 _l = len(_c8_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c8_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2692,8 +2704,8 @@ def _e_BodyType(w, o):
                 el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c8_c1_Certificate)} outside [0, 800]')
                 _l = len(_c8_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c8_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -2721,8 +2733,8 @@ def _e_BodyType(w, o):
             el = 'CertificateUpdateReq/eMAID'
             v <<= 2
             n += 2
-            if len(_c8_eMAID) < 14 or len(_c8_eMAID) > 15: raise EncodeError(f'length {len(_c8_eMAID)} outside [14, 15]')
             _l = len(_c8_eMAID)
+            if _l < 14 or _l > 15: raise EncodeError(f'length {len(_c8_eMAID)} outside [14, 15]')
             if _l < 126 and _c8_eMAID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_eMAID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -2907,8 +2919,8 @@ def _e_BodyType(w, o):
                 el = 'MeteringReceiptReq/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c11_SessionID) > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
                 _l = len(_c11_SessionID)
+                if _l > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
                 v <<= 1
@@ -2918,8 +2930,8 @@ def _e_BodyType(w, o):
                 el = 'MeteringReceiptReq/SessionID'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c11_SessionID) > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
                 _l = len(_c11_SessionID)
+                if _l > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
                 v <<= 1
@@ -2977,8 +2989,8 @@ def _e_BodyType(w, o):
             el = 'PaymentDetailsReq/eMAID'
             v = (v << 8) | (17 << 2)
             n += 8
-            if len(_c12_eMAID) < 14 or len(_c12_eMAID) > 15: raise EncodeError(f'length {len(_c12_eMAID)} outside [14, 15]')
             _l = len(_c12_eMAID)
+            if _l < 14 or _l > 15: raise EncodeError(f'length {len(_c12_eMAID)} outside [14, 15]')
             if _l < 126 and _c12_eMAID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_eMAID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -3004,8 +3016,8 @@ def _e_BodyType(w, o):
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
                 _l = len(_c12_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -3015,8 +3027,8 @@ def _e_BodyType(w, o):
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
                 _l = len(_c12_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -3057,8 +3069,8 @@ def _e_BodyType(w, o):
             el = 'PaymentDetailsRes/GenChallenge'
             v = (v << 16) | (18 << 10) | (_c13_i1 << 3)
             n += 16
-            if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: raise EncodeError(f'length {len(_c13_GenChallenge)} outside [16, 16]')
             _l = len(_c13_GenChallenge)
+            if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c13_GenChallenge)} outside [16, 16]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c13_GenChallenge, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c13_GenChallenge); v = w.v; n = w.n
             if not (_c13_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
@@ -3363,8 +3375,8 @@ def _e_BodyType(w, o):
                 el = 'ServiceDiscoveryReq/ServiceScope'
                 v <<= 3
                 n += 3
-                if len(_c20_ServiceScope) > 64: raise EncodeError(f'length {len(_c20_ServiceScope)} outside [0, 64]')
                 _l = len(_c20_ServiceScope)
+                if _l > 64: raise EncodeError(f'length {len(_c20_ServiceScope)} outside [0, 64]')
                 if _l < 126 and _c20_ServiceScope.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
@@ -3422,8 +3434,8 @@ def _e_BodyType(w, o):
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            if len(_c21_EVCCID) > 6: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 6]')
             _l = len(_c21_EVCCID)
+            if _l > 6: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 6]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c21_EVCCID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c21_EVCCID); v = w.v; n = w.n
             v <<= 3
@@ -3445,8 +3457,8 @@ def _e_BodyType(w, o):
                 el = 'SessionSetupRes/EVSEID'
                 v = (v << 10) | (_c22_i1 << 3)
                 n += 10
-                if len(_c22_EVSEID) < 7 or len(_c22_EVSEID) > 37: raise EncodeError(f'length {len(_c22_EVSEID)} outside [7, 37]')
                 _l = len(_c22_EVSEID)
+                if _l < 7 or _l > 37: raise EncodeError(f'length {len(_c22_EVSEID)} outside [7, 37]')
                 if _l < 126 and _c22_EVSEID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c22_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -3908,13 +3920,13 @@ def _d_CertificateInstallationReqType(r):
         r.pos = r.end - q
         f_Id = r.string('iso2_msgbody:Id')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'OEMProvisioningCert'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -3924,8 +3936,8 @@ def _d_CertificateInstallationReqType(r):
                 q -= 8 + (_l << 3)
                 f_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(r.end - q))
+                r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_OEMProvisioningCert)
+            if _l > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -3970,8 +3982,8 @@ def _e_CertificateInstallationReqType(w, o):
             el = 'OEMProvisioningCert'
             v <<= 2
             n += 2
-            if len(v_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 800]')
             _l = len(v_OEMProvisioningCert)
+            if _l > 800: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 800]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
@@ -4022,13 +4034,13 @@ def _d_CertificateInstallationResType(r):
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'SAProvisioningCertificateChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4038,8 +4050,8 @@ def _d_CertificateInstallationResType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4049,10 +4061,12 @@ def _d_CertificateInstallationResType(r):
             ec = x
             _c1_s = 2
         elif ec == 1:
-            el = 'SAProvisioningCertificateChain/Certificate'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'SAProvisioningCertificateChain/Certificate'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4062,8 +4076,8 @@ def _d_CertificateInstallationResType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4108,13 +4122,13 @@ def _d_CertificateInstallationResType(r):
             r.pos = r.end - q
             _c2_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4124,8 +4138,8 @@ def _d_CertificateInstallationResType(r):
                     q -= 8 + (_l << 3)
                     _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4135,10 +4149,12 @@ def _d_CertificateInstallationResType(r):
             ec = x
             _c2_s = 2
         elif ec == 1:
-            el = 'ContractSignatureCertChain/Certificate'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'ContractSignatureCertChain/Certificate'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4148,8 +4164,8 @@ def _d_CertificateInstallationResType(r):
                     q -= 8 + (_l << 3)
                     _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4202,8 +4218,8 @@ def _d_CertificateInstallationResType(r):
                     q -= 8 + (_l << 3)
                     _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_value)
+                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
@@ -4242,8 +4258,8 @@ def _d_CertificateInstallationResType(r):
                     q -= 8 + (_l << 3)
                     _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
+                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_value)
+                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
@@ -4318,8 +4334,8 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 _l = len(_c2_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -4329,8 +4345,8 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 _l = len(_c2_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -4375,8 +4391,8 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 _l = len(_c3_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -4386,8 +4402,8 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 _l = len(_c3_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -4434,8 +4450,8 @@ def _e_CertificateInstallationResType(w, o):
                 if _c4_value is not None:
                     v <<= 1
                     n += 1
-                    if len(_c4_value) > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
                     _l = len(_c4_value)
+                    if _l > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
                     v <<= 1
@@ -4467,8 +4483,8 @@ def _e_CertificateInstallationResType(w, o):
                 if _c5_value is not None:
                     v <<= 1
                     n += 1
-                    if len(_c5_value) > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
                     _l = len(_c5_value)
+                    if _l > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
                     v <<= 1
@@ -4525,13 +4541,13 @@ def _d_CertificateUpdateReqType(r):
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4541,8 +4557,8 @@ def _d_CertificateUpdateReqType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4552,10 +4568,12 @@ def _d_CertificateUpdateReqType(r):
             ec = x
             _c1_s = 2
         elif ec == 1:
-            el = 'ContractSignatureCertChain/Certificate'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'ContractSignatureCertChain/Certificate'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4565,8 +4583,8 @@ def _d_CertificateUpdateReqType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4664,8 +4682,8 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 _l = len(_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -4675,8 +4693,8 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 _l = len(_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -4704,8 +4722,8 @@ def _e_CertificateUpdateReqType(w, o):
             el = 'eMAID'
             v <<= 2
             n += 2
-            if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
             _l = len(v_eMAID)
+            if _l < 14 or _l > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
             if _l < 126 and v_eMAID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_eMAID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -4759,13 +4777,13 @@ def _d_CertificateUpdateResType(r):
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'SAProvisioningCertificateChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4775,8 +4793,8 @@ def _d_CertificateUpdateResType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4786,10 +4804,12 @@ def _d_CertificateUpdateResType(r):
             ec = x
             _c1_s = 2
         elif ec == 1:
-            el = 'SAProvisioningCertificateChain/Certificate'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'SAProvisioningCertificateChain/Certificate'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4799,8 +4819,8 @@ def _d_CertificateUpdateResType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4845,13 +4865,13 @@ def _d_CertificateUpdateResType(r):
             r.pos = r.end - q
             _c2_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4861,8 +4881,8 @@ def _d_CertificateUpdateResType(r):
                     q -= 8 + (_l << 3)
                     _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4872,10 +4892,12 @@ def _d_CertificateUpdateResType(r):
             ec = x
             _c2_s = 2
         elif ec == 1:
-            el = 'ContractSignatureCertChain/Certificate'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'ContractSignatureCertChain/Certificate'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4885,8 +4907,8 @@ def _d_CertificateUpdateResType(r):
                     q -= 8 + (_l << 3)
                     _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4939,8 +4961,8 @@ def _d_CertificateUpdateResType(r):
                     q -= 8 + (_l << 3)
                     _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_value)
+                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
@@ -4979,8 +5001,8 @@ def _d_CertificateUpdateResType(r):
                     q -= 8 + (_l << 3)
                     _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
+                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_value)
+                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
@@ -5096,8 +5118,8 @@ def _e_CertificateUpdateResType(w, o):
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 _l = len(_c2_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -5107,8 +5129,8 @@ def _e_CertificateUpdateResType(w, o):
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 _l = len(_c2_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -5153,8 +5175,8 @@ def _e_CertificateUpdateResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 _l = len(_c3_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -5164,8 +5186,8 @@ def _e_CertificateUpdateResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 _l = len(_c3_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -5212,8 +5234,8 @@ def _e_CertificateUpdateResType(w, o):
                 if _c4_value is not None:
                     v <<= 1
                     n += 1
-                    if len(_c4_value) > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
                     _l = len(_c4_value)
+                    if _l > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
                     v <<= 1
@@ -5245,8 +5267,8 @@ def _e_CertificateUpdateResType(w, o):
                 if _c5_value is not None:
                     v <<= 1
                     n += 1
-                    if len(_c5_value) > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
                     _l = len(_c5_value)
+                    if _l > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
                     v <<= 1
@@ -6518,8 +6540,8 @@ def _e_ChargingStatusResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
             _l = len(v_EVSEID)
+            if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
             if _l < 126 and v_EVSEID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -8821,8 +8843,8 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEID'
                 v = (v << 4) | (3 << 1)
                 n += 4
-                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 _l = len(v_EVSEID)
+                if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 if _l < 126 and v_EVSEID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -8889,8 +8911,8 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEID'
                 v = (v << 3) | (2 << 1)
                 n += 3
-                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 _l = len(v_EVSEID)
+                if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 if _l < 126 and v_EVSEID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -8931,8 +8953,8 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEID'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 _l = len(v_EVSEID)
+                if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 if _l < 126 and v_EVSEID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -8947,8 +8969,8 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEID'
                 v <<= 2
                 n += 2
-                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 _l = len(v_EVSEID)
+                if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                 if _l < 126 and v_EVSEID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -9025,13 +9047,13 @@ def _d_MeteringReceiptReqType(r):
             r.pos = r.end - q
             f_Id = r.string('iso2_msgbody:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SessionID'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -9041,8 +9063,8 @@ def _d_MeteringReceiptReqType(r):
                     q -= 8 + (_l << 3)
                     f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
+                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -9052,10 +9074,12 @@ def _d_MeteringReceiptReqType(r):
             ec = x
             s = 2
         elif ec == 1:
-            el = 'SessionID'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'SessionID'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -9065,8 +9089,8 @@ def _d_MeteringReceiptReqType(r):
                     q -= 8 + (_l << 3)
                     f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
+                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -9140,8 +9164,8 @@ def _e_MeteringReceiptReqType(w, o):
             el = 'SessionID'
             v <<= 2
             n += 2
-            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             _l = len(v_SessionID)
+            if _l > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
@@ -9151,8 +9175,8 @@ def _e_MeteringReceiptReqType(w, o):
             el = 'SessionID'
             v = (v << 3) | (1 << 1)
             n += 3
-            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             _l = len(v_SessionID)
+            if _l > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
@@ -9564,13 +9588,13 @@ def _d_PaymentDetailsReqType(r):
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -9580,8 +9604,8 @@ def _d_PaymentDetailsReqType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -9591,10 +9615,12 @@ def _d_PaymentDetailsReqType(r):
             ec = x
             _c1_s = 2
         elif ec == 1:
-            el = 'ContractSignatureCertChain/Certificate'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'ContractSignatureCertChain/Certificate'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -9604,8 +9630,8 @@ def _d_PaymentDetailsReqType(r):
                     q -= 8 + (_l << 3)
                     _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -9658,8 +9684,8 @@ def _e_PaymentDetailsReqType(w, o):
             el = 'eMAID'
             v <<= 2
             n += 2
-            if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
             _l = len(v_eMAID)
+            if _l < 14 or _l > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
             if _l < 126 and v_eMAID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_eMAID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -9685,8 +9711,8 @@ def _e_PaymentDetailsReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 _l = len(_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -9696,8 +9722,8 @@ def _e_PaymentDetailsReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 _l = len(_c1_Certificate)
+                if _l > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
@@ -9752,8 +9778,8 @@ def _d_PaymentDetailsResType(r):
             q -= 8 + (_l << 3)
             f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+            r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_GenChallenge)
+        if _l < 16 or _l > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
@@ -9809,8 +9835,8 @@ def _e_PaymentDetailsResType(w, o):
             el = 'GenChallenge'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             _l = len(v_GenChallenge)
+            if _l < 16 or _l > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             if not (v_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
@@ -11309,10 +11335,12 @@ def _d_ServiceDiscoveryReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
-            el = 'ServiceScope'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'ServiceScope'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -11379,8 +11407,8 @@ def _e_ServiceDiscoveryReqType(w, o):
             el = 'ServiceScope'
             v <<= 3
             n += 3
-            if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
             _l = len(v_ServiceScope)
+            if _l > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
             if _l < 126 and v_ServiceScope.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
                 n += (_l + 1) << 3
@@ -11484,10 +11512,12 @@ def _d_ServiceDiscoveryResType(r):
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
-                el = 'ChargeService/ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ChargeService/ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -11521,10 +11551,12 @@ def _d_ServiceDiscoveryResType(r):
                 raise r.deviation('ChargeServiceType', r.end - q)
         if _c1_s == 3:
             if ec == 0:
-                el = 'ChargeService/ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ChargeService/ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -11652,8 +11684,8 @@ def _e_ServiceDiscoveryResType(w, o):
                     el = 'ChargeService/ServiceName'
                     v <<= 3
                     n += 3
-                    if len(_c2_ServiceName) > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
                     _l = len(_c2_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
                     if _l < 126 and _c2_ServiceName.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
                         n += (_l + 1) << 3
@@ -11682,8 +11714,8 @@ def _e_ServiceDiscoveryResType(w, o):
                     el = 'ChargeService/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c2_ServiceScope) > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
                     _l = len(_c2_ServiceScope)
+                    if _l > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
                     if _l < 126 and _c2_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -11751,13 +11783,13 @@ def _d_SessionSetupReqType(r):
     el = ''
     f_EVCCID = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -11767,8 +11799,8 @@ def _d_SessionSetupReqType(r):
                 q -= 8 + (_l << 3)
                 f_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-            if len(f_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(r.end - q))
+                r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVCCID)
+            if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -11793,8 +11825,8 @@ def _e_SessionSetupReqType(w, o):
             el = 'EVCCID'
             v <<= 2
             n += 2
-            if len(v_EVCCID) > 6: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 6]')
             _l = len(v_EVCCID)
+            if _l > 6: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 6]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVCCID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_EVCCID); v = w.v; n = w.n
             v <<= 2
@@ -11897,8 +11929,8 @@ def _e_SessionSetupResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
             _l = len(v_EVSEID)
+            if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
             if _l < 126 and v_EVSEID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
                 n += (_l + 1) << 3

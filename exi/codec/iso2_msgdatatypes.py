@@ -815,13 +815,13 @@ def _d_CertificateChainType(r):
             r.pos = r.end - q
             f_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'Certificate'
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            _esc = (x & 1)
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -831,8 +831,8 @@ def _d_CertificateChainType(r):
                     q -= 8 + (_l << 3)
                     f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -842,10 +842,12 @@ def _d_CertificateChainType(r):
             ec = x
             s = 2
         elif ec == 1:
-            el = 'Certificate'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'Certificate'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -855,8 +857,8 @@ def _d_CertificateChainType(r):
                     q -= 8 + (_l << 3)
                     f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
+                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -913,8 +915,8 @@ def _e_CertificateChainType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
             _l = len(v_Certificate)
+            if _l > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
@@ -924,8 +926,8 @@ def _e_CertificateChainType(w, o):
             el = 'Certificate'
             v = (v << 3) | (1 << 1)
             n += 3
-            if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
             _l = len(v_Certificate)
+            if _l > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
@@ -996,10 +998,12 @@ def _d_ChargeServiceType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -1033,10 +1037,12 @@ def _d_ChargeServiceType(r):
                 raise r.deviation('ChargeServiceType', r.end - q)
         if s == 3:
             if ec == 0:
-                el = 'ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -1119,8 +1125,8 @@ def _e_ChargeServiceType(w, o):
                 el = 'ServiceName'
                 v <<= 3
                 n += 3
-                if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                 _l = len(v_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                 if _l < 126 and v_ServiceName.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
                     n += (_l + 1) << 3
@@ -1149,8 +1155,8 @@ def _e_ChargeServiceType(w, o):
                 el = 'ServiceScope'
                 v <<= 3
                 n += 3
-                if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
                 _l = len(v_ServiceScope)
+                if _l > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
                 if _l < 126 and v_ServiceScope.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
@@ -2041,8 +2047,8 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
                     q -= 8 + (_l << 3)
                     f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(r.end - q))
+                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
+                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
@@ -2087,8 +2093,8 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
             if v_value is not None:
                 v <<= 1
                 n += 1
-                if len(v_value) > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
                 _l = len(v_value)
+                if _l > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
                 v <<= 1
@@ -4310,8 +4316,8 @@ def _d_DiffieHellmanPublickeyType(r):
                     q -= 8 + (_l << 3)
                     f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
-                if len(f_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(r.end - q))
+                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
+                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
@@ -4356,8 +4362,8 @@ def _e_DiffieHellmanPublickeyType(w, o):
             if v_value is not None:
                 v <<= 1
                 n += 1
-                if len(v_value) > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
                 _l = len(v_value)
+                if _l > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
                 v <<= 1
@@ -4423,8 +4429,8 @@ def _e_EMAIDType(w, o):
             if not (v_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
-            if len(v_value) < 14 or len(v_value) > 15: raise EncodeError(f'length {len(v_value)} outside [14, 15]')
             _l = len(v_value)
+            if _l < 14 or _l > 15: raise EncodeError(f'length {len(v_value)} outside [14, 15]')
             if _l < 126 and v_value.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_value.encode(), 'big')
                 n += (_l + 1) << 3
@@ -4885,13 +4891,13 @@ def _d_ListOfRootCertificateIDsType(r):
     el = ''
     f_RootCertificateID = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509IssuerName'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -4943,13 +4949,13 @@ def _d_ListOfRootCertificateIDsType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -5116,13 +5122,13 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_TMeter = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -5172,10 +5178,12 @@ def _d_MeterInfoType(r):
                 ec = (x & 7)
                 s = 2
             elif ec == 1:
-                el = 'SigMeterReading'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'SigMeterReading'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
@@ -5185,8 +5193,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
+                    if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
@@ -5266,10 +5274,12 @@ def _d_MeterInfoType(r):
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
             if ec == 0:
-                el = 'SigMeterReading'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'SigMeterReading'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
@@ -5279,8 +5289,8 @@ def _d_MeterInfoType(r):
                         q -= 8 + (_l << 3)
                         f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
-                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
+                    if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
@@ -5493,8 +5503,8 @@ def _e_MeterInfoType(w, o):
             el = 'MeterID'
             v <<= 2
             n += 2
-            if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
             _l = len(v_MeterID)
+            if _l > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
             if _l < 126 and v_MeterID.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
                 n += (_l + 1) << 3
@@ -5521,8 +5531,8 @@ def _e_MeterInfoType(w, o):
                 el = 'SigMeterReading'
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
                 _l = len(v_SigMeterReading)
+                if _l > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
@@ -5563,8 +5573,8 @@ def _e_MeterInfoType(w, o):
                 el = 'SigMeterReading'
                 v <<= 4
                 n += 4
-                if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
                 _l = len(v_SigMeterReading)
+                if _l > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
@@ -5679,10 +5689,12 @@ def _d_NotificationType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'FaultMsg'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'FaultMsg'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
@@ -5734,8 +5746,8 @@ def _e_NotificationType(w, o):
                 el = 'FaultMsg'
                 v <<= 3
                 n += 3
-                if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
                 _l = len(v_FaultMsg)
+                if _l > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
                 if _l < 126 and v_FaultMsg.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
                     n += (_l + 1) << 3
@@ -6838,10 +6850,12 @@ def _d_ParameterType(r):
                 f_physicalValue.Value = _c1_Value
                 s = -1
             elif ec == 5:
-                el = 'stringValue'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'stringValue'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
@@ -8260,10 +8274,12 @@ def _d_SalesTariffType(r):
             raise r.deviation('SalesTariffType', r.end - q)
         if s == 2:
             if ec == 0:
-                el = 'SalesTariffDescription'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'SalesTariffDescription'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
@@ -8405,8 +8421,8 @@ def _e_SalesTariffType(w, o):
                 el = 'SalesTariffDescription'
                 v <<= 3
                 n += 3
-                if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
                 _l = len(v_SalesTariffDescription)
+                if _l > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
                 if _l < 126 and v_SalesTariffDescription.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
                     n += (_l + 1) << 3
@@ -8974,10 +8990,12 @@ def _d_ServiceListType(r):
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
-                el = 'Service/ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Service/ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -9011,10 +9029,12 @@ def _d_ServiceListType(r):
                 raise r.deviation('ServiceType', r.end - q)
         if _c1_s == 3:
             if ec == 0:
-                el = 'Service/ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Service/ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -9098,10 +9118,12 @@ def _d_ServiceListType(r):
                     _c2_s = 1
                     if _c2_s == 1:
                         if ec == 0:
-                            el = 'Service/ServiceName'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Service/ServiceName'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -9135,10 +9157,12 @@ def _d_ServiceListType(r):
                             raise r.deviation('ServiceType', r.end - q)
                     if _c2_s == 3:
                         if ec == 0:
-                            el = 'Service/ServiceScope'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Service/ServiceScope'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -9237,8 +9261,8 @@ def _e_ServiceListType(w, o):
                     el = 'Service/ServiceName'
                     v <<= 3
                     n += 3
-                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
                     _l = len(_c1_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
                     if _l < 126 and _c1_ServiceName.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
                         n += (_l + 1) << 3
@@ -9264,8 +9288,8 @@ def _e_ServiceListType(w, o):
                     el = 'Service/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c1_ServiceScope) > 64: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 64]')
                     _l = len(_c1_ServiceScope)
+                    if _l > 64: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 64]')
                     if _l < 126 and _c1_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -9326,8 +9350,8 @@ def _e_ServiceListType(w, o):
                             el = 'Service/ServiceName'
                             v <<= 3
                             n += 3
-                            if len(_c2_ServiceName) > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
                             _l = len(_c2_ServiceName)
+                            if _l > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
                             if _l < 126 and _c2_ServiceName.isascii():
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
                                 n += (_l + 1) << 3
@@ -9353,8 +9377,8 @@ def _e_ServiceListType(w, o):
                             el = 'Service/ServiceScope'
                             v <<= 3
                             n += 3
-                            if len(_c2_ServiceScope) > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
                             _l = len(_c2_ServiceScope)
+                            if _l > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
                             if _l < 126 and _c2_ServiceScope.isascii():
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
                                 n += (_l + 1) << 3
@@ -9545,10 +9569,12 @@ def _d_ServiceType(r):
         s = 1
         if s == 1:
             if ec == 0:
-                el = 'ServiceName'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceName'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -9582,10 +9608,12 @@ def _d_ServiceType(r):
                 raise r.deviation('ServiceType', r.end - q)
         if s == 3:
             if ec == 0:
-                el = 'ServiceScope'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'ServiceScope'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -9658,8 +9686,8 @@ def _e_ServiceType(w, o):
                 el = 'ServiceName'
                 v <<= 3
                 n += 3
-                if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                 _l = len(v_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                 if _l < 126 and v_ServiceName.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
                     n += (_l + 1) << 3
@@ -9685,8 +9713,8 @@ def _e_ServiceType(w, o):
                 el = 'ServiceScope'
                 v <<= 3
                 n += 3
-                if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
                 _l = len(v_ServiceScope)
+                if _l > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
                 if _l < 126 and v_ServiceScope.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
@@ -9722,13 +9750,13 @@ def _d_SubCertificatesType(r):
     el = ''
     f_Certificate = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -9738,8 +9766,8 @@ def _d_SubCertificatesType(r):
                 q -= 8 + (_l << 3)
                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
+                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+            if _l > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -9752,10 +9780,12 @@ def _d_SubCertificatesType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -9765,8 +9795,8 @@ def _d_SubCertificatesType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        if _l > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -9806,8 +9836,8 @@ def _e_SubCertificatesType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            if len(v_Certificate[i_Certificate]) > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
             _l = len(v_Certificate[i_Certificate])
+            if _l > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
             v <<= 1
@@ -9823,8 +9853,8 @@ def _e_SubCertificatesType(w, o):
                     el = 'Certificate'
                     v <<= 3
                     n += 3
-                    if len(v_Certificate[i_Certificate]) > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
                     _l = len(v_Certificate[i_Certificate])
+                    if _l > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
                     v <<= 1

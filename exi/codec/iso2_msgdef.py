@@ -60,13 +60,13 @@ def _d_V2G_Message(r):
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -76,8 +76,8 @@ def _d_V2G_Message(r):
                 q -= 8 + (_l << 3)
                 _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
+                r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
+            if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -103,10 +103,12 @@ def _d_V2G_Message(r):
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
                     if ec == 0:
-                        el = 'Header/Notification/FaultMsg'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'Header/Notification/FaultMsg'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
@@ -210,8 +212,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c1_GenChallenge)
+                            if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -231,8 +233,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c1_GenChallenge)
+                                if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -426,13 +428,13 @@ def _d_V2G_Message(r):
                         r.pos = r.end - q
                         _c2_c6_Id = r.string('iso2_msgbody:Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -442,8 +444,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c6_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c6_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c2_c6_OEMProvisioningCert, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_OEMProvisioningCert)
+                            if _l > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c2_c6_OEMProvisioningCert, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -485,13 +487,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c7_c1_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -501,8 +503,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -512,10 +514,12 @@ def _d_V2G_Message(r):
                             ec = x
                             _c2_c7_c1_s = 2
                         elif ec == 1:
-                            el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -525,8 +529,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -571,13 +575,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c7_c2_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -587,8 +591,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c2_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -598,10 +602,12 @@ def _d_V2G_Message(r):
                             ec = x
                             _c2_c7_c2_s = 2
                         elif ec == 1:
-                            el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -611,8 +617,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c2_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -665,8 +671,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c7_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c2_c7_c3_value, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c3_value)
+                                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c2_c7_c3_value, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
@@ -705,8 +711,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c7_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c2_c7_c4_value, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c4_value)
+                                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c2_c7_c4_value, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
@@ -765,13 +771,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c8_c1_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -781,8 +787,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c8_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -792,10 +798,12 @@ def _d_V2G_Message(r):
                             ec = x
                             _c2_c8_c1_s = 2
                         elif ec == 1:
-                            el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -805,8 +813,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c8_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1074,13 +1082,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c11_Id = r.string('iso2_msgbody:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SessionID'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -1090,8 +1098,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c11_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -1101,10 +1109,12 @@ def _d_V2G_Message(r):
                             ec = x
                             _c2_c11_s = 2
                         elif ec == 1:
-                            el = 'Body/MeteringReceiptReq/SessionID'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/MeteringReceiptReq/SessionID'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -1114,8 +1124,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c11_SessionID)
+                                if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -1201,13 +1211,13 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c12_c1_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            _esc = (x & 1)
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1217,8 +1227,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c12_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1228,10 +1238,12 @@ def _d_V2G_Message(r):
                             ec = x
                             _c2_c12_c1_s = 2
                         elif ec == 1:
-                            el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -1241,8 +1253,8 @@ def _d_V2G_Message(r):
                                     q -= 8 + (_l << 3)
                                     _c2_c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
-                                if len(_c2_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c12_c1_Certificate)
+                                if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -1300,8 +1312,8 @@ def _d_V2G_Message(r):
                             q -= 8 + (_l << 3)
                             _c2_c13_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c2_c13_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
-                        if len(_c2_c13_GenChallenge) < 16 or len(_c2_c13_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c2_c13_GenChallenge, r.at(r.end - q))
+                            r.pos = r.end - q; _c2_c13_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c13_GenChallenge)
+                        if _l < 16 or _l > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c2_c13_GenChallenge, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1756,10 +1768,12 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
                         if ec == 0:
-                            el = 'Body/ServiceDiscoveryReq/ServiceScope'
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1:
+                            x = (V >> q) & 1
+                            el = 'Body/ServiceDiscoveryReq/ServiceScope'
+                            _esc = x
+                            if _esc:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -1824,15 +1838,15 @@ def _d_V2G_Message(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 29:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'Body/SessionSetupReq/EVCCID'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -1842,8 +1856,8 @@ def _d_V2G_Message(r):
                                 q -= 8 + (_l << 3)
                                 _c2_c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c2_c21_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c2_c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c21_EVCCID)
+                            if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c2_c21_EVCCID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -2161,8 +2175,8 @@ def _e_V2G_Message(w, o):
                 el = 'Header/SessionID'
                 v <<= 2
                 n += 2
-                if len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [0, 8]')
                 _l = len(_c1_SessionID)
+                if _l > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [0, 8]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 v <<= 1
@@ -2192,8 +2206,8 @@ def _e_V2G_Message(w, o):
                             el = 'Header/Notification/FaultMsg'
                             v <<= 3
                             n += 3
-                            if len(_c1_c1_FaultMsg) > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
                             _l = len(_c1_c1_FaultMsg)
+                            if _l > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
                             if _l < 126 and _c1_c1_FaultMsg.isascii():
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
                                 n += (_l + 1) << 3
@@ -2264,8 +2278,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/AuthorizationReq/GenChallenge'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c2_c1_GenChallenge)} outside [16, 16]')
                     _l = len(_c2_c1_GenChallenge)
+                    if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c2_c1_GenChallenge)} outside [16, 16]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c1_GenChallenge, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c1_GenChallenge); v = w.v; n = w.n
                     v <<= 1
@@ -2280,8 +2294,8 @@ def _e_V2G_Message(w, o):
                         el = 'Body/AuthorizationReq/GenChallenge'
                         v <<= 3
                         n += 3
-                        if len(_c2_c1_GenChallenge) < 16 or len(_c2_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c2_c1_GenChallenge)} outside [16, 16]')
                         _l = len(_c2_c1_GenChallenge)
+                        if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c2_c1_GenChallenge)} outside [16, 16]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c1_GenChallenge, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c2_c1_GenChallenge); v = w.v; n = w.n
                         v <<= 1
@@ -2441,8 +2455,8 @@ def _e_V2G_Message(w, o):
                 el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                 v <<= 2
                 n += 2
-                if len(_c2_c6_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c2_c6_OEMProvisioningCert)} outside [0, 800]')
                 _l = len(_c2_c6_OEMProvisioningCert)
+                if _l > 800: raise EncodeError(f'length {len(_c2_c6_OEMProvisioningCert)} outside [0, 800]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c6_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c6_OEMProvisioningCert); v = w.v; n = w.n
                 if not (_c2_c6_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
@@ -2489,8 +2503,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                     v <<= 2
                     n += 2
-                    if len(_c2_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c2_Certificate)} outside [0, 800]')
                     _l = len(_c2_c7_c2_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c7_c2_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -2500,8 +2514,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c2_Certificate)} outside [0, 800]')
                     _l = len(_c2_c7_c2_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c7_c2_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -2546,8 +2560,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                     v <<= 2
                     n += 2
-                    if len(_c2_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c3_Certificate)} outside [0, 800]')
                     _l = len(_c2_c7_c3_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c7_c3_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c3_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -2557,8 +2571,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c2_c7_c3_Certificate)} outside [0, 800]')
                     _l = len(_c2_c7_c3_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c7_c3_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c3_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -2605,8 +2619,8 @@ def _e_V2G_Message(w, o):
                     if _c2_c7_c4_value is not None:
                         v <<= 1
                         n += 1
-                        if len(_c2_c7_c4_value) > 48: raise EncodeError(f'length {len(_c2_c7_c4_value)} outside [0, 48]')
                         _l = len(_c2_c7_c4_value)
+                        if _l > 48: raise EncodeError(f'length {len(_c2_c7_c4_value)} outside [0, 48]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c4_value, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c2_c7_c4_value); v = w.v; n = w.n
                         v <<= 1
@@ -2638,8 +2652,8 @@ def _e_V2G_Message(w, o):
                     if _c2_c7_c5_value is not None:
                         v <<= 1
                         n += 1
-                        if len(_c2_c7_c5_value) > 65: raise EncodeError(f'length {len(_c2_c7_c5_value)} outside [0, 65]')
                         _l = len(_c2_c7_c5_value)
+                        if _l > 65: raise EncodeError(f'length {len(_c2_c7_c5_value)} outside [0, 65]')
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c5_value, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c2_c7_c5_value); v = w.v; n = w.n
                         v <<= 1
@@ -2695,8 +2709,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                     v <<= 2
                     n += 2
-                    if len(_c2_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c8_c1_Certificate)} outside [0, 800]')
                     _l = len(_c2_c8_c1_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c8_c1_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c8_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -2706,8 +2720,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c8_c1_Certificate)} outside [0, 800]')
                     _l = len(_c2_c8_c1_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c8_c1_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c8_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -2735,8 +2749,8 @@ def _e_V2G_Message(w, o):
                 el = 'Body/CertificateUpdateReq/eMAID'
                 v <<= 2
                 n += 2
-                if len(_c2_c8_eMAID) < 14 or len(_c2_c8_eMAID) > 15: raise EncodeError(f'length {len(_c2_c8_eMAID)} outside [14, 15]')
                 _l = len(_c2_c8_eMAID)
+                if _l < 14 or _l > 15: raise EncodeError(f'length {len(_c2_c8_eMAID)} outside [14, 15]')
                 if _l < 126 and _c2_c8_eMAID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c8_eMAID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -2921,8 +2935,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/MeteringReceiptReq/SessionID'
                     v <<= 2
                     n += 2
-                    if len(_c2_c11_SessionID) > 8: raise EncodeError(f'length {len(_c2_c11_SessionID)} outside [0, 8]')
                     _l = len(_c2_c11_SessionID)
+                    if _l > 8: raise EncodeError(f'length {len(_c2_c11_SessionID)} outside [0, 8]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c11_SessionID, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c11_SessionID); v = w.v; n = w.n
                     v <<= 1
@@ -2932,8 +2946,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/MeteringReceiptReq/SessionID'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c11_SessionID) > 8: raise EncodeError(f'length {len(_c2_c11_SessionID)} outside [0, 8]')
                     _l = len(_c2_c11_SessionID)
+                    if _l > 8: raise EncodeError(f'length {len(_c2_c11_SessionID)} outside [0, 8]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c11_SessionID, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c11_SessionID); v = w.v; n = w.n
                     v <<= 1
@@ -2991,8 +3005,8 @@ def _e_V2G_Message(w, o):
                 el = 'Body/PaymentDetailsReq/eMAID'
                 v = (v << 8) | (17 << 2)
                 n += 8
-                if len(_c2_c12_eMAID) < 14 or len(_c2_c12_eMAID) > 15: raise EncodeError(f'length {len(_c2_c12_eMAID)} outside [14, 15]')
                 _l = len(_c2_c12_eMAID)
+                if _l < 14 or _l > 15: raise EncodeError(f'length {len(_c2_c12_eMAID)} outside [14, 15]')
                 if _l < 126 and _c2_c12_eMAID.isascii():
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c12_eMAID.encode(), 'big')
                     n += (_l + 1) << 3
@@ -3018,8 +3032,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                     v <<= 2
                     n += 2
-                    if len(_c2_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 800]')
                     _l = len(_c2_c12_c1_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -3029,8 +3043,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    if len(_c2_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 800]')
                     _l = len(_c2_c12_c1_Certificate)
+                    if _l > 800: raise EncodeError(f'length {len(_c2_c12_c1_Certificate)} outside [0, 800]')
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
@@ -3071,8 +3085,8 @@ def _e_V2G_Message(w, o):
                 el = 'Body/PaymentDetailsRes/GenChallenge'
                 v = (v << 16) | (18 << 10) | (_c2_c13_i1 << 3)
                 n += 16
-                if len(_c2_c13_GenChallenge) < 16 or len(_c2_c13_GenChallenge) > 16: raise EncodeError(f'length {len(_c2_c13_GenChallenge)} outside [16, 16]')
                 _l = len(_c2_c13_GenChallenge)
+                if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c2_c13_GenChallenge)} outside [16, 16]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c13_GenChallenge, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c13_GenChallenge); v = w.v; n = w.n
                 if not (_c2_c13_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
@@ -3377,8 +3391,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/ServiceDiscoveryReq/ServiceScope'
                     v <<= 3
                     n += 3
-                    if len(_c2_c20_ServiceScope) > 64: raise EncodeError(f'length {len(_c2_c20_ServiceScope)} outside [0, 64]')
                     _l = len(_c2_c20_ServiceScope)
+                    if _l > 64: raise EncodeError(f'length {len(_c2_c20_ServiceScope)} outside [0, 64]')
                     if _l < 126 and _c2_c20_ServiceScope.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c20_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
@@ -3436,8 +3450,8 @@ def _e_V2G_Message(w, o):
                 el = 'Body/SessionSetupReq/EVCCID'
                 v = (v << 8) | (29 << 2)
                 n += 8
-                if len(_c2_c21_EVCCID) > 6: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 6]')
                 _l = len(_c2_c21_EVCCID)
+                if _l > 6: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 6]')
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c21_EVCCID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_c21_EVCCID); v = w.v; n = w.n
                 v <<= 3
@@ -3459,8 +3473,8 @@ def _e_V2G_Message(w, o):
                     el = 'Body/SessionSetupRes/EVSEID'
                     v = (v << 10) | (_c2_c22_i1 << 3)
                     n += 10
-                    if len(_c2_c22_EVSEID) < 7 or len(_c2_c22_EVSEID) > 37: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [7, 37]')
                     _l = len(_c2_c22_EVSEID)
+                    if _l < 7 or _l > 37: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [7, 37]')
                     if _l < 126 and _c2_c22_EVSEID.isascii():
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c22_EVSEID.encode(), 'big')
                         n += (_l + 1) << 3
@@ -3678,7 +3692,9 @@ def _de2(r):  # DigestValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
@@ -3688,7 +3704,7 @@ def _de2(r):  # DigestValue
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
@@ -3719,7 +3735,9 @@ def _de4(r):  # KeyName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -3760,7 +3778,9 @@ def _de6(r):  # MgmtData
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -4192,7 +4212,9 @@ def _de14(r):  # Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
@@ -4202,8 +4224,8 @@ def _de14(r):  # Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
@@ -4215,8 +4237,8 @@ def _ee14(w, o):  # Certificate
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 800: raise EncodeError(f'length {len(o)} outside [0, 800]')
     _l = len(o)
+    if _l > 800: raise EncodeError(f'length {len(o)} outside [0, 800]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -4446,7 +4468,9 @@ def _de23(r):  # EVCCID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
@@ -4456,8 +4480,8 @@ def _de23(r):  # EVCCID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -4469,8 +4493,8 @@ def _ee23(w, o):  # EVCCID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 6: raise EncodeError(f'length {len(o)} outside [0, 6]')
     _l = len(o)
+    if _l > 6: raise EncodeError(f'length {len(o)} outside [0, 6]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -4583,8 +4607,8 @@ def _ee28(w, o):  # EVSEID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 7 or len(o) > 37: raise EncodeError(f'length {len(o)} outside [7, 37]')
     _l = len(o)
+    if _l < 7 or _l > 37: raise EncodeError(f'length {len(o)} outside [7, 37]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -4804,7 +4828,9 @@ def _de37(r):  # Exponent
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -4814,7 +4840,7 @@ def _de37(r):  # Exponent
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -4862,7 +4888,9 @@ def _de39(r):  # FaultMsg
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
@@ -4883,8 +4911,8 @@ def _ee39(w, o):  # FaultMsg
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -4940,7 +4968,9 @@ def _de42(r):  # G
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -4950,7 +4980,7 @@ def _de42(r):  # G
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -4980,8 +5010,8 @@ def _de43(r):  # GenChallenge
         q -= 8 + (_l << 3)
         val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.end - q))
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+    if _l < 16 or _l > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
@@ -4993,8 +5023,8 @@ def _ee43(w, o):  # GenChallenge
     n = w.n
     v <<= 1
     n += 1
-    if len(o) < 16 or len(o) > 16: raise EncodeError(f'length {len(o)} outside [16, 16]')
     _l = len(o)
+    if _l < 16 or _l > 16: raise EncodeError(f'length {len(o)} outside [16, 16]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -5056,7 +5086,9 @@ def _de45(r):  # J
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('J', r.end - q)
@@ -5066,7 +5098,7 @@ def _de45(r):  # J
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('J', r.end - q)
@@ -5137,7 +5169,9 @@ def _de47(r):  # MeterID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
@@ -5158,8 +5192,8 @@ def _ee47(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -5270,7 +5304,9 @@ def _de50(r):  # Modulus
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -5280,7 +5316,7 @@ def _de50(r):  # Modulus
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
@@ -5392,7 +5428,9 @@ def _de54(r):  # OEMProvisioningCert
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -5402,8 +5440,8 @@ def _de54(r):  # OEMProvisioningCert
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
@@ -5415,8 +5453,8 @@ def _ee54(w, o):  # OEMProvisioningCert
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 800: raise EncodeError(f'length {len(o)} outside [0, 800]')
     _l = len(o)
+    if _l > 800: raise EncodeError(f'length {len(o)} outside [0, 800]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -5429,7 +5467,9 @@ def _de55(r):  # P
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('P', r.end - q)
@@ -5439,7 +5479,7 @@ def _de55(r):  # P
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('P', r.end - q)
@@ -5464,7 +5504,9 @@ def _de56(r):  # PGPKeyID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
@@ -5474,7 +5516,7 @@ def _de56(r):  # PGPKeyID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
@@ -5499,7 +5541,9 @@ def _de57(r):  # PGPKeyPacket
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -5509,7 +5553,7 @@ def _de57(r):  # PGPKeyPacket
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -5605,7 +5649,9 @@ def _de60(r):  # PgenCounter
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
@@ -5615,7 +5661,7 @@ def _de60(r):  # PgenCounter
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
@@ -5640,7 +5686,9 @@ def _de61(r):  # Q
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Q', r.end - q)
@@ -5650,7 +5698,7 @@ def _de61(r):  # Q
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
@@ -5853,7 +5901,9 @@ def _de69(r):  # SPKISexp
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -5863,7 +5913,7 @@ def _de69(r):  # SPKISexp
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -5888,7 +5938,9 @@ def _de70(r):  # SalesTariffDescription
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
@@ -5909,8 +5961,8 @@ def _ee70(w, o):  # SalesTariffDescription
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -5946,7 +5998,9 @@ def _de72(r):  # Seed
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -5956,7 +6010,7 @@ def _de72(r):  # Seed
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -6136,7 +6190,9 @@ def _de78(r):  # ServiceName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
@@ -6157,8 +6213,8 @@ def _ee78(w, o):  # ServiceName
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     _l = len(o)
+    if _l > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -6173,7 +6229,9 @@ def _de79(r):  # ServiceScope
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -6194,8 +6252,8 @@ def _ee79(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -6210,7 +6268,9 @@ def _de80(r):  # ServiceScope
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
@@ -6231,8 +6291,8 @@ def _ee80(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 126 and o.isascii():
         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
         n += (_l + 1) << 3
@@ -6247,7 +6307,9 @@ def _de81(r):  # SessionID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -6257,8 +6319,8 @@ def _de81(r):  # SessionID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -6270,8 +6332,8 @@ def _ee81(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     _l = len(o)
+    if _l > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -6284,7 +6346,9 @@ def _de82(r):  # SessionID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
@@ -6294,8 +6358,8 @@ def _de82(r):  # SessionID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -6307,8 +6371,8 @@ def _ee82(w, o):  # SessionID
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     _l = len(o)
+    if _l > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -6321,7 +6385,9 @@ def _de83(r):  # SigMeterReading
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
@@ -6331,8 +6397,8 @@ def _de83(r):  # SigMeterReading
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
-        if len(val) > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(r.end - q))
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
+        if _l > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
@@ -6344,8 +6410,8 @@ def _ee83(w, o):  # SigMeterReading
     n = w.n
     v <<= 1
     n += 1
-    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     _l = len(o)
+    if _l > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
     else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
@@ -6481,7 +6547,9 @@ def _de87(r):  # X509CRL
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -6491,7 +6559,7 @@ def _de87(r):  # X509CRL
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -6516,7 +6584,9 @@ def _de88(r):  # X509Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -6526,7 +6596,7 @@ def _de88(r):  # X509Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -6551,7 +6621,9 @@ def _de89(r):  # X509IssuerName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -6586,7 +6658,9 @@ def _de90(r):  # X509SKI
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -6596,7 +6670,7 @@ def _de90(r):  # X509SKI
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -6670,7 +6744,9 @@ def _de92(r):  # X509SubjectName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -6705,7 +6781,9 @@ def _de93(r):  # XPath
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -6740,7 +6818,9 @@ def _de94(r):  # Y
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -6750,7 +6830,7 @@ def _de94(r):  # Y
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Y', r.end - q)
@@ -7097,7 +7177,9 @@ def _de104(r):  # stringValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)

@@ -172,10 +172,12 @@ def _d_DSAKeyValueType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'P'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'P'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('P', r.end - q)
@@ -185,17 +187,17 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_P = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_P = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_P = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_P)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('P', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('DSAKeyValueType', r.end - q)
                     el = 'Q'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Q', r.end - q)
@@ -205,7 +207,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_Q = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_Q = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_Q = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
@@ -215,10 +217,12 @@ def _d_DSAKeyValueType(r):
                     ec = x
                     s = 4
                 elif ec == 1:
-                    el = 'G'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'G'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -228,7 +232,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_G)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -237,10 +241,12 @@ def _d_DSAKeyValueType(r):
                     if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'Y'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -250,7 +256,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Y', r.end - q)
@@ -262,10 +268,12 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 2:
-                el = 'Y'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'Y'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -275,7 +283,7 @@ def _d_DSAKeyValueType(r):
                         q -= 8 + (_l << 3)
                         f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
@@ -286,10 +294,12 @@ def _d_DSAKeyValueType(r):
                 s = 3
             if s == 3:
                 if ec == 0:
-                    el = 'J'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'J'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('J', r.end - q)
@@ -299,7 +309,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_J = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_J = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_J = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_J)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('J', r.end - q)
@@ -309,10 +319,12 @@ def _d_DSAKeyValueType(r):
                     ec = x
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'Seed'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -322,7 +334,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Seed)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -337,10 +349,12 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 4:
                 if ec == 0:
-                    el = 'G'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'G'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -350,7 +364,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_G)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -359,10 +373,12 @@ def _d_DSAKeyValueType(r):
                     if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'Y'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -372,7 +388,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Y', r.end - q)
@@ -385,10 +401,12 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 5:
                 if ec == 0:
-                    el = 'Seed'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'Seed'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -398,7 +416,7 @@ def _d_DSAKeyValueType(r):
                             q -= 8 + (_l << 3)
                             f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Seed)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -412,10 +430,12 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 6:
-                el = 'PgenCounter'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                x = (V >> q) & 1
+                el = 'PgenCounter'
+                _esc = x
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
@@ -425,7 +445,7 @@ def _d_DSAKeyValueType(r):
                         q -= 8 + (_l << 3)
                         f_PgenCounter = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; f_PgenCounter = r.binary(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; f_PgenCounter = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PgenCounter)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
@@ -785,10 +805,12 @@ def _d_KeyInfoType(r, key):
                         ec = x
                         s = 1
                     elif ec == 1:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -948,10 +970,12 @@ def _d_KeyInfoType(r, key):
                         ec = x
                         s = 8
                     elif ec == 7:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -992,10 +1016,12 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 if ec < 4:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -1155,10 +1181,12 @@ def _d_KeyInfoType(r, key):
                         ec = x
                         s = 8
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -1199,10 +1227,12 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 if ec < 4:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -1362,10 +1392,12 @@ def _d_KeyInfoType(r, key):
                         ec = x
                         s = 8
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -1406,10 +1438,12 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -1545,10 +1579,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -1588,10 +1624,12 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -1727,10 +1765,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -1770,10 +1810,12 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -1909,10 +1951,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -1952,10 +1996,12 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -2091,10 +2137,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -2134,10 +2182,12 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -2273,10 +2323,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -2316,10 +2368,12 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -2455,10 +2509,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -2498,10 +2554,12 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -2637,10 +2695,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -2680,10 +2740,12 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -2819,10 +2881,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -2865,10 +2929,12 @@ def _d_KeyInfoType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     ec = (V >> q) & 15
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -3005,10 +3071,12 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -3051,10 +3119,12 @@ def _d_KeyInfoType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     ec = (V >> q) & 15
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -3191,10 +3261,12 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -3237,10 +3309,12 @@ def _d_KeyInfoType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     ec = (V >> q) & 15
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -3377,10 +3451,12 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -3423,10 +3499,12 @@ def _d_KeyInfoType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     ec = (V >> q) & 15
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -3563,10 +3641,12 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -3609,10 +3689,12 @@ def _d_KeyInfoType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     ec = (V >> q) & 15
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -3749,10 +3831,12 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -3795,10 +3879,12 @@ def _d_KeyInfoType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     ec = (V >> q) & 15
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -3935,10 +4021,12 @@ def _d_KeyInfoType(r, key):
                         V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -3981,10 +4069,12 @@ def _d_KeyInfoType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     ec = (V >> q) & 15
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -4123,10 +4213,12 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -4164,10 +4256,12 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 if ec < 5:
                     if ec == 0:
-                        el = 'KeyName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'KeyName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -4303,10 +4397,12 @@ def _d_KeyInfoType(r, key):
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
-                        el = 'MgmtData'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'MgmtData'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -7356,13 +7452,13 @@ def _d_KeyValueType(r, key):
                     ec = x
                     s = 2
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -7372,17 +7468,17 @@ def _d_KeyValueType(r, key):
                             q -= 8 + (_l << 3)
                             _c1_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c1_Modulus = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c1_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Modulus)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -7392,7 +7488,7 @@ def _d_KeyValueType(r, key):
                             q -= 8 + (_l << 3)
                             _c1_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c1_Exponent = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c1_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Exponent)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -7437,13 +7533,13 @@ def _d_KeyValueType(r, key):
                     ec = x
                     s = 2
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -7453,17 +7549,17 @@ def _d_KeyValueType(r, key):
                             q -= 8 + (_l << 3)
                             _c2_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c2_Modulus = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Modulus)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -7473,7 +7569,7 @@ def _d_KeyValueType(r, key):
                             q -= 8 + (_l << 3)
                             _c2_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c2_Exponent = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Exponent)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -8172,10 +8268,12 @@ def _d_PGPDataType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'PGPKeyID'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'PGPKeyID'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
@@ -8185,7 +8283,7 @@ def _d_PGPDataType(r):
                             q -= 8 + (_l << 3)
                             f_PGPKeyID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_PGPKeyID = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_PGPKeyID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PGPKeyID)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
@@ -8195,10 +8293,12 @@ def _d_PGPDataType(r):
                     ec = x
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'PGPKeyPacket'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -8208,7 +8308,7 @@ def _d_PGPDataType(r):
                             q -= 8 + (_l << 3)
                             f_PGPKeyPacket = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PGPKeyPacket)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -8221,10 +8321,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', r.end - q)
             if s == 1:
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'PGPKeyPacket'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -8234,7 +8336,7 @@ def _d_PGPDataType(r):
                             q -= 8 + (_l << 3)
                             f_PGPKeyPacket = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PGPKeyPacket)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -8411,13 +8513,13 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('RSAKeyValueType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('RSAKeyValueType', r.end - q)
         el = 'Modulus'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -8427,17 +8529,17 @@ def _d_RSAKeyValueType(r):
                 q -= 8 + (_l << 3)
                 f_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_Modulus = r.binary(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; f_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Modulus)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('RSAKeyValueType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('RSAKeyValueType', r.end - q)
         el = 'Exponent'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -8447,7 +8549,7 @@ def _d_RSAKeyValueType(r):
                 q -= 8 + (_l << 3)
                 f_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_Exponent = r.binary(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; f_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Exponent)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -8661,10 +8763,12 @@ def _d_ReferenceType(r):
             if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             s = 5
         if s == 5:
-            el = 'DigestValue'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1:
+            x = (V >> q) & 1
+            el = 'DigestValue'
+            _esc = x
+            if _esc:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
@@ -8674,7 +8778,7 @@ def _d_ReferenceType(r):
                     q -= 8 + (_l << 3)
                     f_DigestValue = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_DigestValue = r.binary(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; f_DigestValue = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DigestValue)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
@@ -9064,13 +9168,13 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('SPKIDataType', r.end - q)
                 el = 'SPKISexp'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
+                _esc = (x & 1)
+                if _esc:
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -9080,7 +9184,7 @@ def _d_SPKIDataType(r):
                         q -= 8 + (_l << 3)
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -9092,10 +9196,12 @@ def _d_SPKIDataType(r):
                 s = 1
             if s == 1:
                 if ec == 0:
-                    el = 'SPKISexp'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'SPKISexp'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -9105,7 +9211,7 @@ def _d_SPKIDataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -9127,10 +9233,12 @@ def _d_SPKIDataType(r):
                     raise r.deviation('SPKIDataType', r.end - q)
             if s == 2:
                 if ec == 0:
-                    el = 'SPKISexp'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'SPKISexp'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -9140,7 +9248,7 @@ def _d_SPKIDataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -9157,10 +9265,12 @@ def _d_SPKIDataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     ec = (V >> q) & 3
                     if ec == 0:
-                        el = 'SPKISexp'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'SPKISexp'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -9170,7 +9280,7 @@ def _d_SPKIDataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -9193,10 +9303,12 @@ def _d_SPKIDataType(r):
                         raise r.deviation('SPKIDataType', r.end - q)
             if s == 4:
                 if ec == 0:
-                    el = 'SPKISexp'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'SPKISexp'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -9206,7 +9318,7 @@ def _d_SPKIDataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -10013,7 +10125,7 @@ def _d_SignatureType(r):
                     q -= 8 + (_l << 3)
                     _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_value)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
@@ -10035,7 +10147,7 @@ def _d_SignatureType(r):
                         q -= 8 + (_l << 3)
                         _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_value)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
@@ -10294,7 +10406,7 @@ def _d_SignatureValueType(r):
                 q -= 8 + (_l << 3)
                 f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
@@ -10316,7 +10428,7 @@ def _d_SignatureValueType(r):
                     q -= 8 + (_l << 3)
                     f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
@@ -10607,10 +10719,12 @@ def _d_TransformType(r, key):
                 s = 1
             if s == 1:
                 if ec == 0:
-                    el = 'XPath'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'XPath'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -10649,10 +10763,12 @@ def _d_TransformType(r, key):
                     raise r.deviation('TransformType', r.end - q)
             if s == 2:
                 if ec == 0:
-                    el = 'XPath'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'XPath'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -10691,10 +10807,12 @@ def _d_TransformType(r, key):
                     raise r.deviation('TransformType', r.end - q)
             if s == 3:
                 if ec == 0:
-                    el = 'XPath'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'XPath'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -10737,10 +10855,12 @@ def _d_TransformType(r, key):
                     if q < 0: V, q = r.slideq(q, 3)
                     ec = (V >> q) & 7
                     if ec == 0:
-                        el = 'XPath'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'XPath'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -11019,13 +11139,13 @@ def _d_X509DataType(r):
                 if q < 0: V, q = r.slideq(q, 3)
                 ec = (V >> q) & 7
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -11075,10 +11195,12 @@ def _d_X509DataType(r):
                     ec = x
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -11088,7 +11210,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -11099,10 +11221,12 @@ def _d_X509DataType(r):
                     ec = x
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11121,10 +11245,12 @@ def _d_X509DataType(r):
                     ec = x
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -11134,7 +11260,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -11145,10 +11271,12 @@ def _d_X509DataType(r):
                     ec = x
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -11158,7 +11286,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -11181,13 +11309,13 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', r.end - q)
             if s == 1:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -11233,10 +11361,12 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -11246,17 +11376,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11271,10 +11403,12 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -11284,17 +11418,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -11304,7 +11440,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -11326,13 +11462,13 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', r.end - q)
             if s == 2:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -11378,10 +11514,12 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -11391,17 +11529,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11416,10 +11556,12 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -11429,17 +11571,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -11449,7 +11593,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -11471,13 +11615,13 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', r.end - q)
             if s == 3:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -11523,10 +11667,12 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -11536,17 +11682,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11561,10 +11709,12 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -11574,17 +11724,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -11594,7 +11746,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -11616,13 +11768,13 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', r.end - q)
             if s == 4:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -11668,10 +11820,12 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -11681,17 +11835,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11706,10 +11862,12 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -11719,17 +11877,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -11739,7 +11899,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -11761,13 +11921,13 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', r.end - q)
             if s == 5:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -11813,10 +11973,12 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -11826,17 +11988,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11851,10 +12015,12 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -11864,17 +12030,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -11884,7 +12052,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -11906,13 +12074,13 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', r.end - q)
             if s == 6:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -11958,10 +12126,12 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -11971,17 +12141,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -11996,10 +12168,12 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -12009,17 +12183,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -12029,7 +12205,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -12055,13 +12231,13 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 3)
                     ec = (V >> q) & 7
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -12106,10 +12282,12 @@ def _d_X509DataType(r):
                         _v.X509SerialNumber = _c8_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -12119,7 +12297,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -12127,10 +12305,12 @@ def _d_X509DataType(r):
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -12146,10 +12326,12 @@ def _d_X509DataType(r):
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -12159,7 +12341,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -12167,10 +12349,12 @@ def _d_X509DataType(r):
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -12180,7 +12364,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -12209,13 +12393,13 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 3)
                     ec = (V >> q) & 7
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -12262,10 +12446,12 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -12275,16 +12461,18 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -12300,10 +12488,12 @@ def _d_X509DataType(r):
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -12313,7 +12503,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -12321,10 +12511,12 @@ def _d_X509DataType(r):
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -12334,7 +12526,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -12363,13 +12555,13 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 3)
                     ec = (V >> q) & 7
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -12416,10 +12608,12 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -12429,7 +12623,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -12437,10 +12631,12 @@ def _d_X509DataType(r):
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -12454,10 +12650,12 @@ def _d_X509DataType(r):
                             if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -12467,7 +12665,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -12475,10 +12673,12 @@ def _d_X509DataType(r):
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -12488,7 +12688,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -12517,13 +12717,13 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 3)
                     ec = (V >> q) & 7
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -12570,10 +12770,12 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -12583,7 +12785,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -12591,10 +12793,12 @@ def _d_X509DataType(r):
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -12610,10 +12814,12 @@ def _d_X509DataType(r):
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -12623,16 +12829,18 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -12642,7 +12850,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -12671,13 +12879,13 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 3)
                     ec = (V >> q) & 7
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -12724,10 +12932,12 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -12737,7 +12947,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -12745,10 +12955,12 @@ def _d_X509DataType(r):
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -12764,10 +12976,12 @@ def _d_X509DataType(r):
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -12777,7 +12991,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -12785,10 +12999,12 @@ def _d_X509DataType(r):
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
+                        x = (V >> q) & 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -12798,7 +13014,7 @@ def _d_X509DataType(r):
                                 q -= 8 + (_l << 3)
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -12821,13 +13037,13 @@ def _d_X509DataType(r):
                         raise r.deviation('X509DataType', r.end - q)
             if s == 12:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    _esc = (x & 1)
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -12873,10 +13089,12 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -12886,17 +13104,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -12911,10 +13131,12 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -12924,17 +13146,19 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
+                    x = (V >> q) & 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -12944,7 +13168,7 @@ def _d_X509DataType(r):
                             q -= 8 + (_l << 3)
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -14073,13 +14297,13 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerSerialType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('X509IssuerSerialType', r.end - q)
         el = 'X509IssuerName'
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1:
+        _esc = (x & 1)
+        if _esc:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -14238,7 +14462,9 @@ def _de2(r):  # DigestValue
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
@@ -14248,7 +14474,7 @@ def _de2(r):  # DigestValue
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
@@ -14279,7 +14505,9 @@ def _de4(r):  # KeyName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
@@ -14320,7 +14548,9 @@ def _de6(r):  # MgmtData
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
@@ -14408,7 +14638,9 @@ def _de11(r):  # Exponent
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
@@ -14418,7 +14650,7 @@ def _de11(r):  # Exponent
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
@@ -14443,7 +14675,9 @@ def _de12(r):  # G
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('G', r.end - q)
@@ -14453,7 +14687,7 @@ def _de12(r):  # G
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('G', r.end - q)
@@ -14527,7 +14761,9 @@ def _de14(r):  # J
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('J', r.end - q)
@@ -14537,7 +14773,7 @@ def _de14(r):  # J
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('J', r.end - q)
@@ -14562,7 +14798,9 @@ def _de15(r):  # Modulus
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
@@ -14572,7 +14810,7 @@ def _de15(r):  # Modulus
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
@@ -14597,7 +14835,9 @@ def _de16(r):  # P
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('P', r.end - q)
@@ -14607,7 +14847,7 @@ def _de16(r):  # P
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('P', r.end - q)
@@ -14632,7 +14872,9 @@ def _de17(r):  # PGPKeyID
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
@@ -14642,7 +14884,7 @@ def _de17(r):  # PGPKeyID
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
@@ -14667,7 +14909,9 @@ def _de18(r):  # PGPKeyPacket
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -14677,7 +14921,7 @@ def _de18(r):  # PGPKeyPacket
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
@@ -14702,7 +14946,9 @@ def _de19(r):  # PgenCounter
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
@@ -14712,7 +14958,7 @@ def _de19(r):  # PgenCounter
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
@@ -14737,7 +14983,9 @@ def _de20(r):  # Q
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Q', r.end - q)
@@ -14747,7 +14995,7 @@ def _de20(r):  # Q
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Q', r.end - q)
@@ -14772,7 +15020,9 @@ def _de21(r):  # SPKISexp
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
@@ -14782,7 +15032,7 @@ def _de21(r):  # SPKISexp
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
@@ -14807,7 +15057,9 @@ def _de22(r):  # Seed
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
@@ -14817,7 +15069,7 @@ def _de22(r):  # Seed
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
@@ -14842,7 +15094,9 @@ def _de23(r):  # X509CRL
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
@@ -14852,7 +15106,7 @@ def _de23(r):  # X509CRL
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
@@ -14877,7 +15131,9 @@ def _de24(r):  # X509Certificate
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
@@ -14887,7 +15143,7 @@ def _de24(r):  # X509Certificate
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
@@ -14912,7 +15168,9 @@ def _de25(r):  # X509IssuerName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
@@ -14947,7 +15205,9 @@ def _de26(r):  # X509SKI
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
@@ -14957,7 +15217,7 @@ def _de26(r):  # X509SKI
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
@@ -15031,7 +15291,9 @@ def _de28(r):  # X509SubjectName
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
@@ -15066,7 +15328,9 @@ def _de29(r):  # XPath
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
@@ -15101,7 +15365,9 @@ def _de30(r):  # Y
     q = r.end - r.pos
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
-    if (V >> q) & 1:
+    x = (V >> q) & 1
+    _esc = x
+    if _esc:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Y', r.end - q)
@@ -15111,7 +15377,7 @@ def _de30(r):  # Y
             q -= 8 + (_l << 3)
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Y', r.end - q)

@@ -518,8 +518,8 @@ class CodecWriter:
                      "    q -= 8 + (_l << 3)",
                      f"    {target} = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')",
                      "else:",
-                     f"    r.pos = r.end - q; {target} = r.binary(); V = r.v; q = r.end - r.pos",
-                     *self._len_facet(st, target, "r.at(r.end - q)")]
+                     f"    r.pos = r.end - q; {target} = r.binary(); V = r.v; q = r.end - r.pos; _l = len({target})",
+                     *self._len_facet(st, target, "r.at(r.end - q)", "_l")]
             return [("raw", lines)]
         if rep == "list":
             assert st.item is not None
@@ -549,18 +549,20 @@ class CodecWriter:
                 f"'range [{st.min_value}, {st.max_value}]', {target}, r.at(r.end - q))"]
 
     @staticmethod
-    def _len_condition(st: SimpleType, target: str) -> str | None:
-        """The Python condition under which ``target`` breaks the type's length facets (None: it has none)."""
+    def _len_condition(st: SimpleType, target: str, length: str | None = None) -> str | None:
+        """The Python condition under which ``target`` (of ``length``, default its len()) breaks the type's
+        length facets (None: it has none)."""
+        length = length or f"len({target})"
         conds = []
         if st.min_length:
-            conds.append(f"len({target}) < {st.min_length}")
+            conds.append(f"{length} < {st.min_length}")
         if st.max_length is not None:
-            conds.append(f"len({target}) > {st.max_length}")
+            conds.append(f"{length} > {st.max_length}")
         return " or ".join(conds) or None
 
-    def _len_facet(self, st: SimpleType, target: str, pos: str) -> list[str]:
+    def _len_facet(self, st: SimpleType, target: str, pos: str, length: str | None = None) -> list[str]:
         """A decoded value's length facets: a DecodeError when strict, else a recorded deviation."""
-        cond = self._len_condition(st, target)
+        cond = self._len_condition(st, target, length)
         if cond is None:
             return []
         return [f"if {cond}: r.facet({self._where(target)!r}, 'length [{st.min_length or 0}, {st.max_length}]', "
@@ -591,8 +593,8 @@ class CodecWriter:
             L.extend(self._render_dec(self.dec_value_ops(st, target, key), "value"))
         return [ind + x for x in L]
 
-    def _len_check(self, st: SimpleType, target: str, err: str, extra: str) -> list[str]:
-        cond = self._len_condition(st, target)
+    def _len_check(self, st: SimpleType, target: str, err: str, extra: str, length: str | None = None) -> list[str]:
+        cond = self._len_condition(st, target, length)
         if cond is None:
             return []
         return [f"if {cond}: raise {err}(f'length {{len({target})}} outside "
@@ -844,16 +846,16 @@ class CodecWriter:
         elif rep == "float":
             L.append(f"w.float({expr})")
         elif rep in ("b64", "hex"):
-            L.extend(self._len_check(st, expr, "EncodeError", ""))
             # shorter than 128 bytes: length octet and bytes in one shift
             L.append(f"_l = len({expr})")
+            L.extend(self._len_check(st, expr, "EncodeError", "", "_l"))
             L.append(f"if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes({expr}, 'big'); "
                      "n += (_l + 1) << 3")
             L.append(f"else: w.v = v; w.n = n; w.binary({expr}); v = w.v; n = w.n")
         elif rep == "str":
-            L.extend(self._len_check(st, expr, "EncodeError", ""))
             # ASCII shorter than 126 characters: length octet and characters in one shift
             L.append(f"_l = len({expr})")
+            L.extend(self._len_check(st, expr, "EncodeError", "", "_l"))
             L.append(f"if _l < 126 and {expr}.isascii():")
             L.append(f"    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes({expr}.encode(), 'big')")
             L.append("    n += (_l + 1) << 3")
@@ -1035,12 +1037,13 @@ class CodecWriter:
             # An empty value may come as a second-level EE instead of CH (EXIficient writes <X/> so):
             # escape, then EE = 0 among the 3-bit second-level codes of a start tag.
             empty = {"str": "''", "list": "[]"}.get(t.rep, "b''")
-            lines = ["q -= 1", "if q < 0: V, q = r.slideq(q, 1)", "if (V >> q) & 1:",
+            # The escape bit is read with the codes before it (the element's start, mostly).
+            lines = ["if _esc:",
                      "    q -= 3", "    if q < 0: V, q = r.slideq(q, 3)",
                      f"    if (V >> q) & 7: raise r.deviation({decl.qname[1]!r}, r.end - q)",
                      f"    {target} = {empty}", "else:"]
             lines.extend("    " + x for x in self._render_dec([*value_ops, ("fix", 1, "code")], decl.qname[1]))
-            return [("raw", lines)]
+            return [("fix", 1, ["_esc = {p}"]), ("raw", lines)]
         return [("fix", 1, "code"), *value_ops, ("fix", 1, "code")]
 
     def enc_element_ops(self, decl: ElementDecl, expr: str) -> list[tuple]:
